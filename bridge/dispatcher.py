@@ -1,0 +1,218 @@
+"""RPCDispatcher: picks the endpoint method for a message (WIRE.md 1.4) and runs it."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from bridge.exceptions import (
+    ExpectedException,
+    MalformedMessage,
+    NoSuchMethod,
+    UnsupportedVersion,
+)
+from bridge.serializer import NoOpSerializer, Serializer
+from bridge.target import Target
+from bridge.values import check_primitive
+
+LOG = logging.getLogger(__name__)
+
+DEFAULT_VERSION = "1.0"
+
+
+def _parse_version(version: str) -> tuple[int, int, int]:
+    parts = str(version).split(".")
+    if len(parts) not in (2, 3):
+        raise ValueError(f"version {version!r} is not major.minor[.rev]")
+    numbers = [int(p) for p in parts]
+    return numbers[0], numbers[1], numbers[2] if len(numbers) == 3 else 0
+
+
+def version_is_compatible(imp_version: str | None, version: str | None) -> bool:
+    """True when an endpoint implementing ``imp_version`` can serve ``version``.
+
+    Same major; the implemented minor at least the requested one; the third part
+    compared only when the minors are equal. A missing request version is never
+    compatible; a missing implemented version accepts everything.
+    """
+    if imp_version is None:
+        return True
+    if version is None:
+        return False
+    imp_major, imp_minor, imp_rev = _parse_version(imp_version)
+    major, minor, rev = _parse_version(version)
+    if major != imp_major or minor > imp_minor:
+        return False
+    return not (minor == imp_minor and rev > imp_rev)
+
+
+class RPCAccessPolicyBase:
+    """Decides which endpoint methods a message may call."""
+
+    def is_allowed(self, endpoint: Any, method: str) -> bool:
+        raise NotImplementedError
+
+
+class LegacyRPCAccessPolicy(RPCAccessPolicyBase):
+    """Allows every method, ``_private`` ones included."""
+
+    def is_allowed(self, endpoint: Any, method: str) -> bool:
+        return True
+
+
+class DefaultRPCAccessPolicy(RPCAccessPolicyBase):
+    """Refuses names that start with ``_``."""
+
+    def is_allowed(self, endpoint: Any, method: str) -> bool:
+        return not method.startswith("_")
+
+
+class ExplicitRPCAccessPolicy(RPCAccessPolicyBase):
+    """Allows only methods marked with :func:`expose`."""
+
+    def is_allowed(self, endpoint: Any, method: str) -> bool:
+        return bool(getattr(getattr(endpoint, method, None), "exposed", False))
+
+
+def expose(func: Callable) -> Callable:
+    """Mark a method as callable under :class:`ExplicitRPCAccessPolicy`."""
+    func.exposed = True  # type: ignore[attr-defined]
+    return func
+
+
+def expected_exceptions(*exceptions: type[BaseException]) -> Callable[[Callable], Callable]:
+    """Declare exceptions an endpoint method raises as part of its contract.
+
+    They reach the caller as themselves, but the server logs them at debug only.
+    """
+
+    def decorator(func: Callable) -> Callable:
+        if inspect.iscoroutinefunction(func):
+            @functools.wraps(func)
+            async def async_inner(*args: Any, **kwargs: Any) -> Any:
+                try:
+                    return await func(*args, **kwargs)
+                except exceptions:
+                    raise ExpectedException() from None
+            return async_inner
+
+        @functools.wraps(func)
+        def inner(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return func(*args, **kwargs)
+            except exceptions:
+                raise ExpectedException() from None
+        return inner
+
+    return decorator
+
+
+class Invocation:
+    """A resolved call: the endpoint method with its deserialized context and arguments."""
+
+    def __init__(self, method: Callable, ctxt: Any, args: dict[str, Any],
+                 serializer: Serializer) -> None:
+        self.method = method
+        self.ctxt = ctxt
+        self.args = args
+        self.serializer = serializer
+
+    @property
+    def is_coroutine(self) -> bool:
+        """True for ``async def`` methods, which an asyncio executor awaits on its loop."""
+        return inspect.iscoroutinefunction(self.method)
+
+    def run(self) -> Any:
+        """Call the method and return its serialized, checked result."""
+        result = self.method(self.ctxt, **self.args)
+        if inspect.isawaitable(result):
+            import asyncio
+
+            result = asyncio.run(_await(result))
+        return self.finish(result)
+
+    def finish(self, result: Any) -> Any:
+        """Serialize and check a result the method returned."""
+        result = self.serializer.serialize_entity(self.ctxt, result)
+        check_primitive(result, "the result")
+        return result
+
+
+async def _await(awaitable: Any) -> Any:
+    return await awaitable
+
+
+def _validate(message: Any) -> tuple[str, dict[str, Any], Any, Any]:
+    if not isinstance(message, dict):
+        raise MalformedMessage(f"the message must be a dict, not {type(message).__name__}")
+    method = message.get("method")
+    if not isinstance(method, str) or not method:
+        raise MalformedMessage(f"the message's 'method' must be a non-empty string, "
+                               f"not {method!r}")
+    args = message.get("args", {})
+    if args is None:
+        args = {}
+    if not isinstance(args, dict) or not all(isinstance(k, str) for k in args):
+        raise MalformedMessage("the message's 'args' must be a dict with str keys, "
+                               f"not {type(args).__name__}")
+    namespace = message.get("namespace")
+    if namespace is not None and not isinstance(namespace, str):
+        raise MalformedMessage(f"the message's 'namespace' must be a string, not {namespace!r}")
+    version = message.get("version", DEFAULT_VERSION)
+    if version is not None:
+        if not isinstance(version, str):
+            raise MalformedMessage(f"the message's 'version' must be a string, not {version!r}")
+        try:
+            _parse_version(version)
+        except ValueError as exc:
+            raise MalformedMessage(f"the message's {exc}") from None
+    return method, args, namespace, version
+
+
+class RPCDispatcher:
+    """Dispatches messages to the first compatible endpoint that has the method."""
+
+    def __init__(self, endpoints: Sequence[Any], serializer: Serializer | None = None,
+                 access_policy: type[RPCAccessPolicyBase] | None = None) -> None:
+        for endpoint in endpoints:
+            target = getattr(endpoint, "target", None)
+            if target is not None and not isinstance(target, Target):
+                raise TypeError(f"The 'target' attribute of endpoint {endpoint!r} must be a "
+                                f"bridge.Target, not {type(target).__name__}")
+        if access_policy is None:
+            access_policy = DefaultRPCAccessPolicy
+        if not (isinstance(access_policy, type) and issubclass(access_policy,
+                                                                 RPCAccessPolicyBase)):
+            raise TypeError(f"access_policy must be a subclass of RPCAccessPolicyBase, "
+                            f"not {access_policy!r}")
+        self.endpoints = list(endpoints)
+        self.serializer = serializer or NoOpSerializer()
+        self.access_policy = access_policy()
+        self._targets = [getattr(e, "target", None) or Target() for e in self.endpoints]
+
+    def resolve(self, ctxt: dict[str, Any], message: dict[str, Any]) -> Invocation:
+        """Find the method for ``message``; raise NoSuchMethod or UnsupportedVersion."""
+        method, args, namespace, version = _validate(message)
+        found_compatible = False
+        for endpoint, target in zip(self.endpoints, self._targets, strict=True):
+            if namespace not in target.accepted_namespaces:
+                continue
+            if not version_is_compatible(target.version or DEFAULT_VERSION, version):
+                continue
+            found_compatible = True
+            if hasattr(endpoint, method) and self.access_policy.is_allowed(endpoint, method):
+                new_ctxt = self.serializer.deserialize_context(ctxt)
+                new_args = {name: self.serializer.deserialize_entity(new_ctxt, value)
+                            for name, value in args.items()}
+                return Invocation(getattr(endpoint, method), new_ctxt, new_args,
+                                  self.serializer)
+        if found_compatible:
+            raise NoSuchMethod(method)
+        raise UnsupportedVersion(version, method=method)
+
+    def dispatch(self, ctxt: dict[str, Any], message: dict[str, Any]) -> Any:
+        """Resolve and run one message, returning the serialized result."""
+        return self.resolve(ctxt, message).run()

@@ -1,0 +1,246 @@
+"""MessageHandlingServer: listeners on one or more transports, one executor, one dispatcher."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+from bridge.dispatcher import RPCAccessPolicyBase, RPCDispatcher
+from bridge.exceptions import (
+    ExpectedException,
+    InvalidTarget,
+    MessagingServerError,
+    ServerListenError,
+    log_failure,
+)
+from bridge.executors import AsyncioExecutor, Executor, executor_class
+from bridge.heartbeat import HeartbeatScheduler
+from bridge.serializer import Serializer
+from bridge.target import Target
+from bridge.transport import Transport
+from bridge.transport.base import IncomingMessage, Listener
+
+LOG = logging.getLogger(__name__)
+
+_NEW, _RUNNING, _STOPPED = "new", "running", "stopped"
+
+
+class MessageHandlingServer:
+    """Takes messages from its transports' listeners and dispatches them.
+
+    ``start()`` listens on every transport; ``stop()`` takes no new messages;
+    ``wait()`` returns once every message already taken has been answered and
+    acknowledged, then releases the listeners. ``start()`` again begins a new cycle.
+    """
+
+    def __init__(self, transport: Transport | Sequence[Transport], target: Target,
+                 dispatcher: RPCDispatcher, executor: str | None = "threading") -> None:
+        transports = [transport] if isinstance(transport, Transport) else list(transport)
+        if not transports:
+            raise ValueError("a server needs at least one transport")
+        self.transports = transports
+        self.target = target
+        self.dispatcher = dispatcher
+        self.executor_name = executor or "threading"
+        self._executor_cls = executor_class(self.executor_name)
+        self._state = _NEW
+        self._cond = threading.Condition()
+        self._in_flight = 0
+        self._executor: Executor | None = None
+        self._heartbeats: HeartbeatScheduler | None = None
+        self.listeners: list[Listener] = []
+        self._lifecycle_lock = threading.RLock()
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def start(self, override_pool_size: int | None = None) -> None:
+        """Listen on every transport and start dispatching. A no-op while running."""
+        with self._lifecycle_lock:
+            if self._state == _RUNNING:
+                LOG.debug("Server %s is already running", self.target)
+                return
+            if self._state == _STOPPED:
+                self._drain_and_release()
+            pool_size = override_pool_size or self.transports[0].settings.executor_thread_pool_size
+            self._executor = self._executor_cls(pool_size, self._process, self._process_async)
+            self._heartbeats = HeartbeatScheduler()
+            listeners: list[Listener] = []
+            try:
+                for transport in self.transports:
+                    listeners.append(transport._listen(self.target))
+            except Exception as exc:
+                for listener in listeners:
+                    _quietly(listener.cleanup)
+                self._executor.shutdown(wait=False)
+                self._heartbeats.close()
+                if isinstance(exc, (MessagingServerError, InvalidTarget)):
+                    raise
+                raise ServerListenError(self.target, exc) from exc
+            self.listeners = listeners
+            with self._cond:
+                self._state = _RUNNING
+            for listener in listeners:
+                listener.start(self._on_incoming)
+            LOG.info("Serving %s on %s", self.target,
+                     ", ".join(str(item.address) for item in listeners))
+
+    def stop(self) -> None:
+        """Take no new messages. Returns at once if the server never started."""
+        with self._lifecycle_lock:
+            if self._state != _RUNNING:
+                return
+            with self._cond:
+                self._state = _STOPPED
+                self._cond.notify_all()
+            for listener in self.listeners:
+                _quietly(listener.stop)
+
+    def wait(self, timeout: float | None = None) -> None:
+        """Return once every message already taken is answered; then release the listeners.
+
+        Called while the server runs, it first waits for ``stop()`` from another thread.
+        """
+        with self._cond:
+            if self._state == _NEW:
+                return
+            if not self._cond.wait_for(lambda: self._state != _RUNNING, timeout):
+                from bridge.exceptions import TaskTimeout
+
+                raise TaskTimeout(f"wait() timed out after {timeout} s waiting for stop()")
+        with self._lifecycle_lock:
+            if self._state == _STOPPED:
+                self._drain_and_release(timeout)
+
+    def reset(self) -> None:
+        """Ask each listener to renew its connections; safe at any time."""
+        for listener in list(self.listeners):
+            reset = getattr(listener, "reset", None)
+            if reset is not None:
+                _quietly(reset)
+
+    def _drain_and_release(self, timeout: float | None = None) -> None:
+        with self._cond:
+            if not self._cond.wait_for(lambda: self._in_flight == 0, timeout):
+                from bridge.exceptions import TaskTimeout
+
+                raise TaskTimeout(f"{self._in_flight} messages still running after {timeout} s")
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+            self._executor = None
+        if self._heartbeats is not None:
+            self._heartbeats.close()
+            self._heartbeats = None
+        for listener in self.listeners:
+            _quietly(listener.cleanup)
+        self.listeners = []
+        with self._cond:
+            self._state = _NEW
+
+    # -- state -----------------------------------------------------------------------------
+
+    @property
+    def running(self) -> bool:
+        return self._state == _RUNNING
+
+    @property
+    def healthy(self) -> bool:
+        """True while running and every listener can take messages."""
+        return self._state == _RUNNING and all(item.healthy for item in self.listeners)
+
+    @property
+    def addresses(self) -> list[str]:
+        """Where each listener can be reached."""
+        return [str(listener.address) for listener in self.listeners]
+
+    @property
+    def in_flight(self) -> int:
+        """Messages taken and not yet answered."""
+        return self._in_flight
+
+    # -- processing ------------------------------------------------------------------------
+
+    def _on_incoming(self, incoming: IncomingMessage) -> None:
+        with self._cond:
+            self._in_flight += 1
+        try:
+            executor = self._executor
+            if executor is None:
+                raise MessagingServerError("the server is not running")
+            executor.submit(incoming)
+        except Exception as exc:
+            LOG.error("Could not hand %s over to the executor: %s", incoming.method, exc)
+            self._answer(incoming, None, exc)
+
+    def _process(self, incoming: IncomingMessage) -> None:
+        watch = self._heartbeats.watch(incoming) if self._heartbeats else None
+        result, failure = None, None
+        try:
+            result = self.dispatcher.resolve(incoming.ctxt, incoming.message).run()
+        except Exception as exc:
+            failure = exc
+        finally:
+            if watch is not None:
+                watch.cancel()
+        self._answer(incoming, result, failure)
+
+    async def _process_async(self, incoming: IncomingMessage, executor: AsyncioExecutor) -> None:
+        watch = self._heartbeats.watch(incoming) if self._heartbeats else None
+        result, failure = None, None
+        try:
+            invocation = self.dispatcher.resolve(incoming.ctxt, incoming.message)
+            if invocation.is_coroutine:
+                raw = await invocation.method(invocation.ctxt, **invocation.args)
+                result = invocation.finish(raw)
+            else:
+                result = await executor.run_blocking(invocation.run)
+        except Exception as exc:
+            failure = exc
+        finally:
+            if watch is not None:
+                watch.cancel()
+        await executor.run_blocking(self._answer, incoming, result, failure)
+
+    def _answer(self, incoming: IncomingMessage, result: Any,
+                failure: BaseException | None) -> None:
+        try:
+            if failure is not None:
+                log_failure(LOG, failure, f"{incoming.wire} message handling "
+                                          f"(method {incoming.method!r})")
+                if isinstance(failure, ExpectedException):
+                    failure = failure.exc_info[1]
+            try:
+                incoming.reply(result=result, failure=failure)
+            except Exception:
+                LOG.exception("Can not send reply for %s", incoming.method)
+            try:
+                incoming.acknowledge()
+            except Exception:
+                LOG.exception("Can not acknowledge %s", incoming.method)
+        finally:
+            with self._cond:
+                self._in_flight -= 1
+                self._cond.notify_all()
+
+
+class RPCServer(MessageHandlingServer):
+    """The RPC flavour of the server (the only one this library has)."""
+
+
+def _quietly(func: Any) -> None:
+    try:
+        func()
+    except Exception:
+        LOG.exception("Ignoring an error from %s", getattr(func, "__qualname__", func))
+
+
+def get_rpc_server(transport: Transport | Sequence[Transport], target: Target,
+                   endpoints: Sequence[Any], executor: str | None = "threading",
+                   serializer: Serializer | None = None,
+                   access_policy: type[RPCAccessPolicyBase] | None = None,
+                   server_cls: type[MessageHandlingServer] = RPCServer,
+                   ) -> MessageHandlingServer:
+    """Build a server for ``endpoints`` on one transport or several at once."""
+    dispatcher = RPCDispatcher(endpoints, serializer, access_policy)
+    return server_cls(transport, target, dispatcher, executor)

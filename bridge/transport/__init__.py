@@ -1,0 +1,129 @@
+"""Transports: ``get_transport(conf, url)`` picks a driver by the URL's scheme.
+
+Drivers are imported only when a URL names them, so ``import bridge`` costs no
+grpc or kombu connection, and no driver imports another.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import threading
+from typing import Any
+
+from bridge.conf import Settings, load_settings
+from bridge.exceptions import DriverLoadFailure, InvalidTransportURL
+from bridge.target import Target
+from bridge.transport.base import Driver, IncomingMessage, Listener
+from bridge.transport.url import TransportHost, TransportURL
+
+LOG = logging.getLogger(__name__)
+
+#: URL scheme -> "module:class" of its driver.
+DRIVERS = {
+    "memory": "bridge.transport.memory:MemoryDriver",
+    "grpc": "bridge.transport.grpc:GrpcDriver",
+    "grpcs": "bridge.transport.grpc:GrpcDriver",
+    "rabbit": "bridge.transport.amqp:AmqpDriver",
+    "kombu": "bridge.transport.amqp:AmqpDriver",
+    "amqp": "bridge.transport.amqp:AmqpDriver",
+}
+
+
+class Transport:
+    """A connection to one wire, shared by the servers and clients built on it."""
+
+    def __init__(self, driver: Driver, settings: Settings) -> None:
+        self._driver = driver
+        self.settings = settings
+        self.url = driver.url
+        self._lock = threading.Lock()
+        self._closed = False
+
+    @property
+    def conf(self) -> Settings:
+        return self.settings
+
+    @property
+    def driver(self) -> Driver:
+        return self._driver
+
+    @property
+    def wire(self) -> str:
+        return self._driver.wire
+
+    def _listen(self, target: Target) -> Listener:
+        if not (target.topic and target.server):
+            from bridge.exceptions import InvalidTarget
+
+            raise InvalidTarget("A server's target must have topic and server names specified",
+                                target)
+        return self._driver.listen(target)
+
+    def _send(self, target: Target, ctxt: dict[str, Any], message: dict[str, Any], *,
+              wait_for_reply: bool = False, timeout: float | None = None,
+              call_monitor_timeout: float | None = None, retry: int | None = None,
+              at_least_once: bool = False) -> Any:
+        if not target.topic:
+            from bridge.exceptions import InvalidTarget
+
+            raise InvalidTarget("A topic is required to send", target)
+        return self._driver.send(target, ctxt, message, wait_for_reply=wait_for_reply,
+                                 timeout=timeout, call_monitor_timeout=call_monitor_timeout,
+                                 retry=retry, at_least_once=at_least_once)
+
+    def cleanup(self) -> None:
+        """Release the driver's connections; safe to call more than once."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        self._driver.cleanup()
+
+    def __repr__(self) -> str:
+        return f"<Transport {self.url}>"
+
+
+RPCTransport = Transport
+
+
+def _load_driver_class(scheme: str, url: str) -> type[Driver]:
+    name = scheme.split("+", 1)[0]
+    path = DRIVERS.get(name)
+    if path is None:
+        raise DriverLoadFailure(name, f"no driver for scheme {name!r} in {url!r}; known: "
+                                f"{', '.join(sorted(DRIVERS))}")
+    module_name, _, class_name = path.partition(":")
+    try:
+        return getattr(importlib.import_module(module_name), class_name)
+    except (ImportError, AttributeError) as exc:
+        raise DriverLoadFailure(name, exc) from exc
+
+
+def get_transport(conf: Any = None, url: str | TransportURL | None = None,
+                  allowed_remote_exmods: list[str] | None = None) -> Transport:
+    """Build a transport from ``url``, else ``conf``'s ``transport_url``.
+
+    ``conf`` may be an oslo.config ConfigOpts, a mapping or None; with neither a
+    URL nor a configured ``transport_url``, ``BRIDGE_TRANSPORT_URL`` is read, and
+    then ``memory://`` (the in-process transport) is used.
+    """
+    settings = load_settings(conf)
+    if isinstance(url, TransportURL):
+        parsed = url
+    else:
+        parsed = TransportURL.parse(url if url is not None else settings.transport_url)
+    driver_cls = _load_driver_class(parsed.transport, str(parsed))
+    driver = driver_cls(parsed, settings, list(allowed_remote_exmods or []))
+    return Transport(driver, settings)
+
+
+def get_rpc_transport(conf: Any = None, url: str | TransportURL | None = None,
+                      allowed_remote_exmods: list[str] | None = None) -> Transport:
+    """The recommended name of :func:`get_transport` for RPC."""
+    return get_transport(conf, url, allowed_remote_exmods)
+
+
+__all__ = ["DRIVERS", "Driver", "IncomingMessage", "InvalidTransportURL", "Listener",
+           "RPCTransport", "Transport", "TransportHost", "TransportURL", "get_rpc_transport",
+           "get_transport"]

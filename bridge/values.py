@@ -1,0 +1,66 @@
+"""What may cross the wire: primitives, checked with the path of the first offender."""
+
+from __future__ import annotations
+
+from typing import Any
+
+_SCALARS = (type(None), bool, int, float, str)
+MAX_DEPTH = 64
+
+
+class NotPrimitiveError(TypeError):
+    """A value that no wire can carry; the message names its type and where it sits."""
+
+    def __init__(self, path: str, value: Any, reason: str | None = None) -> None:
+        self.path = path
+        self.type_name = type(value).__name__
+        detail = reason or (
+            f"is a {type(value).__module__}.{type(value).__qualname__}, which cannot cross the "
+            "wire; use None, bool, int, float, str, list, tuple or dict with str keys "
+            "(or a serializer that turns it into those)")
+        super().__init__(f"{path} {detail}")
+
+
+def is_primitive(value: Any) -> bool:
+    """True when ``value`` is made only of wire primitives."""
+    try:
+        check_primitive(value, "value")
+    except NotPrimitiveError:
+        return False
+    return True
+
+
+def check_primitive(value: Any, path: str, _depth: int = 0) -> None:
+    """Raise :class:`NotPrimitiveError` naming ``path`` if ``value`` is not a primitive tree."""
+    if isinstance(value, _SCALARS):
+        return
+    if _depth >= MAX_DEPTH:
+        raise NotPrimitiveError(path, value, f"nests deeper than {MAX_DEPTH} levels")
+    if isinstance(value, (list, tuple)):
+        for index, item in enumerate(value):
+            check_primitive(item, f"{path}[{index}]", _depth + 1)
+        return
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise NotPrimitiveError(
+                    f"{path} key {key!r}", key,
+                    f"is a {type(key).__name__}; dict keys must be str")
+            check_primitive(item, f"{path}[{key!r}]", _depth + 1)
+        return
+    raise NotPrimitiveError(path, value)
+
+
+def check_arguments(args: dict[str, Any]) -> None:
+    """Check every keyword argument of a call; the path names the argument."""
+    for name, value in args.items():
+        check_primitive(value, f"argument {name!r}")
+
+
+def copy_primitive(value: Any) -> Any:
+    """Copy a checked primitive tree the way a wire would: tuples become lists."""
+    if isinstance(value, (list, tuple)):
+        return [copy_primitive(item) for item in value]
+    if isinstance(value, dict):
+        return {key: copy_primitive(item) for key, item in value.items()}
+    return value
