@@ -8,6 +8,7 @@ A failure travels as a dict with the fields of oslo.messaging's rabbit driver:
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import logging
 import traceback
@@ -198,8 +199,21 @@ def _primitive_or_text(value: Any) -> Any:
     return value if is_primitive(value) else str(value)
 
 
+_FAILURE_ATTR = "_bridge_failure"
+
+
 def serialize_failure(exc: BaseException, include_traceback: bool = True) -> dict[str, Any]:
-    """Describe an exception as the wire's failure dict (WIRE.md 2.10)."""
+    """Describe an exception as the wire's failure dict (WIRE.md 2.10).
+
+    An exception rebuilt from a remote failure is described by the failure it came
+    from, so a server that passes a remote failure on (a gateway) forwards it unchanged.
+    """
+    forwarded = getattr(exc, _FAILURE_ATTR, None)
+    if isinstance(forwarded, dict):
+        data = dict(forwarded)
+        if not include_traceback:
+            data["tb"] = []
+        return data
     cls = type(exc)
     name, module = cls.__name__, cls.__module__
     if module == __name__:
@@ -241,7 +255,24 @@ def _find_class(module: str, name: str, allowed: list[str]) -> type[BaseExceptio
 
 def deserialize_failure(data: dict[str, Any], allowed_remote_exmods: list[str] | None = None,
                         ) -> BaseException:
-    """Rebuild the exception a failure dict describes, as the caller should see it."""
+    """Rebuild the exception a failure dict describes, as the caller should see it.
+
+    The result remembers ``data``, so :func:`serialize_failure` can forward it as it came.
+    """
+    exc = _rebuild(data, allowed_remote_exmods)
+    with contextlib.suppress(AttributeError, TypeError):
+        setattr(exc, _FAILURE_ATTR, {
+            "class": str(data.get("class", "Exception")),
+            "module": str(data.get("module", "builtins")),
+            "message": str(data.get("message", "")),
+            "tb": list(data.get("tb") or []) if isinstance(data.get("tb"), list) else [],
+            "args": list(data.get("args") or []),
+            "kwargs": dict(data.get("kwargs") or {}),
+        })
+    return exc
+
+
+def _rebuild(data: dict[str, Any], allowed_remote_exmods: list[str] | None) -> BaseException:
     allowed = list(allowed_remote_exmods or [])
     name = str(data.get("class", "Exception"))
     module = str(data.get("module", "builtins"))

@@ -251,3 +251,16 @@ def test_json_payload_serializer_makes_primitives(transport, serve):
     rpc = client(transport, serializer=bridge.JsonPayloadSerializer())
     result = rpc.call({}, "ok", when=datetime.datetime(1920, 2, 3, 4, 5, 6, 7), tags={"a"})
     assert result == {"when": "1920-02-03T04:05:06.000007", "tags": ["a"]}
+
+
+def test_a_rebuilt_failure_is_forwarded_unchanged():
+    original = {"class": "QuotaError", "module": "nova.exception", "message": "over quota",
+                "tb": ["Traceback (most recent call last):\n", "nova.exception.QuotaError\n"],
+                "args": ["over quota", 3], "kwargs": {"code": 413}}
+    rebuilt = deserialize_failure(original)
+    assert isinstance(rebuilt, bridge.RemoteError)
+    assert serialize_failure(rebuilt) == original
+    assert serialize_failure(rebuilt, include_traceback=False)["tb"] == []
+    builtin = deserialize_failure({"class": "ValueError", "module": "builtins",
+                                   "message": "bad", "tb": [], "args": ["bad"]})
+    assert serialize_failure(builtin)["message"] == "bad"
