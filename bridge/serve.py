@@ -92,7 +92,10 @@ class _ServerProxy:
         self._holder = holder
 
     def __getattr__(self, name: str) -> Any:
-        return getattr(self._holder["server"], name)
+        server = self._holder.get("server")
+        if server is None:
+            raise AttributeError(f"the server is not built yet (asked for {name!r})")
+        return getattr(server, name)
 
 
 def driver_conf(settings: ServeSettings) -> dict[str, Any]:
