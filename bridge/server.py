@@ -206,10 +206,7 @@ class MessageHandlingServer:
                 failure: BaseException | None) -> None:
         try:
             if failure is not None:
-                log_failure(LOG, failure, f"{incoming.wire} message handling "
-                                          f"(method {incoming.method!r})")
-                if isinstance(failure, ExpectedException):
-                    failure = failure.exc_info[1]
+                failure = self._report_failure(incoming, failure)
             try:
                 incoming.reply(result=result, failure=failure)
             except Exception:
@@ -222,6 +219,16 @@ class MessageHandlingServer:
             with self._cond:
                 self._in_flight -= 1
                 self._cond.notify_all()
+
+
+    def _report_failure(self, incoming: IncomingMessage,
+                        failure: BaseException) -> BaseException:
+        """Log a failure once; return the exception the caller should get."""
+        log_failure(LOG, failure, f"{incoming.wire} message handling "
+                                  f"(method {incoming.method!r})")
+        if isinstance(failure, ExpectedException):
+            return failure.exc_info[1]
+        return failure
 
 
 class RPCServer(MessageHandlingServer):
