@@ -235,6 +235,13 @@ class RPCServer(MessageHandlingServer):
     """The RPC flavour of the server (the only one this library has)."""
 
 
+class PingEndpoint:
+    """The built-in endpoint of ``rpc_ping_enabled``: null namespace, version 1.0."""
+
+    def oslo_rpc_server_ping(self, ctxt: Any, **kwargs: Any) -> str:
+        return "pong"
+
+
 def _quietly(func: Any) -> None:
     try:
         func()
@@ -248,6 +255,14 @@ def get_rpc_server(transport: Transport | Sequence[Transport], target: Target,
                    access_policy: type[RPCAccessPolicyBase] | None = None,
                    server_cls: type[MessageHandlingServer] = RPCServer,
                    ) -> MessageHandlingServer:
-    """Build a server for ``endpoints`` on one transport or several at once."""
+    """Build a server for ``endpoints`` on one transport or several at once.
+
+    With ``rpc_ping_enabled`` set in the first transport's configuration, an endpoint
+    whose ``oslo_rpc_server_ping`` returns ``"pong"`` is appended, as oslo.messaging does.
+    """
+    endpoints = list(endpoints)
+    first = transport if isinstance(transport, Transport) else list(transport)[0]
+    if first.settings.rpc_ping_enabled:
+        endpoints.append(PingEndpoint())
     dispatcher = RPCDispatcher(endpoints, serializer, access_policy)
     return server_cls(transport, target, dispatcher, executor)
