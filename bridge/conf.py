@@ -23,6 +23,8 @@ class Settings:
     control_exchange: str = "openstack"
     rpc_response_timeout: float = 60.0
     executor_thread_pool_size: int = 64
+    #: Append the built-in endpoint whose ``oslo_rpc_server_ping`` answers ``"pong"``.
+    rpc_ping_enabled: bool = False
     #: Option groups for drivers, such as ``oslo_messaging_rabbit`` or ``grpc``.
     groups: dict[str, dict[str, Any]] = field(default_factory=dict)
 
@@ -32,7 +34,7 @@ class Settings:
 
 
 _SCALAR_OPTIONS = ("transport_url", "control_exchange", "rpc_response_timeout",
-                   "executor_thread_pool_size")
+                   "executor_thread_pool_size", "rpc_ping_enabled")
 
 
 def _read_config_opts(conf: Any) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
@@ -72,5 +74,7 @@ def load_settings(conf: Any = None) -> Settings:
     settings = Settings(groups=groups)
     for name, value in values.items():
         current = getattr(settings, name)
+        if isinstance(current, bool) and isinstance(value, str):
+            value = value.strip().lower() in ("1", "true", "yes", "on")
         setattr(settings, name, type(current)(value))
     return settings

@@ -319,3 +319,16 @@ def log_failure(logger: logging.Logger, exc: BaseException, what: str) -> None:
 
 class MalformedMessage(RPCDispatcherError, ValueError):
     """A request whose fields have the wrong types or values (method, args, version...)."""
+
+
+class NoRoute(MessagingException):
+    """No local endpoint serves the target and no gateway route forwards it."""
+
+    def __init__(self, target: Any) -> None:
+        super().__init__(f"No server or route for {target}")
+        self.target = target
+        self.args = (str(target),)
+
+
+class TooManyRequests(MessagingException):
+    """A concurrency limit is reached; the caller may retry later."""

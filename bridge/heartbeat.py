@@ -19,9 +19,17 @@ class HeartbeatWatch:
         self.incoming = incoming
         self.interval = interval
         self.cancelled = False
+        # Held while a heartbeat is sent, so none can follow cancel() (and the reply).
+        self._sending = threading.Lock()
 
     def cancel(self) -> None:
-        self.cancelled = True
+        with self._sending:
+            self.cancelled = True
+
+    def send(self) -> None:
+        with self._sending:
+            if not self.cancelled:
+                self.incoming.heartbeat()
 
 
 class HeartbeatScheduler:
@@ -73,7 +81,7 @@ class HeartbeatScheduler:
                 heapq.heappush(self._heap, (time.monotonic() + watch.interval,
                                             next(self._counter), watch))
             try:
-                watch.incoming.heartbeat()
+                watch.send()
             except Exception:
                 LOG.exception("Could not send a call-monitor heartbeat")
 

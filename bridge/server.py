@@ -263,10 +263,7 @@ class MessageHandlingServer:
         outcome = outcome_of(failure)
         try:
             if failure is not None:
-                log_failure(LOG, failure, f"{incoming.wire} message handling "
-                                          f"(method {incoming.method!r})")
-                if isinstance(failure, ExpectedException):
-                    failure = failure.exc_info[1]
+                failure = self._report_failure(incoming, failure)
             try:
                 incoming.reply(result=result, failure=failure)
             except Exception:
@@ -286,8 +283,25 @@ class MessageHandlingServer:
                 self._cond.notify_all()
 
 
+    def _report_failure(self, incoming: IncomingMessage,
+                        failure: BaseException) -> BaseException:
+        """Log a failure once; return the exception the caller should get."""
+        log_failure(LOG, failure, f"{incoming.wire} message handling "
+                                  f"(method {incoming.method!r})")
+        if isinstance(failure, ExpectedException):
+            return failure.exc_info[1]
+        return failure
+
+
 class RPCServer(MessageHandlingServer):
     """The RPC flavour of the server (the only one this library has)."""
+
+
+class PingEndpoint:
+    """The built-in endpoint of ``rpc_ping_enabled``: null namespace, version 1.0."""
+
+    def oslo_rpc_server_ping(self, ctxt: Any, **kwargs: Any) -> str:
+        return "pong"
 
 
 def _quietly(func: Any) -> None:
@@ -303,6 +317,14 @@ def get_rpc_server(transport: Transport | Sequence[Transport], target: Target,
                    access_policy: type[RPCAccessPolicyBase] | None = None,
                    server_cls: type[MessageHandlingServer] = RPCServer,
                    ) -> MessageHandlingServer:
-    """Build a server for ``endpoints`` on one transport or several at once."""
+    """Build a server for ``endpoints`` on one transport or several at once.
+
+    With ``rpc_ping_enabled`` set in the first transport's configuration, an endpoint
+    whose ``oslo_rpc_server_ping`` returns ``"pong"`` is appended, as oslo.messaging does.
+    """
+    endpoints = list(endpoints)
+    first = transport if isinstance(transport, Transport) else list(transport)[0]
+    if first.settings.rpc_ping_enabled:
+        endpoints.append(PingEndpoint())
     dispatcher = RPCDispatcher(endpoints, serializer, access_policy)
     return server_cls(transport, target, dispatcher, executor)

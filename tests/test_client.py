@@ -153,3 +153,14 @@ def test_url_details():
     assert url.query == {"a": "1,2"}
     with pytest.raises(bridge.InvalidTransportURL, match="port"):
         TransportURL.parse("rabbit://h:notaport/")
+
+
+def test_rpc_ping_enabled_appends_the_ping_endpoint(memory_url):
+    transport = bridge.get_transport({"rpc_ping_enabled": True}, memory_url)
+    server = bridge.get_rpc_server(transport, bridge.Target(topic="t", server="s"), [])
+    server.start()
+    client = bridge.get_rpc_client(transport, bridge.Target(topic="t"), timeout=5)
+    assert client.call({}, "oslo_rpc_server_ping") == "pong"
+    server.stop()
+    server.wait()
+    transport.cleanup()

@@ -31,6 +31,8 @@ class IncomingMessage(abc.ABC):
     * ``deadline``: the ``time.monotonic()`` instant the caller gives up, or None.
     * ``wire``: the wire's short name, for logs and metrics.
     * ``wants_reply``: False for a cast, whose reply() sends nothing.
+    * ``target``: where the caller sent it (topic, server, fanout, exchange), when the wire
+      tells; a gateway forwards to the same place.
     """
 
     ctxt: dict[str, Any]
@@ -39,6 +41,14 @@ class IncomingMessage(abc.ABC):
     deadline: float | None = None
     wire: str = "unknown"
     wants_reply: bool = True
+    target: Target | None = None
+
+    #: Context keys a driver adds on receipt; a gateway removes them before forwarding.
+    ADDED_CONTEXT_KEYS: tuple[str, ...] = ("client_timeout",)
+
+    def sent_context(self) -> dict[str, Any]:
+        """The context as the caller sent it, without the keys added on receipt."""
+        return {k: v for k, v in self.ctxt.items() if k not in self.ADDED_CONTEXT_KEYS}
 
     @abc.abstractmethod
     def reply(self, result: Any = None, failure: BaseException | None = None) -> None:

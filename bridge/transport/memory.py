@@ -178,6 +178,13 @@ class _MemoryListener(Listener):
         with self.broker.lock:
             self.broker.fanout.setdefault(f"{target.topic}_fanout", set()).add(fanout_name)
         self.queues.append(self.fanout_queue)
+        # What a message's queue says about where its caller sent it.
+        self.queue_targets = {
+            self.queues[0].name: Target(exchange=exchange, topic=target.topic),
+            self.queues[1].name: Target(exchange=exchange, topic=target.topic,
+                                        server=target.server),
+            fanout_name: Target(exchange=exchange, topic=target.topic, fanout=True),
+        }
         self.address = f"{driver.url.original} topic={target.topic} server={target.server}"
         self._inbox: deque[tuple[_Queue, _Envelope]] = deque()
         self._cond = threading.Condition()
@@ -207,11 +214,12 @@ class _MemoryListener(Listener):
                     self._cond.wait()
                 if self._stopping:
                     return
-                _, envelope = self._inbox.popleft()
+                q, envelope = self._inbox.popleft()
             if envelope.deadline is not None and time.monotonic() > envelope.deadline:
                 continue  # expired in the queue, like an AMQP message with a TTL
             try:
                 incoming = MemoryIncoming(envelope)
+                incoming.target = self.queue_targets.get(q.name)
             except (ValueError, KeyError, TypeError) as exc:
                 LOG.error("Dropping a malformed in-memory message: %s", exc)
                 continue

@@ -1,0 +1,173 @@
+"""The gateway forwards by routes between two transports (two memory brokers here)."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+
+import pytest
+
+import bridge
+from bridge.exceptions import serialize_failure
+from bridge.gateway import Forwarder, GatewayServer, Route, routes_from_config
+
+
+class Legacy:
+    target = bridge.Target(namespace="compute", version="2.1")
+
+    def __init__(self):
+        self.casts: list = []
+        self.cast_seen = threading.Event()
+        self.contexts: list = []
+
+    def boot(self, ctxt, name, flavor):
+        self.contexts.append(ctxt)
+        return {"name": name, "flavor": flavor, "big": 2**70}
+
+    def fail(self, ctxt):
+        from tests.remote_errors import AppError
+
+        raise AppError(404, detail="no such instance", instance="i-1")
+
+    def slow(self, ctxt, seconds):
+        time.sleep(seconds)
+        return seconds
+
+    def note(self, ctxt, value):
+        self.casts.append(value)
+        self.cast_seen.set()
+
+
+@pytest.fixture
+def sides():
+    legacy_url = f"memory://legacy-{uuid.uuid4().hex}"
+    front_url = f"memory://front-{uuid.uuid4().hex}"
+    legacy_transport = bridge.get_transport(None, legacy_url)
+    front_transport = bridge.get_transport(None, front_url)
+    endpoint = Legacy()
+    legacy = bridge.get_rpc_server(legacy_transport,
+                                   bridge.Target(topic="compute", server="host1"), [endpoint])
+    legacy.start()
+    started = []
+
+    def gateway(routes=None, max_in_flight=16):
+        forwarder = Forwarder(routes or [Route(topic="compute", url=legacy_url)],
+                              max_in_flight=max_in_flight)
+        server = GatewayServer(front_transport, bridge.Target(topic="compute", server="gw"),
+                               forwarder)
+        server.start()
+        started.append((server, forwarder))
+        return server
+
+    yield {"endpoint": endpoint, "front": front_transport, "legacy": legacy_transport,
+           "gateway": gateway}
+    for server, forwarder in started:
+        server.stop()
+        server.wait()
+        forwarder.close()
+    legacy.stop()
+    legacy.wait()
+    legacy_transport.cleanup()
+    front_transport.cleanup()
+
+
+def client(transport, **kwargs):
+    return bridge.get_rpc_client(transport, bridge.Target(topic="compute", namespace="compute",
+                                                          version="2.0"), timeout=5, **kwargs)
+
+
+def test_call_is_forwarded_with_everything_intact(sides):
+    sides["gateway"]()
+    ctxt = {"request_id": "req-1", "user": "u1", "roles": ["admin"]}
+    result = client(sides["front"]).call(ctxt, "boot", name="vm1", flavor={"ram": 512})
+    assert result == {"name": "vm1", "flavor": {"ram": 512}, "big": 2**70}
+    direct = client(sides["legacy"]).call(ctxt, "boot", name="vm1", flavor={"ram": 512})
+    assert direct == result
+    forwarded_ctxt, direct_ctxt = sides["endpoint"].contexts
+    assert forwarded_ctxt == direct_ctxt == dict(ctxt, client_timeout=None)
+
+
+def test_failure_is_relayed_exactly(sides):
+    sides["gateway"]()
+    with pytest.raises(bridge.RemoteError) as forwarded:
+        client(sides["front"]).call({}, "fail")
+    with pytest.raises(bridge.RemoteError) as direct:
+        client(sides["legacy"]).call({}, "fail")
+    via_gateway, straight = serialize_failure(forwarded.value), serialize_failure(direct.value)
+    for key in ("class", "module", "message", "args", "kwargs"):
+        assert via_gateway[key] == straight[key], key
+    assert via_gateway["module"] == "tests.remote_errors"
+    assert via_gateway["kwargs"] == {"instance": "i-1"}
+
+
+def test_dispatch_errors_come_from_the_upstream(sides):
+    sides["gateway"]()
+    with pytest.raises(bridge.RemoteError, match="NoSuchMethod"):
+        client(sides["front"]).call({}, "no_such_method")
+    with pytest.raises(bridge.RemoteError, match="UnsupportedVersion"):
+        client(sides["front"]).prepare(version="3.0").call({}, "boot", name="x", flavor=1)
+
+
+def test_the_callers_timeout_bounds_the_upstream_call(sides):
+    sides["gateway"]()
+    with pytest.raises(bridge.MessagingTimeout):
+        client(sides["front"], ).prepare(timeout=0.5).call({}, "slow", seconds=1.5)
+
+
+def test_casts_and_server_direct_calls_are_forwarded(sides):
+    sides["gateway"]()
+    client(sides["front"]).cast({}, "note", value="hello")
+    assert sides["endpoint"].cast_seen.wait(5)
+    assert sides["endpoint"].casts == ["hello"]
+    # Addressed to the gateway itself: served by any upstream server of the topic.
+    assert client(sides["front"]).prepare(server="gw").call({}, "slow", seconds=0) == 0
+
+
+def test_unrouted_namespace_is_no_route(sides):
+    sides["gateway"]([Route(topic="compute", url=str(sides["legacy"].url.original),
+                            namespace="other")])
+    with pytest.raises(bridge.RemoteError) as info:
+        client(sides["front"]).call({}, "boot", name="x", flavor=1)
+    assert info.value.exc_type == "NoRoute"
+
+
+def test_concurrency_limit_refuses_the_excess(sides):
+    sides["gateway"](max_in_flight=1)
+    slow = threading.Thread(target=client(sides["front"]).call, args=({}, "slow"),
+                            kwargs={"seconds": 1.0})
+    slow.start()
+    time.sleep(0.3)  # let the first call occupy the only slot
+    with pytest.raises(bridge.RemoteError) as info:
+        client(sides["front"]).call({}, "slow", seconds=0)
+    assert info.value.exc_type == "TooManyRequests"
+    slow.join(5)
+    assert client(sides["front"]).call({}, "slow", seconds=0) == 0  # the slot came back
+
+
+def test_stop_and_wait_answer_forwarded_calls_in_flight(sides):
+    server = sides["gateway"]()
+    box: dict = {}
+    thread = threading.Thread(target=lambda: box.setdefault(
+        "result", client(sides["front"]).call({}, "slow", seconds=0.8)))
+    thread.start()
+    for _ in range(100):
+        if server.in_flight:
+            break
+        time.sleep(0.02)
+    server.stop()
+    server.wait()
+    thread.join(5)
+    assert box == {"result": 0.8}
+
+
+def test_routes_from_config():
+    routes = routes_from_config([{"topic": "compute", "url": "rabbit://h/",
+                                  "namespace": None}, {"topic": "*", "url": "grpc://h:1"}])
+    assert routes[0].matches(bridge.Target(topic="compute"), None)
+    assert not routes[0].matches(bridge.Target(topic="compute"), "ns")
+    assert routes[1].matches(bridge.Target(topic="anything", exchange="x"), "ns")
+    with pytest.raises(ValueError, match="unknown route keys"):
+        routes_from_config([{"topic": "t", "url": "u", "colour": "red"}])
+    with pytest.raises(ValueError, match="needs a topic"):
+        routes_from_config([{"url": "u"}])
