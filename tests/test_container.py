@@ -137,3 +137,21 @@ def test_bridge_serve_from_the_venv_starts_and_stops_on_sigterm(venv):
         assert proc.wait() == 0
     finally:
         proc.close()
+
+
+def test_deploy_manifests_match_the_image():
+    yaml = pytest.importorskip("yaml")
+    compose = yaml.safe_load((ROOT / "deploy" / "compose.yaml").read_text())
+    bridge_service = compose["services"]["bridge"]
+    assert "rabbitmq" in compose["services"]
+    assert bridge_service["environment"]["BRIDGE_AMQP_URLS"].startswith("rabbit://")
+    assert "50051:50051" in bridge_service["ports"]
+    deployment, service = yaml.safe_load_all((ROOT / "deploy" / "kubernetes.yaml").read_text())
+    pod = deployment["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    assert container["readinessProbe"]["grpc"]["port"] == 50051
+    assert container["livenessProbe"]["grpc"]["port"] == 50051
+    assert pod["terminationGracePeriodSeconds"] > 30
+    assert pod["securityContext"]["runAsUser"] == 10001
+    assert {p["containerPort"] for p in container["ports"]} == {50051, 9100}
+    assert service["kind"] == "Service"
