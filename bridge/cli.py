@@ -23,6 +23,7 @@ EXIT_USAGE = 2
 
 DEFAULT_TOPIC = "bridge"
 DEFAULT_HEALTH_URL = "grpc://127.0.0.1:50051"
+TLS_CLIENT_OPTIONS = ("tls_ca_file", "tls_cert_file", "tls_key_file", "tls_server_name")
 
 
 class UsageError(Exception):
@@ -67,7 +68,7 @@ def parse_arguments(pairs: Sequence[str]) -> dict[str, Any]:
 
 def _client_conf(args: argparse.Namespace) -> dict[str, Any]:
     group: dict[str, Any] = {}
-    for name in ("tls_ca_file", "tls_cert_file", "tls_key_file"):
+    for name in TLS_CLIENT_OPTIONS:
         value = getattr(args, name, None)
         if value:
             group[name] = value
@@ -163,7 +164,9 @@ def check_health(url: str, timeout: float = 5.0, service: str = "",
             root_certificates=_read(tls.get("tls_ca_file")),
             private_key=_read(tls.get("tls_key_file")),
             certificate_chain=_read(tls.get("tls_cert_file")))
-        channel = grpc.secure_channel(address, credentials)
+        options = ([("grpc.ssl_target_name_override", tls["tls_server_name"])]
+                   if tls.get("tls_server_name") else [])
+        channel = grpc.secure_channel(address, credentials, options=options)
     else:
         channel = grpc.insecure_channel(address)
     with channel:
@@ -183,8 +186,7 @@ def _health(args: argparse.Namespace) -> int:
     import grpc
 
     url = args.url or health_url_from_settings()
-    tls = {name: getattr(args, name) for name in ("tls_ca_file", "tls_cert_file", "tls_key_file")
-           if getattr(args, name)}
+    tls = {name: getattr(args, name) for name in TLS_CLIENT_OPTIONS if getattr(args, name)}
     try:
         status = check_health(url, args.timeout, args.service, tls)
     except grpc.RpcError as exc:
@@ -207,6 +209,9 @@ def _add_tls_client_options(parser: argparse.ArgumentParser) -> None:
                         help="grpcs://: client certificate (mutual TLS)")
     parser.add_argument("--tls-key", dest="tls_key_file", metavar="FILE",
                         help="grpcs://: client private key (mutual TLS)")
+    parser.add_argument("--tls-server-name", dest="tls_server_name", metavar="NAME",
+                        help="grpcs://: the name expected in the server's certificate "
+                             "(default: the URL's host)")
 
 
 def _add_send_options(parser: argparse.ArgumentParser, call: bool) -> None:

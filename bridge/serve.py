@@ -108,7 +108,9 @@ def driver_conf(settings: ServeSettings) -> dict[str, Any]:
         grpc_group["tls_cert_file"] = settings.tls_cert_file
         grpc_group["tls_key_file"] = settings.tls_key_file
     if settings.tls_ca_file:
+        # A CA on the server side means: clients must present a certificate it signed.
         grpc_group["tls_ca_file"] = settings.tls_ca_file
+        grpc_group["tls_client_auth"] = True
     grpc_group.update(settings.driver_groups.get("grpc", {}))
     conf: dict[str, Any] = {"grpc": grpc_group}
     if "oslo_messaging_rabbit" in settings.driver_groups:
