@@ -210,6 +210,7 @@ class MessageHandlingServer:
                                           f"(method {incoming.method!r})")
                 if isinstance(failure, ExpectedException):
                     failure = failure.exc_info[1]
+                    incoming.failure_expected = True
             try:
                 incoming.reply(result=result, failure=failure)
             except Exception:

@@ -31,6 +31,11 @@ class IncomingMessage(abc.ABC):
     * ``deadline``: the ``time.monotonic()`` instant the caller gives up, or None.
     * ``wire``: the wire's short name, for logs and metrics.
     * ``wants_reply``: False for a cast, whose reply() sends nothing.
+
+    Set by the server before ``reply(failure=...)``:
+
+    * ``failure_expected``: the failure is one the endpoint declared with
+      ``expected_exceptions`` (a wire may report those differently).
     """
 
     ctxt: dict[str, Any]
@@ -39,6 +44,7 @@ class IncomingMessage(abc.ABC):
     deadline: float | None = None
     wire: str = "unknown"
     wants_reply: bool = True
+    failure_expected: bool = False
 
     @abc.abstractmethod
     def reply(self, result: Any = None, failure: BaseException | None = None) -> None:
