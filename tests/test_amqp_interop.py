@@ -12,7 +12,6 @@ import queue
 import uuid
 
 import pytest
-
 from amqp_support import Peer, delete_queues, drain, unique
 
 pytestmark = [pytest.mark.broker, pytest.mark.usefixtures("broker_available")]
@@ -52,8 +51,10 @@ class Setup:
                                        **kwargs)
 
     def close(self) -> None:
-        self.client_peer.close()
+        # Servers first: a call still running (the timeout test) can then still reply,
+        # instead of an oslo server retrying for 60 s towards a deleted reply queue.
         self.server_peer.close()
+        self.client_peer.close()
         delete_queues([self.topic] + [f"{self.topic}.{name}" for name in SERVERS],
                       [self.exchange])
 

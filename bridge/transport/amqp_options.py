@@ -205,7 +205,8 @@ def kombu_urls(url: TransportURL) -> list[dict[str, Any]]:
         LOG.warning("Some hosts of %s have credentials and others do not", url)
     vhost = url.virtual_host or "/"
     return [{
-        "hostname": host.hostname or "localhost",
+        "hostname": (f"[{host.hostname}]" if host.hostname and ":" in host.hostname
+                     else host.hostname or "localhost"),
         "port": host.port or 5672,
         "userid": host.username if host.username is not None else "guest",
         "password": host.password if host.password is not None else "guest",
