@@ -12,7 +12,7 @@ import bridge
 
 BROKER_URL = "rabbit://guest:guest@127.0.0.1:5672/"
 #: Quick reconnection, so the fault tests stay short.
-FAST_RECONNECT = ("rabbit_retry_interval=0.5&rabbit_retry_backoff=0.5&rabbit_interval_max=2"
+FAST_RECONNECT = ("rabbit_retry_interval=1&rabbit_retry_backoff=1&rabbit_interval_max=2"
                   "&kombu_reconnect_delay=0.2")
 
 
@@ -68,6 +68,11 @@ def make_endpoints(lib: Any, name: str, events: queue.Queue) -> list[Any]:
             raise KeyError("missing")
 
         def sleep(self, ctxt: Any, seconds: float) -> float:
+            time.sleep(seconds)
+            return seconds
+
+        def slow(self, ctxt: Any, seconds: float) -> float:
+            events.put((name, "started"))
             time.sleep(seconds)
             return seconds
 

@@ -483,7 +483,8 @@ class _Send:
     """What is needed to (re)publish one message."""
 
     __slots__ = ("exchange", "routing_key", "body", "mandatory", "expiration", "declare",
-                 "always_declare", "future", "call", "retry", "attempts", "message")
+                 "always_declare", "future", "call", "retry", "attempts", "message",
+                 "give_up")
 
     def __init__(self, **kwargs: Any) -> None:
         for name in self.__slots__:
@@ -612,6 +613,9 @@ class AmqpDriver(Driver):
         number of calls may be in flight at once on one connection and reply queue.
         """
         conn = self._connection()
+        if not conn.connected:
+            # The first use starts the connection: let its first attempt finish.
+            conn.wait_first_attempt(30.0)
         opts = self.options
         inner: dict[str, Any] = {"method": message.get("method"), "args": message.get("args", {})}
         for key in ("namespace", "version"):
@@ -679,6 +683,8 @@ class AmqpDriver(Driver):
     def _published(self, conn: AmqpConnection, send: _Send, done: Future) -> None:
         exc = done.exception()
         if exc is None:
+            if send.give_up is not None:
+                self._timer.cancel(send.give_up)
             if send.call is None and not send.future.done():
                 send.future.set_result(None)
             return
@@ -701,6 +707,15 @@ class AmqpDriver(Driver):
         if self._closed:
             self._fail(send, MessagingException("the transport was cleaned up"))
             return
+        if send.retry is not None and send.retry >= 0 and send.give_up is None:
+            # Bound the wait for the broker by the reconnection attempts ``retry`` allows.
+            opts = self.options
+            budget = sum(opts.kombu_reconnect_delay + opts.backoff(n) + 1.0
+                         for n in range(1, send.retry + 1))
+            send.give_up = self._timer.schedule(
+                time.monotonic() + budget,
+                lambda: None if conn.connected else self._retry(conn, send, exc))
+            send.attempts = send.retry  # the timer's call is the last straw
         conn.when_connected(lambda: self._publish(conn, send))
 
     def _fail(self, send: _Send, exc: BaseException) -> None:
