@@ -289,6 +289,7 @@ class MessageHandlingServer:
         log_failure(LOG, failure, f"{incoming.wire} message handling "
                                   f"(method {incoming.method!r})")
         if isinstance(failure, ExpectedException):
+            incoming.failure_expected = True
             return failure.exc_info[1]
         return failure
 

@@ -33,6 +33,11 @@ class IncomingMessage(abc.ABC):
     * ``wants_reply``: False for a cast, whose reply() sends nothing.
     * ``target``: where the caller sent it (topic, server, fanout, exchange), when the wire
       tells; a gateway forwards to the same place.
+
+    Set by the server before ``reply(failure=...)``:
+
+    * ``failure_expected``: the failure is one the endpoint declared with
+      ``expected_exceptions`` (a wire may report those differently).
     """
 
     ctxt: dict[str, Any]
@@ -42,6 +47,7 @@ class IncomingMessage(abc.ABC):
     wire: str = "unknown"
     wants_reply: bool = True
     target: Target | None = None
+    failure_expected: bool = False
 
     #: Context keys a driver adds on receipt; a gateway removes them before forwarding.
     ADDED_CONTEXT_KEYS: tuple[str, ...] = ("client_timeout",)

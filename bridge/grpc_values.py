@@ -1,0 +1,133 @@
+"""Python primitives <-> ``bridge.v1.Value``: the exact, typed value of the gRPC wire.
+
+Integers stay integers and floats stay floats. An integer outside int64 crosses
+exactly as ``big_integer_value`` (its decimal text). Nesting deeper than
+:data:`bridge.values.MAX_DEPTH` is refused both ways.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from bridge._proto.bridge.v1 import bridge_pb2 as pb
+from bridge.values import MAX_DEPTH, NotPrimitiveError
+
+INT64_MIN = -(2**63)
+INT64_MAX = 2**63 - 1
+_BIG_INTEGER = re.compile(r"-?[0-9]+\Z")
+
+
+class InvalidValueError(ValueError):
+    """A ``Value`` received from the wire that has no Python meaning; names where it sits."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        self.path = path
+        super().__init__(f"{path} {reason}")
+
+
+def fill_value(msg: pb.Value, obj: Any, path: str = "value", depth: int = 0) -> None:
+    """Write ``obj`` into the empty ``Value`` message ``msg``.
+
+    Raise :class:`~bridge.values.NotPrimitiveError` naming ``path`` when ``obj``
+    is not made of None, bool, int, float, str, list/tuple and dict with str keys.
+    """
+    kind = type(obj)
+    if kind is str:
+        msg.string_value = obj
+    elif kind is int:
+        if INT64_MIN <= obj <= INT64_MAX:
+            msg.integer_value = obj
+        else:
+            msg.big_integer_value = str(obj)
+    elif kind is float:
+        msg.double_value = obj
+    elif obj is None:
+        msg.null_value = pb.NULL_VALUE
+    elif kind is bool:
+        msg.bool_value = obj
+    elif isinstance(obj, (list, tuple)):
+        if depth >= MAX_DEPTH:
+            raise NotPrimitiveError(path, obj, f"nests deeper than {MAX_DEPTH} levels")
+        values = msg.list_value.values
+        if not obj:
+            msg.list_value.SetInParent()
+        for index, item in enumerate(obj):
+            fill_value(values.add(), item, f"{path}[{index}]", depth + 1)
+    elif isinstance(obj, Mapping):
+        if depth >= MAX_DEPTH:
+            raise NotPrimitiveError(path, obj, f"nests deeper than {MAX_DEPTH} levels")
+        fields = msg.map_value.fields
+        if not obj:
+            msg.map_value.SetInParent()
+        for key, item in obj.items():
+            if type(key) is not str:
+                raise NotPrimitiveError(f"{path} key {key!r}", key,
+                                        f"is a {type(key).__name__}; dict keys must be str")
+            fill_value(fields[key], item, f"{path}[{key!r}]", depth + 1)
+    elif isinstance(obj, bool):
+        msg.bool_value = bool(obj)
+    elif isinstance(obj, int):
+        fill_value(msg, int(obj), path, depth)
+    elif isinstance(obj, float):
+        msg.double_value = float(obj)
+    elif isinstance(obj, str):
+        msg.string_value = str(obj)
+    else:
+        raise NotPrimitiveError(path, obj)
+
+
+def to_value(obj: Any, path: str = "value") -> pb.Value:
+    """A new ``Value`` holding ``obj``."""
+    msg = pb.Value()
+    fill_value(msg, obj, path)
+    return msg
+
+
+def fill_map(fields: Any, mapping: Mapping[str, Any], path: str) -> None:
+    """Write a dict with str keys into a ``map<string, Value>`` field."""
+    for key, item in mapping.items():
+        if type(key) is not str:
+            raise NotPrimitiveError(f"{path} key {key!r}", key,
+                                    f"is a {type(key).__name__}; dict keys must be str")
+        fill_value(fields[key], item, f"{path}[{key!r}]", 1)
+
+
+def from_value(msg: pb.Value, path: str = "value", depth: int = 0) -> Any:
+    """The Python value of ``msg``; a ``Value`` with no kind set is None.
+
+    Raise :class:`InvalidValueError` for a malformed ``big_integer_value`` or
+    nesting deeper than :data:`~bridge.values.MAX_DEPTH`.
+    """
+    kind = msg.WhichOneof("kind")
+    if kind == "string_value":
+        return msg.string_value
+    if kind == "integer_value":
+        return msg.integer_value
+    if kind == "double_value":
+        return msg.double_value
+    if kind == "bool_value":
+        return msg.bool_value
+    if kind is None or kind == "null_value":
+        return None
+    if depth >= MAX_DEPTH:
+        raise InvalidValueError(path, f"nests deeper than {MAX_DEPTH} levels")
+    if kind == "list_value":
+        return [from_value(item, f"{path}[{index}]", depth + 1)
+                for index, item in enumerate(msg.list_value.values)]
+    if kind == "map_value":
+        return {key: from_value(item, f"{path}[{key!r}]", depth + 1)
+                for key, item in msg.map_value.fields.items()}
+    if kind == "big_integer_value":
+        text = msg.big_integer_value
+        if not _BIG_INTEGER.match(text):
+            raise InvalidValueError(path, f"has big_integer_value {text[:40]!r}, which is not "
+                                    "a decimal integer (optional '-' then digits)")
+        return int(text)
+    raise InvalidValueError(path, f"has an unknown kind {kind!r}")  # a newer writer
+
+
+def from_map(fields: Any, path: str) -> dict[str, Any]:
+    """The dict of a ``map<string, Value>`` field."""
+    return {key: from_value(item, f"{path}[{key!r}]", 1) for key, item in fields.items()}

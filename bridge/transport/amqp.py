@@ -1,0 +1,752 @@
+"""``rabbit://`` (also ``kombu://``, ``amqp://``): oslo.messaging's RabbitMQ wire, through kombu.
+
+Servers declare exactly the exchanges and queues an oslo.messaging server
+declares (WIRE.md 2.2, 2.3) and speak its envelope (2.6-2.8), so oslo peers and
+rpc-bridge peers share topics in either direction. See docs/amqp.md.
+
+Layout of the threads: every listener and every client transport owns one
+:class:`~bridge.transport.amqp_conn.AmqpConnection`, whose I/O thread reads
+(deliveries, confirms, replies, heartbeats) while callers only write. A call is a
+Future completed by the reply consumer (or by one timer thread on timeout), so
+:meth:`AmqpDriver.send_async` keeps any number of calls in flight without a
+thread each; :meth:`AmqpDriver.send` just waits on that Future.
+"""
+
+from __future__ import annotations
+
+import bz2
+import heapq
+import itertools
+import json
+import logging
+import threading
+import time
+import uuid
+import zlib
+from collections import OrderedDict, deque
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
+from typing import Any
+
+import amqp.exceptions
+
+from bridge.dispatcher import _validate as validate_message
+from bridge.exceptions import (
+    MalformedMessage,
+    MessageDeliveryFailure,
+    MessageUndeliverable,
+    MessagingException,
+    MessagingTimeout,
+    deserialize_failure,
+    serialize_failure,
+)
+from bridge.target import Target
+from bridge.transport.amqp_conn import AmqpConnection, ConnectionLost
+from bridge.transport.amqp_options import GROUP, AmqpOptions, kombu_urls
+from bridge.transport.base import Driver, IncomingMessage, Listener, OnIncoming
+
+LOG = logging.getLogger(__name__)
+
+ENVELOPE_VERSION = "2.0"
+_CONTEXT_PREFIX = "_context_"
+_COMPRESSION = {"gzip": "application/x-gzip", "bz2": "application/x-bz2"}
+_REPLY_RETRY_INTERVAL = 0.25
+
+
+class BadMessage(ValueError):
+    """A delivery that is not an oslo.messaging RPC message."""
+
+
+def _json_default(value: Any) -> Any:
+    # What oslo's jsonutils.to_primitive does for the common non-JSON types.
+    if isinstance(value, (set, frozenset, tuple)):
+        return list(value)
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+def encode_envelope(inner: dict[str, Any]) -> bytes:
+    """The body oslo.messaging sends: the inner message JSON-encoded inside the envelope."""
+    return json.dumps({"oslo.version": ENVELOPE_VERSION,
+                       "oslo.message": json.dumps(inner, default=_json_default)}).encode()
+
+
+def decode_body(body: Any, properties: dict[str, Any]) -> dict[str, Any]:
+    """Decode one delivery into the inner message dict (WIRE.md 2.6); BadMessage if not."""
+    headers = properties.get("application_headers") or {}
+    compression = headers.get("compression")
+    if isinstance(body, str):
+        body = body.encode("utf-8")
+    try:
+        if compression == _COMPRESSION["gzip"]:
+            body = zlib.decompress(body)
+        elif compression == _COMPRESSION["bz2"]:
+            body = bz2.decompress(body)
+        elif compression:
+            raise BadMessage(f"unsupported compression {compression!r}")
+    except (zlib.error, OSError, ValueError) as exc:
+        raise BadMessage(f"cannot decompress the body: {exc}") from None
+    content_type = properties.get("content_type")
+    if content_type not in (None, "", "application/json"):
+        raise BadMessage(f"unsupported content type {content_type!r}")
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BadMessage(f"the body is not JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise BadMessage(f"the body is a JSON {type(data).__name__}, not an object")
+    if "oslo.version" in data and "oslo.message" in data:
+        version = data["oslo.version"]
+        if not isinstance(version, str) or version.split(".")[0] != ENVELOPE_VERSION[0]:
+            raise BadMessage(f"unsupported envelope version {version!r}")
+        inner = data["oslo.message"]
+        if not isinstance(inner, str):
+            raise BadMessage("the envelope's oslo.message is not a string")
+        try:
+            data = json.loads(inner)
+        except ValueError as exc:
+            raise BadMessage(f"the envelope's oslo.message is not JSON: {exc}") from None
+        if not isinstance(data, dict):
+            raise BadMessage("the envelope's oslo.message is not a JSON object")
+    return data
+
+
+class _Timer:
+    """One thread firing callbacks at deadlines; cancelled entries are dropped lazily."""
+
+    def __init__(self, name: str) -> None:
+        self._heap: list[tuple[float, int, list[Any]]] = []
+        self._counter = itertools.count()
+        self._cond = threading.Condition()
+        self._live = 0
+        self._closed = False
+        self._name = name
+        self._thread: threading.Thread | None = None
+
+    def schedule(self, when: float, callback: Any) -> list[Any]:
+        """Call ``callback()`` at monotonic time ``when``; returns a handle for :meth:`cancel`."""
+        entry = [callback]
+        with self._cond:
+            if self._closed:
+                return entry
+            heapq.heappush(self._heap, (when, next(self._counter), entry))
+            self._live += 1
+            if len(self._heap) > 1024 and len(self._heap) > 4 * self._live:
+                self._heap = [item for item in self._heap if item[2][0] is not None]
+                heapq.heapify(self._heap)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
+                self._thread.start()
+            if self._heap[0][2] is entry:
+                self._cond.notify()
+        return entry
+
+    def cancel(self, entry: list[Any]) -> None:
+        with self._cond:
+            if entry[0] is not None:
+                entry[0] = None
+                self._live -= 1
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._closed:
+                    if self._heap and self._heap[0][2][0] is None:
+                        heapq.heappop(self._heap)
+                        continue
+                    now = time.monotonic()
+                    if self._heap and self._heap[0][0] <= now:
+                        break
+                    self._cond.wait(self._heap[0][0] - now if self._heap else None)
+                if self._closed:
+                    return
+                _, _, entry = heapq.heappop(self._heap)
+                callback, entry[0] = entry[0], None
+                self._live -= 1
+            try:
+                callback()
+            except Exception:
+                LOG.exception("Error in a timer callback")
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._heap.clear()
+            self._cond.notify()
+
+
+# -- server side -------------------------------------------------------------------------
+
+
+class AmqpIncoming(IncomingMessage):
+    """A request taken from RabbitMQ (already acknowledged, as oslo.messaging does)."""
+
+    wire = "amqp"
+
+    def __init__(self, listener: AmqpListener, ctxt: dict[str, Any], message: dict[str, Any],
+                 msg_id: str | None, reply_q: str | None, client_timeout: float | None,
+                 deadline: float | None) -> None:
+        self._listener = listener
+        self.ctxt = ctxt
+        self.message = message
+        self.msg_id = msg_id
+        self.reply_q = reply_q
+        self.client_timeout = client_timeout
+        self.deadline = deadline
+        self.wants_reply = bool(msg_id and reply_q)
+        self._replied = False
+
+    def reply(self, result: Any = None, failure: BaseException | None = None) -> None:
+        if not self.wants_reply or self._replied:
+            return
+        self._replied = True
+        failure_text = None
+        if failure is not None:
+            failure_text = json.dumps(serialize_failure(failure), default=_json_default)
+        try:
+            body = self._reply_body(result, failure_text, True)
+        except (TypeError, ValueError) as exc:  # a result JSON cannot carry
+            body = self._reply_body(None, json.dumps(serialize_failure(exc)), True)
+        self._listener.send_reply(self.reply_q or "", body, self.deadline, self.method)
+
+    def heartbeat(self) -> None:
+        if not self.wants_reply or self._replied:
+            return
+        self._listener.send_heartbeat(self.reply_q or "", self._reply_body(None, None, False))
+
+    def _reply_body(self, result: Any, failure: str | None, ending: bool) -> bytes:
+        return encode_envelope({"result": result, "failure": failure, "ending": ending,
+                                "_msg_id": self.msg_id, "_unique_id": uuid.uuid4().hex})
+
+
+class _ObsoleteQueues:
+    """Reply queues found missing for good: later replies to them are dropped at once."""
+
+    def __init__(self, size: int = 200, ttl: float = 60.0) -> None:
+        self._items: OrderedDict[str, float] = OrderedDict()
+        self._size, self._ttl = size, ttl
+        self._lock = threading.Lock()
+
+    def add(self, name: str) -> None:
+        with self._lock:
+            self._items[name] = time.monotonic() + self._ttl
+            self._items.move_to_end(name)
+            while len(self._items) > self._size:
+                self._items.popitem(last=False)
+
+    def __contains__(self, name: object) -> bool:
+        with self._lock:
+            expires = self._items.get(name)  # type: ignore[arg-type]
+            if expires is None:
+                return False
+            if expires < time.monotonic():
+                del self._items[name]  # type: ignore[arg-type]
+                return False
+            return True
+
+
+class AmqpListener(Listener):
+    """Consumes ``<topic>``, ``<topic>.<server>`` and a fanout queue of its own."""
+
+    def __init__(self, driver: AmqpDriver, target: Target) -> None:
+        self.driver = driver
+        self.options = opts = driver.options
+        self.target = target
+        self.exchange = target.exchange or driver.settings.control_exchange
+        self.topic = str(target.topic)
+        self.server_key = f"{target.topic}.{target.server}"
+        self.fanout_exchange = f"{target.topic}_fanout"
+        self.fanout_queue = f"{target.topic}_fanout_{uuid.uuid4().hex}"
+        self.address = (f"{driver.url} exchange={self.exchange} topic={self.topic} "
+                        f"server={target.server}")
+        self._on_incoming: OnIncoming | None = None
+        self._lock = threading.Lock()  # orders hand-over against stop()
+        self._started = False
+        self._stopped = False
+        self._consumed_generation = -1
+        self._seen: deque[str] = deque(maxlen=16)
+        self._obsolete = _ObsoleteQueues(ttl=max(1.0, opts.kombu_missing_consumer_retry_timeout))
+        self._conn = AmqpConnection(driver.hosts, opts, f"listen-{self.server_key}",
+                                    setup=self._setup)
+        self._conn.start()
+        # Report declare conflicts (PRECONDITION_FAILED...) at once; an unreachable broker
+        # is retried in the background while ``healthy`` stays False.
+        self._conn.wait_first_attempt(max(5.0, opts.heartbeat_timeout_threshold / 2))
+        error = self._conn.last_error
+        if not self._conn.connected and isinstance(error, amqp.exceptions.ChannelError):
+            self._conn.close()
+            raise error
+
+    @property
+    def healthy(self) -> bool:
+        return self._conn.connected
+
+    # -- declares and consumers (I/O thread) ----------------------------------------------------
+
+    def _setup(self, conn: AmqpConnection, channel: Any) -> None:
+        opts = self.options
+        durable = opts.topic_durable
+        channel.exchange_declare(self.exchange, "topic", durable=durable,
+                                 auto_delete=opts.amqp_auto_delete)
+        for name in (self.topic, self.server_key):
+            channel.queue_declare(name, durable=durable, auto_delete=opts.amqp_auto_delete,
+                                  exclusive=False, arguments=opts.topic_queue_arguments())
+            channel.queue_bind(name, self.exchange, name)
+        transient_durable = bool(opts.rabbit_transient_quorum_queue)
+        channel.exchange_declare(self.fanout_exchange, "fanout", durable=transient_durable,
+                                 auto_delete=True)
+        channel.queue_declare(self.fanout_queue, durable=transient_durable, auto_delete=False,
+                              exclusive=False, arguments=opts.transient_queue_arguments())
+        channel.queue_bind(self.fanout_queue, self.fanout_exchange, self.topic)
+        if self._started and not self._stopped:
+            self._consume(conn.generation)
+
+    def _consume(self, generation: int) -> None:
+        with self._lock:
+            if self._consumed_generation == generation or self._stopped:
+                return
+            self._consumed_generation = generation
+        arguments = self.options.consumer_arguments()
+        for tag, queue in (("1", self.topic), ("2", self.server_key), ("3", self.fanout_queue)):
+            self._conn.consume(queue, tag, self._on_delivery, arguments=arguments)
+
+    def start(self, on_incoming: OnIncoming) -> None:
+        with self._lock:
+            self._on_incoming = on_incoming
+            self._started = True
+        self._conn.when_connected(lambda: self._consume(self._conn.generation))
+
+    def stop(self) -> None:
+        with self._lock:
+            self._stopped = True
+        for tag in ("1", "2", "3"):
+            try:
+                self._conn.cancel(tag)
+            except ConnectionLost:
+                break
+
+    def cleanup(self) -> None:
+        with self._lock:
+            self._stopped = True
+        try:
+            self._conn.delete_queue(self.fanout_queue)
+        except ConnectionLost:
+            pass  # x-expires removes it later
+        self._conn.close()
+
+    # -- incoming (I/O thread) ------------------------------------------------------------------
+
+    def _on_delivery(self, msg: Any) -> None:
+        tag = msg.delivery_info["delivery_tag"]
+        with self._lock:
+            if self._stopped or self._on_incoming is None:
+                self._conn.reject(tag, requeue=True)  # taken after stop(): back to the queue
+                return
+            try:
+                incoming, unique_id = self._parse(msg)
+            except BadMessage as exc:
+                self._conn.reject(tag, requeue=False)
+                self._bad_message(msg, exc)
+                return
+            self._conn.ack(tag)
+            if unique_id is not None:
+                if unique_id in self._seen:
+                    LOG.warning("Ignoring duplicate message %s (method %s)", unique_id,
+                                incoming.method)
+                    return
+                self._seen.append(unique_id)
+            self._on_incoming(incoming)
+
+    def _parse(self, msg: Any) -> tuple[AmqpIncoming, str | None]:
+        data = decode_body(msg.body, msg.properties)
+        ctxt: dict[str, Any] = {}
+        message: dict[str, Any] = {}
+        for key, value in data.items():
+            if key.startswith(_CONTEXT_PREFIX):
+                ctxt[key[len(_CONTEXT_PREFIX):]] = value
+            else:
+                message[key] = value
+        msg_id = message.pop("_msg_id", None)
+        reply_q = message.pop("_reply_q", None)
+        client_timeout = message.pop("_timeout", None)
+        unique_id = message.pop("_unique_id", None)
+        if msg_id is not None and not isinstance(msg_id, str):
+            raise BadMessage(f"_msg_id must be a string, not {msg_id!r}")
+        if reply_q is not None and not isinstance(reply_q, str):
+            raise BadMessage(f"_reply_q must be a string, not {reply_q!r}")
+        if client_timeout is not None and (isinstance(client_timeout, bool) or
+                                           not isinstance(client_timeout, (int, float))):
+            raise BadMessage(f"_timeout must be a number or null, not {client_timeout!r}")
+        try:
+            validate_message(message)
+        except MalformedMessage as exc:
+            raise BadMessage(str(exc)) from None
+        if not isinstance(unique_id, str):
+            unique_id = None
+        ctxt["client_timeout"] = client_timeout
+        deadline = None
+        expiration = msg.properties.get("expiration")
+        if expiration:
+            try:
+                deadline = time.monotonic() + int(expiration) / 1000.0
+            except (TypeError, ValueError):
+                deadline = None
+        incoming = AmqpIncoming(self, ctxt, message, msg_id, reply_q, client_timeout, deadline)
+        return incoming, unique_id
+
+    def _bad_message(self, msg: Any, exc: BadMessage) -> None:
+        LOG.error("Rejected a bad message from exchange %r key %r: %s",
+                  msg.delivery_info.get("exchange"), msg.delivery_info.get("routing_key"), exc)
+        try:
+            data = json.loads(msg.body)
+            if isinstance(data, dict) and isinstance(data.get("oslo.message"), str):
+                data = json.loads(data["oslo.message"])
+        except Exception:
+            return
+        if not isinstance(data, dict):
+            return
+        msg_id, reply_q = data.get("_msg_id"), data.get("_reply_q")
+        if not (isinstance(msg_id, str) and isinstance(reply_q, str) and msg_id and reply_q):
+            return
+        failure = json.dumps(serialize_failure(MalformedMessage(f"rejected: {exc}"),
+                                               include_traceback=False))
+        body = encode_envelope({"result": None, "failure": failure, "ending": True,
+                                "_msg_id": msg_id, "_unique_id": uuid.uuid4().hex})
+        try:
+            self._conn.publish("", reply_q, body, mandatory=False)
+        except ConnectionLost:
+            pass
+
+    # -- replies (executor threads) -------------------------------------------------------------
+
+    def send_reply(self, reply_q: str, body: bytes, deadline: float | None, method: str) -> None:
+        """Publish a final reply; retry while the reply queue is missing (bounded)."""
+        if reply_q in self._obsolete:
+            LOG.info("The reply queue %s is gone; dropping the reply to %s", reply_q, method)
+            return
+        limit = time.monotonic() + self.options.kombu_missing_consumer_retry_timeout
+        if deadline is not None:
+            limit = min(limit, deadline + 1.0)
+        mandatory = self.options.direct_mandatory_flag
+        while True:
+            remaining = limit - time.monotonic()
+            try:
+                self._conn.publish("", reply_q, body, mandatory=mandatory).result(
+                    max(remaining, 1.0))
+                return
+            except MessageUndeliverable:
+                if time.monotonic() + _REPLY_RETRY_INTERVAL > limit:
+                    LOG.error("The reply queue %s doesn't exist; dropping the reply to %s",
+                              reply_q, method)
+                    self._obsolete.add(reply_q)
+                    return
+                time.sleep(_REPLY_RETRY_INTERVAL)
+            except ConnectionLost:
+                if remaining <= 0 or not self._conn.wait_connected(remaining):
+                    LOG.error("Could not send the reply to %s: the broker is unreachable", method)
+                    return
+            except (FutureTimeout, MessageDeliveryFailure) as exc:
+                LOG.error("Could not send the reply to %s: %s", method, exc or "no confirm")
+                return
+
+    def send_heartbeat(self, reply_q: str, body: bytes) -> None:
+        """Publish a call-monitor heartbeat without waiting for its confirm."""
+        try:
+            self._conn.publish("", reply_q, body, mandatory=False)
+        except ConnectionLost:
+            LOG.debug("Heartbeat to %s not sent: not connected", reply_q)
+
+
+# -- client side ---------------------------------------------------------------------------
+
+
+class _Call:
+    """One call in flight: its Future, deadlines and any partial (old-style) reply."""
+
+    __slots__ = ("future", "msg_id", "monitor", "monitor_deadline", "timers", "result",
+                 "failure")
+
+    def __init__(self, future: Future, msg_id: str, monitor: float | None) -> None:
+        self.future = future
+        self.msg_id = msg_id
+        self.monitor = monitor
+        self.monitor_deadline: float | None = None
+        self.timers: list[list[Any]] = []
+        self.result: Any = None
+        self.failure: Any = None
+
+
+class _Send:
+    """What is needed to (re)publish one message."""
+
+    __slots__ = ("exchange", "routing_key", "body", "mandatory", "expiration", "declare",
+                 "always_declare", "future", "call", "retry", "attempts", "message",
+                 "give_up")
+
+    def __init__(self, **kwargs: Any) -> None:
+        for name in self.__slots__:
+            setattr(self, name, kwargs.get(name))
+        self.attempts = 0
+
+
+class AmqpDriver(Driver):
+    """The RabbitMQ driver: oslo.messaging's wire format over kombu/py-amqp."""
+
+    wire = "amqp"
+
+    def __init__(self, url: Any, settings: Any, allowed_remote_exmods: list[str]) -> None:
+        super().__init__(url, settings, allowed_remote_exmods)
+        self.options = AmqpOptions.build(settings.group(GROUP), url.query, str(url))
+        self.hosts = kombu_urls(url)
+        self.reply_queue = f"reply_{uuid.uuid4().hex}"
+        self._conn: AmqpConnection | None = None
+        self._conn_lock = threading.Lock()
+        self._calls: dict[str, _Call] = {}
+        self._timer = _Timer("bridge-amqp-timeouts")
+        self._closed = False
+
+    def listen(self, target: Target) -> Listener:
+        return AmqpListener(self, target)
+
+    # -- the client connection ----------------------------------------------------------------
+
+    def _connection(self) -> AmqpConnection:
+        conn = self._conn
+        if conn is None:
+            with self._conn_lock:
+                if self._closed:
+                    raise MessagingException("the transport was cleaned up")
+                if self._conn is None:
+                    self._conn = AmqpConnection(self.hosts, self.options, "client",
+                                                setup=self._setup_reply_queue)
+                    self._conn.start()
+                conn = self._conn
+        return conn
+
+    def _setup_reply_queue(self, conn: AmqpConnection, channel: Any) -> None:
+        channel.queue_declare(self.reply_queue, durable=self.options.rabbit_transient_quorum_queue,
+                              auto_delete=False, exclusive=False,
+                              arguments=self.options.transient_queue_arguments())
+        conn.consume(self.reply_queue, "1", self._on_reply)
+
+    def _on_reply(self, msg: Any) -> None:
+        """Route one reply to its call (I/O thread)."""
+        conn = self._conn
+        if conn is not None:
+            try:
+                conn.ack(msg.delivery_info["delivery_tag"])
+            except ConnectionLost:
+                pass
+        try:
+            data = decode_body(msg.body, msg.properties)
+        except BadMessage as exc:
+            LOG.error("Dropping a bad reply: %s", exc)
+            return
+        msg_id = data.get("_msg_id")
+        call = self._calls.get(msg_id) if isinstance(msg_id, str) else None
+        if call is None:
+            LOG.info("No calling threads waiting for msg_id %s", msg_id)
+            return
+        if data.get("failure") is not None:
+            call.failure = data["failure"]
+        if data.get("result") is not None:
+            call.result = data["result"]
+        if not data.get("ending"):
+            if data.get("result") is None and call.monitor:
+                call.monitor_deadline = time.monotonic() + call.monitor
+            return
+        if self._calls.pop(msg_id, None) is None:
+            return
+        self._finish_timers(call)
+        if call.failure is not None:
+            failure = call.failure
+            try:
+                if isinstance(failure, str):
+                    failure = json.loads(failure)
+                if not isinstance(failure, dict):
+                    raise ValueError("not an object")
+                exc = deserialize_failure(failure, self.allowed_remote_exmods)
+            except ValueError as error:
+                exc = MessagingException(f"Unreadable failure in the reply to {msg_id}: {error}")
+            call.future.set_exception(exc)
+        else:
+            call.future.set_result(call.result)
+
+    def _finish_timers(self, call: _Call) -> None:
+        for entry in call.timers:
+            self._timer.cancel(entry)
+
+    def _expire(self, msg_id: str, monitor: bool) -> None:
+        call = self._calls.get(msg_id)
+        if call is None:
+            return
+        if monitor and call.monitor_deadline is not None:
+            now = time.monotonic()
+            if call.monitor_deadline > now:
+                call.timers.append(self._timer.schedule(
+                    call.monitor_deadline, lambda: self._expire(msg_id, True)))
+                return
+        if self._calls.pop(msg_id, None) is None:
+            return
+        self._finish_timers(call)
+        reason = "call monitor" if monitor else "reply"
+        call.future.set_exception(MessagingTimeout(
+            f"Timed out waiting for a {reason} to message ID {msg_id}"))
+
+    # -- sending --------------------------------------------------------------------------------
+
+    def send_async(self, target: Target, ctxt: dict[str, Any], message: dict[str, Any], *,
+                   wait_for_reply: bool = True, timeout: float | None = None,
+                   call_monitor_timeout: float | None = None, retry: int | None = None,
+                   at_least_once: bool = False) -> Future:
+        """Send a call (or a cast) without blocking; return a Future of its outcome.
+
+        For a call the Future gets the result, the rebuilt remote exception,
+        :class:`MessagingTimeout` (after ``timeout`` s, or ``call_monitor_timeout`` s
+        without a heartbeat), :class:`MessageUndeliverable` (``at_least_once`` and no
+        queue bound) or :class:`MessageDeliveryFailure` (``retry`` exhausted). For a
+        cast it gets None once the broker confirmed the message. Callbacks added to
+        the Future run on the driver's I/O or timer thread and must not block. Any
+        number of calls may be in flight at once on one connection and reply queue.
+        """
+        conn = self._connection()
+        if not conn.connected:
+            # The first use starts the connection: let its first attempt finish.
+            conn.wait_first_attempt(30.0)
+        opts = self.options
+        inner: dict[str, Any] = {"method": message.get("method"), "args": message.get("args", {})}
+        for key in ("namespace", "version"):
+            if message.get(key) is not None:
+                inner[key] = message[key]
+        for key, value in message.items():
+            if key not in inner and key not in ("namespace", "version"):
+                inner[key] = value
+        future: Future = Future()
+        call = None
+        if wait_for_reply:
+            msg_id = uuid.uuid4().hex
+            inner["_msg_id"] = msg_id
+            inner["_reply_q"] = self.reply_queue
+            inner["_timeout"] = call_monitor_timeout
+            call = _Call(future, msg_id, call_monitor_timeout)
+        inner["_unique_id"] = uuid.uuid4().hex
+        for key, value in ctxt.items():
+            inner[_CONTEXT_PREFIX + str(key)] = value
+        body = encode_envelope(inner)
+        headers = None
+        if opts.kombu_compression:
+            body = (zlib.compress(body) if opts.kombu_compression == "gzip"
+                    else bz2.compress(body))
+            headers = {"compression": _COMPRESSION[opts.kombu_compression]}
+        if target.fanout:
+            exchange = f"{target.topic}_fanout"
+            send = _Send(exchange=exchange, routing_key="", body=body, mandatory=False,
+                         declare=(exchange, "fanout", bool(opts.rabbit_transient_quorum_queue),
+                                  True), always_declare=True)
+        else:
+            exchange = target.exchange or self.settings.control_exchange
+            key = f"{target.topic}.{target.server}" if target.server else str(target.topic)
+            expiration = (str(int(timeout * 1000)) if wait_for_reply and timeout else None)
+            send = _Send(exchange=exchange, routing_key=key, body=body, mandatory=at_least_once,
+                         expiration=expiration, always_declare=False,
+                         declare=(exchange, "topic", opts.topic_durable, opts.amqp_auto_delete))
+        send.future, send.call, send.retry, send.message = future, call, retry, headers
+        if call is not None:
+            self._calls[call.msg_id] = call
+            now = time.monotonic()
+            if timeout:
+                call.timers.append(self._timer.schedule(
+                    now + timeout, lambda: self._expire(call.msg_id, False)))
+            if call_monitor_timeout:
+                call.monitor_deadline = now + call_monitor_timeout
+                call.timers.append(self._timer.schedule(
+                    call.monitor_deadline, lambda: self._expire(call.msg_id, True)))
+        self._publish(conn, send)
+        return future
+
+    def _publish(self, conn: AmqpConnection, send: _Send) -> None:
+        if send.future.done():
+            return
+        try:
+            published = conn.publish(send.exchange, send.routing_key, send.body,
+                                     mandatory=send.mandatory, expiration=send.expiration,
+                                     headers=send.message, declare=send.declare,
+                                     always_declare=send.always_declare)
+        except ConnectionLost as exc:
+            self._retry(conn, send, exc)
+            return
+        published.add_done_callback(lambda done: self._published(conn, send, done))
+
+    def _published(self, conn: AmqpConnection, send: _Send, done: Future) -> None:
+        exc = done.exception()
+        if exc is None:
+            if send.give_up is not None:
+                self._timer.cancel(send.give_up)
+            if send.call is None and not send.future.done():
+                send.future.set_result(None)
+            return
+        if isinstance(exc, ConnectionLost):
+            self._retry(conn, send, exc)
+            return
+        if isinstance(exc, MessageUndeliverable):
+            exc = MessageUndeliverable(exc.exception, send.exchange, send.routing_key,
+                                       send.body)
+        self._fail(send, exc)
+
+    def _retry(self, conn: AmqpConnection, send: _Send, exc: BaseException) -> None:
+        send.attempts += 1
+        if send.retry is not None and send.retry >= 0 and send.attempts > send.retry:
+            host = self.hosts[0]
+            self._fail(send, MessageDeliveryFailure(
+                f"Unable to connect to AMQP server on {host['hostname']}:{host['port']} "
+                f"after {send.retry} tries: {conn.last_error or exc}"))
+            return
+        if self._closed:
+            self._fail(send, MessagingException("the transport was cleaned up"))
+            return
+        if send.retry is not None and send.retry >= 0 and send.give_up is None:
+            # Bound the wait for the broker by the reconnection attempts ``retry`` allows.
+            opts = self.options
+            budget = sum(opts.kombu_reconnect_delay + opts.backoff(n) + 1.0
+                         for n in range(1, send.retry + 1))
+            send.give_up = self._timer.schedule(
+                time.monotonic() + budget,
+                lambda: None if conn.connected else self._retry(conn, send, exc))
+            send.attempts = send.retry  # the timer's call is the last straw
+        conn.when_connected(lambda: self._publish(conn, send))
+
+    def _fail(self, send: _Send, exc: BaseException) -> None:
+        if send.call is not None:
+            if self._calls.pop(send.call.msg_id, None) is None:
+                return
+            self._finish_timers(send.call)
+        if not send.future.done():
+            send.future.set_exception(exc)
+
+    def send(self, target: Target, ctxt: dict[str, Any], message: dict[str, Any], *,
+             wait_for_reply: bool, timeout: float | None,
+             call_monitor_timeout: float | None = None, retry: int | None = None,
+             at_least_once: bool = False) -> Any:
+        future = self.send_async(target, ctxt, message, wait_for_reply=wait_for_reply,
+                                 timeout=timeout, call_monitor_timeout=call_monitor_timeout,
+                                 retry=retry, at_least_once=at_least_once)
+        return future.result()
+
+    def cleanup(self) -> None:
+        with self._conn_lock:
+            self._closed = True
+            conn, self._conn = self._conn, None
+        self._timer.close()
+        for msg_id in list(self._calls):
+            call = self._calls.pop(msg_id, None)
+            if call is not None and not call.future.done():
+                call.future.set_exception(MessagingException("the transport was cleaned up"))
+        if conn is not None:
+            try:
+                conn.delete_queue(self.reply_queue)
+            except ConnectionLost:
+                pass
+            conn.close()

@@ -1,0 +1,894 @@
+"""``grpc://HOST:PORT`` and ``grpcs://HOST:PORT`` (TLS): the gRPC wire (docs/grpc.md).
+
+Server side: one grpc.aio server per bound address in the process, running its
+event loop in a thread of its own, shared by every listener on that address.
+Requests are routed by target (exchange, topic, server; a fanout cast reaches
+every local listener of the topic) through a :class:`Router`; what no local
+listener serves goes to the router's fallback hook, else NOT_FOUND. Each request
+becomes a :class:`GrpcIncoming` handed to the server's ``on_incoming`` (the
+server's executor runs the dispatcher); ``reply()`` hands the encoded answer
+back to the event loop.
+
+Client side: one channel per transport, reused by every call and cast.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import dataclasses
+import itertools
+import logging
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import grpc
+from grpc import aio
+
+from bridge._proto.bridge.v1 import bridge_pb2 as pb
+from bridge.exceptions import (
+    InvalidTarget,
+    InvalidTransportURL,
+    MessageDeliveryFailure,
+    MessagingTimeout,
+)
+from bridge.grpc_errors import (
+    Rejection,
+    exception_for_error,
+    failure_from_exception,
+    failure_from_metadata,
+    status_of,
+)
+from bridge.grpc_values import InvalidValueError, fill_map, fill_value, from_map
+from bridge.target import Target
+from bridge.transport.base import Driver, IncomingMessage, Listener, OnIncoming
+
+LOG = logging.getLogger(__name__)
+
+SERVICE_NAME = "bridge.v1.Bridge"
+DEFAULT_PORT = 50051
+MIB = 1024 * 1024
+
+_CALL = f"/{SERVICE_NAME}/Call"
+_CAST = f"/{SERVICE_NAME}/Cast"
+_STREAM = f"/{SERVICE_NAME}/CallStream"
+
+
+# -- options -------------------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class GrpcOptions:
+    """Options of the gRPC driver: the ``[grpc]`` conf group, overridden by the URL query."""
+
+    #: Largest request (server) or reply (client) accepted, in bytes.
+    max_receive_message_length: int = 4 * MIB
+    #: Largest message sent, in bytes.
+    max_send_message_length: int = 4 * MIB
+    #: Calls a server address runs at once; more get RESOURCE_EXHAUSTED (0: no limit).
+    max_concurrent_calls: int = 0
+    #: Interval of HTTP/2 keepalive pings this side sends, in ms.
+    keepalive_time_ms: int = 30_000
+    #: How long a keepalive ping may go unanswered before the connection is closed, in ms.
+    keepalive_timeout_ms: int = 20_000
+    #: Shortest interval between client pings a server tolerates, in ms.
+    min_ping_interval_ms: int = 5_000
+    #: Send formatted tracebacks of endpoint failures to callers.
+    include_traceback: bool = False
+    #: Seconds a server waits for replies in flight when its last listener is released.
+    shutdown_grace: float = 5.0
+    #: Serve grpc.reflection.v1alpha (and v1) server reflection.
+    reflection: bool = True
+    #: PEM certificate chain: the server's, or the client's for mutual TLS.
+    tls_cert_file: str = ""
+    #: PEM private key of ``tls_cert_file``.
+    tls_key_file: str = ""
+    #: PEM CA bundle: clients verify the server with it (system roots when empty);
+    #: servers verify client certificates with it.
+    tls_ca_file: str = ""
+    #: Servers require a client certificate signed by ``tls_ca_file`` (mutual TLS).
+    tls_client_auth: bool = False
+    #: Clients expect this name in the server certificate instead of the URL's host.
+    tls_server_name: str = ""
+
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def _convert(name: str, kind: type, raw: Any) -> Any:
+    if kind is bool:
+        if isinstance(raw, bool):
+            return raw
+        text = str(raw).strip().lower()
+        if text in _TRUE:
+            return True
+        if text in _FALSE:
+            return False
+        raise ValueError(f"{name} must be true or false, not {raw!r}")
+    if kind is int:
+        value = int(raw)
+        if value < 0:
+            raise ValueError(f"{name} must not be negative, not {raw!r}")
+        return value
+    if kind is float:
+        return float(raw)
+    return str(raw)
+
+
+def parse_options(url: Any, group: dict[str, Any]) -> GrpcOptions:
+    """Read the options from the ``grpc`` conf group, then the URL's query.
+
+    An unknown name or a bad value raises :class:`InvalidTransportURL` naming it.
+    """
+    fields = {f.name: f for f in dataclasses.fields(GrpcOptions)}
+    types = {"int": int, "float": float, "bool": bool, "str": str}
+    values: dict[str, Any] = {}
+    for source, options in (("[grpc] option", group), ("URL query option", url.query)):
+        for name, raw in options.items():
+            if raw is None:
+                continue
+            if name not in fields:
+                raise InvalidTransportURL(
+                    str(url), f"unknown gRPC {source} {name!r} in {url}; known: "
+                    f"{', '.join(sorted(fields))}")
+            try:
+                values[name] = _convert(name, types[str(fields[name].type)], raw)
+            except (TypeError, ValueError) as exc:
+                raise InvalidTransportURL(str(url), f"bad gRPC {source} in {url}: {exc}") from None
+    options = GrpcOptions(**values)
+    tls_set = [name for name in ("tls_cert_file", "tls_key_file", "tls_ca_file")
+               if getattr(options, name)] + (["tls_client_auth"] if options.tls_client_auth
+                                             else [])
+    if url.driver_name == "grpc" and tls_set:
+        raise InvalidTransportURL(str(url), f"{', '.join(tls_set)} need a grpcs:// URL, "
+                                  f"not {url}")
+    if bool(options.tls_cert_file) != bool(options.tls_key_file):
+        raise InvalidTransportURL(str(url), "tls_cert_file and tls_key_file go together")
+    if options.tls_client_auth and not options.tls_ca_file:
+        raise InvalidTransportURL(str(url), "tls_client_auth needs tls_ca_file (the CA that "
+                                  "signs client certificates)")
+    return options
+
+
+def _read(path: str) -> bytes:
+    with open(path, "rb") as handle:
+        return handle.read()
+
+
+# -- incoming messages ---------------------------------------------------------------------
+
+class GrpcIncoming(IncomingMessage):
+    """A Call, Cast or CallStream request taken from a gRPC server.
+
+    ``ctxt["client_timeout"]`` is the seconds left before the gRPC deadline when
+    the request arrived (None without a deadline); ``deadline`` is that instant.
+    There is no call monitor on gRPC: ``client_timeout`` (the attribute) is None.
+    """
+
+    wire = "grpc"
+
+    def __init__(self, ctxt: dict[str, Any], message: dict[str, Any],
+                 deadline: float | None, remaining: float | None,
+                 answer: Callable[[Any], None] | None, make_reply: Callable[[Any], bytes],
+                 include_traceback: bool, max_send: int) -> None:
+        ctxt["client_timeout"] = remaining
+        self.ctxt = ctxt
+        self.message = message
+        self.deadline = deadline
+        self.wants_reply = answer is not None
+        self._answer = answer
+        self._make_reply = make_reply
+        self._include_traceback = include_traceback
+        self._max_send = max_send
+
+    def reply(self, result: Any = None, failure: BaseException | None = None) -> None:
+        if self._answer is None:
+            return
+        outcome: Any
+        if failure is None:
+            try:
+                outcome = self._make_reply(result)
+            except Exception as exc:  # a result no Value can hold
+                failure = exc
+            else:
+                if len(outcome) > self._max_send:
+                    outcome = Rejection(
+                        pb.Failure.REASON_RESOURCE_EXHAUSTED,
+                        f"the reply of {self.method!r} is {len(outcome)} bytes, over "
+                        f"max_send_message_length ({self._max_send})",
+                        "max_send_message_length", self._max_send).failure
+        if failure is not None:
+            try:
+                outcome = failure_from_exception(failure, self._include_traceback,
+                                                 self.failure_expected)
+            except Exception as exc:
+                LOG.error("Could not encode the failure of %s: %s", self.method, exc)
+                outcome = Rejection(pb.Failure.REASON_ENDPOINT_ERROR, str(failure)).failure
+        answer, self._answer = self._answer, None
+        answer(outcome)
+
+    def copy_for_fanout(self) -> GrpcIncoming:
+        """A copy of this cast for one more listener (each dispatcher gets its own dicts)."""
+        return GrpcIncoming(copy.deepcopy(self.ctxt), copy.deepcopy(self.message),
+                            self.deadline, self.ctxt.get("client_timeout"), None,
+                            self._make_reply, self._include_traceback, self._max_send)
+
+
+def _call_reply(result: Any) -> bytes:
+    response = pb.CallResponse()
+    fill_value(response.result, result, "the result")
+    return response.SerializeToString()
+
+
+# -- routing -------------------------------------------------------------------------------
+
+#: A fallback for targets no local listener serves: given the request's target,
+#: return a callable that takes the IncomingMessage (it must answer it with
+#: reply()), or None for NOT_FOUND. The seam for a gateway that forwards
+#: unrouted requests over another wire.
+Fallback = Callable[[Target], "OnIncoming | None"]
+
+
+class Router:
+    """Which local listener serves a target. Thread-safe."""
+
+    def __init__(self, default_exchange: str) -> None:
+        self.default_exchange = default_exchange
+        self.fallback: Fallback | None = None
+        self._lock = threading.Lock()
+        self._topics: dict[tuple[str, str], list[_GrpcListener]] = {}
+        self._servers: dict[tuple[str, str, str], list[_GrpcListener]] = {}
+        self._fanout: dict[str, list[_GrpcListener]] = {}
+        self._turn = itertools.count()
+
+    def add(self, listener: _GrpcListener) -> None:
+        exchange, topic, server = listener.key
+        with self._lock:
+            self._topics.setdefault((exchange, topic), []).append(listener)
+            self._servers.setdefault((exchange, topic, server), []).append(listener)
+            self._fanout.setdefault(topic, []).append(listener)
+
+    def remove(self, listener: _GrpcListener) -> int:
+        """Forget ``listener``; return how many listeners remain."""
+        exchange, topic, server = listener.key
+        with self._lock:
+            _discard(self._topics, (exchange, topic), listener)
+            _discard(self._servers, (exchange, topic, server), listener)
+            _discard(self._fanout, topic, listener)
+            return sum(len(items) for items in self._topics.values())
+
+    @property
+    def serving(self) -> bool:
+        """True when some listener takes messages."""
+        with self._lock:
+            return any(item.started for items in self._topics.values() for item in items)
+
+    def candidates(self, target: pb.Target) -> list[_GrpcListener]:
+        """The listeners that may take a message for ``target`` (started ones first)."""
+        with self._lock:
+            if target.fanout:
+                return list(self._fanout.get(target.topic, ()))
+            exchange = target.exchange or self.default_exchange
+            if target.server:
+                items = self._servers.get((exchange, target.topic, target.server), ())
+            else:
+                items = self._topics.get((exchange, target.topic), ())
+            if len(items) <= 1:
+                return list(items)
+            start = next(self._turn) % len(items)
+            return list(items[start:]) + list(items[:start])
+
+
+def _discard(table: dict[Any, list[_GrpcListener]], key: Any, listener: _GrpcListener) -> None:
+    items = table.get(key)
+    if items and listener in items:
+        items.remove(listener)
+        if not items:
+            del table[key]
+
+
+# -- the shared server ---------------------------------------------------------------------
+
+def _target_text(target: pb.Target) -> str:
+    parts = [f"topic={target.topic!r}"]
+    if target.exchange:
+        parts.insert(0, f"exchange={target.exchange!r}")
+    if target.server:
+        parts.append(f"server={target.server!r}")
+    if target.fanout:
+        parts.append("fanout")
+    return " ".join(parts)
+
+
+class _Admission:
+    """Counts calls running on one server address (loop thread only)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.running = 0
+
+    def enter(self) -> None:
+        if self.limit and self.running >= self.limit:
+            raise Rejection(pb.Failure.REASON_RESOURCE_EXHAUSTED,
+                            f"over max_concurrent_calls ({self.limit}): retry later",
+                            "max_concurrent_calls", self.limit)
+        self.running += 1
+
+    def leave(self) -> None:
+        self.running -= 1
+
+
+class GrpcServer:
+    """One grpc.aio server on one address, its event loop thread, and its router."""
+
+    def __init__(self, scheme: str, host: str, port: int, options: GrpcOptions,
+                 default_exchange: str) -> None:
+        self.scheme = scheme
+        self.host = host
+        self.options = options
+        self.router = Router(default_exchange)
+        self._admission = _Admission(options.max_concurrent_calls)
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._run_loop, name=f"bridge-grpc-{port}",
+                                        daemon=True)
+        self._thread.start()
+        self._server: aio.Server | None = None
+        self._health: Any = None
+        try:
+            self.port = self._run(self._start(port))
+        except BaseException:
+            self._stop_loop()
+            raise
+        self.running = True
+
+    @property
+    def address(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self.scheme}://{host}:{self.port}"
+
+    def _run_loop(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.loop.run_forever()
+
+    def _run(self, coro: Any, timeout: float | None = 30) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def _stop_loop(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(timeout=10)
+        if not self.loop.is_running():
+            self.loop.close()
+
+    async def _start(self, port: int) -> int:
+        from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+        opts = self.options
+        server = aio.server(options=[
+            ("grpc.max_receive_message_length", opts.max_receive_message_length),
+            ("grpc.max_send_message_length", opts.max_send_message_length),
+            ("grpc.keepalive_time_ms", opts.keepalive_time_ms),
+            ("grpc.keepalive_timeout_ms", opts.keepalive_timeout_ms),
+            ("grpc.keepalive_permit_without_calls", 1),
+            ("grpc.http2.min_recv_ping_interval_without_data_ms", opts.min_ping_interval_ms),
+            ("grpc.http2.min_ping_interval_without_data_ms", opts.min_ping_interval_ms),
+            ("grpc.http2.max_ping_strikes", 0),
+            ("grpc.so_reuseport", 0),
+        ])
+        server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(SERVICE_NAME, {
+            "Call": grpc.unary_unary_rpc_method_handler(self._handle_call),
+            "Cast": grpc.unary_unary_rpc_method_handler(self._handle_cast),
+            "CallStream": grpc.stream_stream_rpc_method_handler(self._handle_stream),
+        })])
+        self._health = health.aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
+        names = [SERVICE_NAME, health.SERVICE_NAME]
+        if opts.reflection:
+            from grpc_reflection.v1alpha import reflection
+
+            names.append(reflection.SERVICE_NAME)
+            reflection.enable_server_reflection(names, server)
+        for name in ("", SERVICE_NAME):
+            await self._health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+        address = f"[{self.host}]:{port}" if ":" in self.host else f"{self.host}:{port}"
+        try:
+            if self.scheme == "grpcs":
+                bound = server.add_secure_port(address, self._server_credentials())
+            else:
+                bound = server.add_insecure_port(address)
+        except RuntimeError as exc:
+            raise OSError(f"cannot listen on {address}: {exc}") from None
+        if not bound:
+            raise OSError(f"cannot listen on {address} (in use, or not a local address?)")
+        await server.start()
+        self._server = server
+        return bound
+
+    def _server_credentials(self) -> grpc.ServerCredentials:
+        opts = self.options
+        if not (opts.tls_cert_file and opts.tls_key_file):
+            raise ValueError("a grpcs:// server needs tls_cert_file and tls_key_file")
+        return grpc.ssl_server_credentials(
+            [(_read(opts.tls_key_file), _read(opts.tls_cert_file))],
+            root_certificates=_read(opts.tls_ca_file) if opts.tls_ca_file else None,
+            require_client_auth=opts.tls_client_auth)
+
+    def update_health(self) -> None:
+        """Publish SERVING while some listener takes messages, else NOT_SERVING."""
+        from grpc_health.v1 import health_pb2
+
+        status = (health_pb2.HealthCheckResponse.SERVING if self.router.serving
+                  else health_pb2.HealthCheckResponse.NOT_SERVING)
+
+        async def publish() -> None:
+            for name in ("", SERVICE_NAME):
+                await self._health.set(name, status)
+
+        if not self.running:
+            return
+        if threading.current_thread() is self._thread:
+            self.loop.create_task(publish())
+        else:
+            self._run(publish())
+
+    def shutdown(self) -> None:
+        """Stop the server, letting replies in flight finish for ``shutdown_grace``."""
+        if not self.running:
+            return
+        self.running = False
+        server, self._server = self._server, None
+        if threading.current_thread() is self._thread:
+            # Released from the loop itself (a blocking executor): stop without waiting.
+            if server is not None:
+                self.loop.create_task(server.stop(self.options.shutdown_grace))
+            return
+        if server is not None:
+            try:
+                self._run(server.stop(self.options.shutdown_grace),
+                          self.options.shutdown_grace + 10)
+            except Exception:
+                LOG.exception("Error while stopping the gRPC server on %s", self.address)
+        self._stop_loop()
+
+    # -- request handling (on the event loop) ----------------------------------------------
+
+    def _decode(self, envelope: pb.Envelope, remaining: float | None,
+                answer: Callable[[Any], None] | None, make_reply: Callable[[Any], bytes],
+                ) -> GrpcIncoming:
+        target = envelope.target
+        if not target.topic:
+            raise Rejection(pb.Failure.REASON_INVALID_ARGUMENT,
+                            "the envelope's target has no topic")
+        if not envelope.method:
+            raise Rejection(pb.Failure.REASON_INVALID_ARGUMENT, "the envelope has no method")
+        if answer is not None and target.fanout:
+            raise Rejection(pb.Failure.REASON_INVALID_ARGUMENT,
+                            "A call cannot be used with fanout")
+        try:
+            ctxt = from_map(envelope.context, "context")
+            args = from_map(envelope.args, "argument")
+        except InvalidValueError as exc:
+            raise Rejection(pb.Failure.REASON_INVALID_ARGUMENT, str(exc)) from None
+        message: dict[str, Any] = {"method": envelope.method, "args": args}
+        if envelope.HasField("namespace"):
+            message["namespace"] = envelope.namespace
+        if envelope.HasField("version"):
+            message["version"] = envelope.version
+        deadline = None if remaining is None else time.monotonic() + remaining
+        return GrpcIncoming(ctxt, message, deadline, remaining, answer, make_reply,
+                            self.options.include_traceback,
+                            self.options.max_send_message_length)
+
+    def _deliver(self, target: pb.Target, incoming: GrpcIncoming) -> None:
+        """Hand ``incoming`` to one listener of ``target`` (every one for fanout)."""
+        listeners = self.router.candidates(target)
+        delivered = 0
+        for listener in listeners:
+            if listener.deliver(incoming.copy_for_fanout() if delivered else incoming):
+                delivered += 1
+                if not target.fanout:
+                    return
+        if delivered:
+            return
+        if listeners:
+            raise Rejection(pb.Failure.REASON_UNAVAILABLE,
+                            f"the servers of {_target_text(target)} are stopping or not "
+                            "started")
+        fallback = self.router.fallback
+        if fallback is not None:
+            handler = fallback(Target(exchange=target.exchange or None, topic=target.topic,
+                                      server=target.server or None,
+                                      fanout=target.fanout or None))
+            if handler is not None:
+                handler(incoming)
+                return
+        raise Rejection(pb.Failure.REASON_TARGET_NOT_FOUND,
+                        f"no server of {_target_text(target)} at {self.address}")
+
+    async def _abort(self, context: aio.ServicerContext, rejection: Rejection,
+                     what: str) -> None:
+        LOG.warning("gRPC %s refused: %s", what, rejection)
+        code, message, metadata = status_of(rejection.failure)
+        await context.abort(code, message, metadata)
+
+    async def _handle_call(self, data: bytes, context: aio.ServicerContext) -> bytes:
+        loop = self.loop
+        future: asyncio.Future = loop.create_future()
+
+        def resolve(outcome: Any) -> None:
+            if not future.done():
+                future.set_result(outcome)
+
+        def answer(outcome: Any) -> None:
+            loop.call_soon_threadsafe(resolve, outcome)
+
+        try:
+            request = pb.CallRequest.FromString(data)
+            self._admission.enter()
+        except Rejection as rejection:
+            await self._abort(context, rejection, "Call")
+        except Exception as exc:  # protobuf DecodeError
+            await self._abort(context, Rejection(pb.Failure.REASON_INVALID_ARGUMENT,
+                                                 f"undecodable CallRequest: {exc}"), "Call")
+        try:
+            try:
+                incoming = self._decode(request.envelope, context.time_remaining(), answer,
+                                        _call_reply)
+                self._deliver(request.envelope.target, incoming)
+            except Rejection as rejection:
+                await self._abort(context, rejection, f"Call of {request.envelope.method!r}")
+            outcome = await future
+        finally:
+            self._admission.leave()
+        if isinstance(outcome, bytes):
+            return outcome
+        code, message, metadata = status_of(outcome)
+        await context.abort(code, message, metadata)
+        raise AssertionError("unreachable")  # abort() raises
+
+    async def _handle_cast(self, data: bytes, context: aio.ServicerContext) -> bytes:
+        try:
+            try:
+                request = pb.CastRequest.FromString(data)
+            except Exception as exc:
+                raise Rejection(pb.Failure.REASON_INVALID_ARGUMENT,
+                                f"undecodable CastRequest: {exc}") from None
+            incoming = self._decode(request.envelope, None, None, _call_reply)
+            self._deliver(request.envelope.target, incoming)
+        except Rejection as rejection:
+            await self._abort(context, rejection, "Cast")
+        return b""  # an empty CastResponse
+
+    async def _handle_stream(self, requests: AsyncIterator[bytes],
+                             context: aio.ServicerContext) -> AsyncIterator[bytes]:
+        loop = self.loop
+        out: asyncio.Queue = asyncio.Queue()
+        state = {"pending": 0, "done_reading": False}
+        stream_remaining = context.time_remaining()
+        stream_deadline = (None if stream_remaining is None
+                           else time.monotonic() + stream_remaining)
+
+        def error_response(call_id: int, failure: pb.Failure) -> bytes:
+            code, message, _ = status_of(failure)
+            return pb.StreamResponse(id=call_id, error=pb.StreamError(
+                code=code.value[0], message=message, failure=failure)).SerializeToString()
+
+        def start_call(data: bytes) -> None:
+            try:
+                request = pb.StreamRequest.FromString(data)
+            except Exception as exc:
+                LOG.warning("gRPC CallStream request refused: undecodable: %s", exc)
+                out.put_nowait(error_response(0, Rejection(
+                    pb.Failure.REASON_INVALID_ARGUMENT,
+                    f"undecodable StreamRequest: {exc}").failure))
+                return
+            call_id = request.id
+            answered = False
+            timer: asyncio.TimerHandle | None = None
+
+            def finish(payload: bytes) -> None:
+                nonlocal answered
+                if answered:
+                    return
+                answered = True
+                if timer is not None:
+                    timer.cancel()
+                self._admission.leave()
+                out.put_nowait(payload)
+
+            def resolve(outcome: Any) -> None:
+                if isinstance(outcome, bytes):
+                    finish(outcome)
+                else:
+                    finish(error_response(call_id, outcome))
+
+            def make_reply(result: Any) -> bytes:
+                response = pb.StreamResponse(id=call_id)
+                fill_value(response.result, result, "the result")
+                return response.SerializeToString()
+
+            def expire() -> None:
+                finish(error_response(call_id, Rejection(
+                    pb.Failure.REASON_DEADLINE_EXCEEDED,
+                    f"call {call_id} ran past its timeout").failure))
+
+            try:
+                self._admission.enter()
+            except Rejection as rejection:
+                LOG.warning("gRPC CallStream call %s refused: %s", call_id, rejection)
+                out.put_nowait(error_response(call_id, rejection.failure))
+                return
+            remaining = None if stream_deadline is None else stream_deadline - time.monotonic()
+            if request.timeout > 0:
+                remaining = (request.timeout if remaining is None
+                             else min(remaining, request.timeout))
+                timer = loop.call_later(remaining, expire)
+            try:
+                incoming = self._decode(request.envelope, remaining,
+                                        lambda outcome: loop.call_soon_threadsafe(resolve,
+                                                                                  outcome),
+                                        make_reply)
+                self._deliver(request.envelope.target, incoming)
+            except Rejection as rejection:
+                LOG.warning("gRPC CallStream call %s refused: %s", call_id, rejection)
+                resolve(rejection.failure)
+
+        async def read() -> None:
+            try:
+                async for data in requests:
+                    state["pending"] += 1
+                    start_call(data)
+            finally:
+                state["done_reading"] = True
+                out.put_nowait(None)
+
+        reader = loop.create_task(read())
+        try:
+            while True:
+                if state["done_reading"] and state["pending"] == 0:
+                    break
+                item = await out.get()
+                if item is None:
+                    continue
+                state["pending"] -= 1
+                yield item
+        finally:
+            reader.cancel()
+
+
+# -- listeners -----------------------------------------------------------------------------
+
+_SERVERS: dict[tuple[str, int], GrpcServer] = {}
+_SERVERS_LOCK = threading.Lock()
+
+
+def servers() -> list[GrpcServer]:
+    """The gRPC servers running in this process (one per bound address)."""
+    with _SERVERS_LOCK:
+        return list(_SERVERS.values())
+
+
+def set_fallback(address: str, fallback: Fallback | None) -> None:
+    """Install the fallback of the server at ``address`` (as listeners report it)."""
+    for server in servers():
+        if server.address == address:
+            server.router.fallback = fallback
+            return
+    raise KeyError(f"no gRPC server at {address}")
+
+
+class _GrpcListener(Listener):
+    """One target served on one shared gRPC server."""
+
+    def __init__(self, server: GrpcServer, key: tuple[str, str, str], release: Callable) -> None:
+        self.server = server
+        self.key = key
+        self.address = server.address
+        self._release = release
+        self._lock = threading.Lock()
+        self._on_incoming: OnIncoming | None = None
+        self.started = False
+        self._cleaned = False
+
+    def deliver(self, incoming: IncomingMessage) -> bool:
+        """Hand ``incoming`` over; False when the listener is not started."""
+        with self._lock:
+            if not self.started or self._on_incoming is None:
+                return False
+            self._on_incoming(incoming)
+            return True
+
+    def start(self, on_incoming: OnIncoming) -> None:
+        with self._lock:
+            self._on_incoming = on_incoming
+            self.started = True
+        self.server.update_health()
+
+    def stop(self) -> None:
+        with self._lock:
+            self.started = False
+            self._on_incoming = None
+        self.server.update_health()
+
+    def cleanup(self) -> None:
+        with self._lock:
+            if self._cleaned:
+                return
+            self._cleaned = True
+            self.started = False
+            self._on_incoming = None
+        self._release(self)
+
+    @property
+    def healthy(self) -> bool:
+        return self.server.running
+
+
+
+
+# -- the driver ----------------------------------------------------------------------------
+
+class GrpcDriver(Driver):
+    """The gRPC wire: ``grpc://HOST:PORT`` (plain) and ``grpcs://HOST:PORT`` (TLS)."""
+
+    wire = "grpc"
+
+    def __init__(self, url: Any, settings: Any, allowed_remote_exmods: list[str]) -> None:
+        super().__init__(url, settings, allowed_remote_exmods)
+        self.options = parse_options(url, settings.group("grpc"))
+        self.scheme = url.driver_name
+        host = url.hosts[0] if url.hosts else None
+        self.host = (host.hostname if host and host.hostname else "127.0.0.1")
+        self.port = host.port if host and host.port is not None else DEFAULT_PORT
+        self._bound_port: int | None = None  # the port port 0 was given
+        self._lock = threading.Lock()
+        self._channel: grpc.Channel | None = None
+        self._stubs: dict[str, Any] = {}
+
+    # -- server side ------------------------------------------------------------------------
+
+    def listen(self, target: Target) -> Listener:
+        exchange = target.exchange or self.settings.control_exchange
+        key = (exchange, str(target.topic), str(target.server))
+        with _SERVERS_LOCK:
+            port = self._bound_port if self.port == 0 and self._bound_port else self.port
+            server = _SERVERS.get((self.host, port)) if port else None
+            if server is not None and server.scheme != self.scheme:
+                raise InvalidTransportURL(str(self.url), f"{server.address} already serves "
+                                          f"{server.scheme}://, not {self.scheme}://")
+            if server is None:
+                server = GrpcServer(self.scheme, self.host, port, self.options,
+                                    self.settings.control_exchange)
+                _SERVERS[(self.host, server.port)] = server
+                if self.port == 0:
+                    self._bound_port = server.port
+                LOG.info("gRPC server listening on %s", server.address)
+            listener = _GrpcListener(server, key, self._release)
+            server.router.add(listener)
+        return listener
+
+    def _release(self, listener: _GrpcListener) -> None:
+        server = listener.server
+        with _SERVERS_LOCK:
+            remaining = server.router.remove(listener)
+            if remaining == 0:
+                _SERVERS.pop((server.host, server.port), None)
+        if remaining == 0:
+            server.shutdown()
+            LOG.info("gRPC server on %s stopped", server.address)
+        else:
+            server.update_health()
+
+    # -- client side ------------------------------------------------------------------------
+
+    @property
+    def connect_address(self) -> str:
+        """host:port this transport's clients connect to."""
+        port = self._bound_port if self.port == 0 and self._bound_port else self.port
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "") else self.host
+        if host == "::":
+            host = "::1"
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+    def _stub(self, method: str) -> Any:
+        stub = self._stubs.get(method)
+        if stub is not None:
+            return stub
+        with self._lock:
+            if self._channel is None:
+                self._channel = self._make_channel()
+            stub = self._stubs[method] = self._channel.unary_unary(method)
+            return stub
+
+    def _make_channel(self) -> grpc.Channel:
+        opts = self.options
+        channel_options = [
+            ("grpc.max_receive_message_length", opts.max_receive_message_length),
+            ("grpc.max_send_message_length", opts.max_send_message_length),
+            ("grpc.keepalive_time_ms", opts.keepalive_time_ms),
+            ("grpc.keepalive_timeout_ms", opts.keepalive_timeout_ms),
+            ("grpc.enable_retries", 0),
+        ]
+        if self.scheme != "grpcs":
+            return grpc.insecure_channel(self.connect_address, channel_options)
+        if opts.tls_server_name:
+            channel_options.append(("grpc.ssl_target_name_override", opts.tls_server_name))
+        credentials = grpc.ssl_channel_credentials(
+            root_certificates=_read(opts.tls_ca_file) if opts.tls_ca_file else None,
+            private_key=_read(opts.tls_key_file) if opts.tls_key_file else None,
+            certificate_chain=_read(opts.tls_cert_file) if opts.tls_cert_file else None)
+        return grpc.secure_channel(self.connect_address, credentials, channel_options)
+
+    def send(self, target: Target, ctxt: dict[str, Any], message: dict[str, Any], *,
+             wait_for_reply: bool, timeout: float | None,
+             call_monitor_timeout: float | None = None, retry: int | None = None,
+             at_least_once: bool = False) -> Any:
+        if wait_for_reply and target.fanout:
+            raise InvalidTarget("A call cannot be used with fanout", target)
+        request = pb.CallRequest() if wait_for_reply else pb.CastRequest()
+        envelope = request.envelope
+        envelope.target.exchange = target.exchange or self.settings.control_exchange
+        envelope.target.topic = str(target.topic)
+        if target.server:
+            envelope.target.server = target.server
+        if target.fanout:
+            envelope.target.fanout = True
+        envelope.method = message["method"]
+        if message.get("namespace") is not None:
+            envelope.namespace = message["namespace"]
+        if message.get("version") is not None:
+            envelope.version = message["version"]
+        fill_map(envelope.context, ctxt, "the request context")
+        fill_map(envelope.args, message.get("args") or {}, "argument")
+        data = request.SerializeToString()
+        if not wait_for_reply:
+            timeout = timeout or self.settings.rpc_response_timeout
+        reply = self._invoke(_CALL if wait_for_reply else _CAST, data, target, timeout, retry,
+                             at_least_once)
+        if not wait_for_reply:
+            return None
+        from bridge.grpc_values import from_value
+
+        return from_value(pb.CallResponse.FromString(reply).result, "the result")
+
+    def _invoke(self, method: str, data: bytes, target: Target, timeout: float | None,
+                retry: int | None, at_least_once: bool) -> bytes:
+        stub = self._stub(method)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        attempts = 0
+        delay = 0.05
+        while True:
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                raise MessagingTimeout(f"Timed out sending to {target} at "
+                                       f"{self.connect_address}")
+            try:
+                return stub(data, timeout=remaining)
+            except grpc.RpcError as err:
+                code = err.code() if hasattr(err, "code") else grpc.StatusCode.UNKNOWN
+                details = err.details() if hasattr(err, "details") else str(err)
+                failure = failure_from_metadata(
+                    err.trailing_metadata() if hasattr(err, "trailing_metadata") else None)
+                if code == grpc.StatusCode.UNAVAILABLE and (retry is None or retry < 0
+                                                            or attempts < retry):
+                    attempts += 1
+                    pause = delay if remaining is None else min(delay, max(0.0, remaining))
+                    LOG.debug("gRPC %s to %s unavailable (%s); retry %d in %.2f s", method,
+                              self.connect_address, details, attempts, pause)
+                    time.sleep(pause)
+                    delay = min(delay * 2, 1.0)
+                    continue
+                if code == grpc.StatusCode.UNAVAILABLE:
+                    raise MessageDeliveryFailure(
+                        f"gRPC server {self.connect_address} unavailable for {target} after "
+                        f"{attempts + 1} attempt(s): {details}") from None
+                raise exception_for_error(code, details, failure, self.allowed_remote_exmods,
+                                          at_least_once, target) from None
+
+    def cleanup(self) -> None:
+        with self._lock:
+            channel, self._channel = self._channel, None
+            self._stubs.clear()
+        if channel is not None:
+            channel.close()

@@ -1,0 +1,346 @@
+"""The rabbit:// driver against the real broker: wire format, flags, bad input, options."""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import threading
+import uuid
+
+import kombu
+import pytest
+from amqp_support import BROKER_URL, Peer, delete_queues, drain, list_queues, unique
+
+import bridge
+from bridge.transport.amqp_options import AmqpOptions, kombu_urls
+from bridge.transport.url import TransportURL
+
+broker = pytest.mark.usefixtures("broker_available")
+
+
+@pytest.fixture
+def names():
+    exchange, topic = unique("bx"), unique("drv")
+    created: list[str] = []
+    yield exchange, topic, created
+    delete_queues([topic, f"{topic}.s1", f"{topic}.s2", *created], [exchange])
+
+
+@pytest.fixture
+def raw():
+    with kombu.Connection("amqp://guest:guest@127.0.0.1:5672//", connect_timeout=5) as conn:
+        yield conn.channel()
+
+
+def _get(channel, queue_name: str, tries: int = 50):
+    """basic_get with a bounded wait for the message to arrive."""
+    import time
+
+    for _ in range(tries):
+        message = channel.basic_get(queue_name, no_ack=True)
+        if message is not None:
+            return message
+        time.sleep(0.1)
+    raise AssertionError(f"nothing arrived on {queue_name}")
+
+
+# -- options and URLs (no broker) -----------------------------------------------------------
+
+
+def test_unknown_option_is_a_clear_error():
+    with pytest.raises(bridge.InvalidTransportURL, match="rabbit_no_such_thing"):
+        bridge.get_transport(None, "rabbit://h/?rabbit_no_such_thing=1")
+    with pytest.raises(bridge.InvalidTransportURL, match="heartbeat_timeout_threshold"):
+        bridge.get_transport(None, "rabbit://h/?heartbeat_timeout_threshold=soon")
+
+
+def test_options_from_conf_overridden_by_url():
+    conf = {"oslo_messaging_rabbit": {"rabbit_qos_prefetch_count": 5,
+                                      "amqp_durable_queues": True}}
+    transport = bridge.get_transport(conf, "rabbit://h/?rabbit_qos_prefetch_count=7")
+    options = transport.driver.options
+    assert options.rabbit_qos_prefetch_count == 7
+    assert options.amqp_durable_queues is True and options.topic_durable is True
+    assert options.heartbeat_timeout_threshold == 60
+    transport.cleanup()
+
+
+def test_queue_arguments_follow_oslo_names():
+    options = AmqpOptions.build({}, {"rabbit_quorum_queue": "true",
+                                     "rabbit_quorum_delivery_limit": "3",
+                                     "rabbit_transient_queues_ttl": "10"})
+    assert options.topic_durable
+    assert options.topic_queue_arguments() == {"x-queue-type": "quorum", "x-delivery-limit": 3}
+    assert options.transient_queue_arguments() == {"x-expires": 10000}
+    assert AmqpOptions.build({}, {"rabbit_transient_queues_ttl": "0"}
+                             ).transient_queue_arguments() == {}
+    with pytest.raises(bridge.InvalidTransportURL):
+        AmqpOptions.build({}, {"rabbit_quorum_queue": "1", "rabbit_ha_queues": "1"})
+
+
+def test_backoff_grows_to_its_maximum():
+    options = AmqpOptions.build({}, {})
+    assert [options.backoff(n) for n in (1, 2, 3, 20)] == [1.0, 3.0, 5.0, 30.0]
+
+
+def test_hosts_vhost_and_credentials():
+    url = TransportURL.parse("rabbit://u1:p%40ss@h1:5672,u2:p2@h2:5673/my_vhost?ssl=true")
+    hosts = kombu_urls(url)
+    assert [(h["hostname"], h["port"], h["userid"], h["password"]) for h in hosts] == [
+        ("h1", 5672, "u1", "p@ss"), ("h2", 5673, "u2", "p2")]
+    assert {h["virtual_host"] for h in hosts} == {"my_vhost"}
+    assert kombu_urls(TransportURL.parse("rabbit://"))[0]["hostname"] == "localhost"
+    assert kombu_urls(TransportURL.parse("rabbit://h//"))[0]["virtual_host"] == "/"
+    assert kombu_urls(TransportURL.parse("rabbit://h/"))[0]["virtual_host"] == "/"
+    assert kombu_urls(TransportURL.parse("rabbit://[::1]:5672/"))[0]["hostname"] == "[::1]"
+    for scheme in ("kombu", "amqp"):
+        transport = bridge.get_transport(None, f"{scheme}://h/")
+        assert transport.wire == "amqp"
+        transport.cleanup()
+
+
+# -- the broker -----------------------------------------------------------------------------
+
+
+@broker
+def test_server_declares_oslo_flags(names):
+    exchange, topic, _ = names
+    peer = Peer("bridge")
+    try:
+        server = peer.server(exchange, topic, "s1", queue.Queue())
+        listener = server.listeners[0]
+        client = peer.client(exchange, topic, timeout=10)
+        assert client.call({}, "echo", value=1) == 1
+        queues = list_queues()
+        assert queues[topic]["durable"] == "false" and queues[topic]["auto_delete"] == "false"
+        assert queues[topic]["arguments"] == "[]"
+        assert queues[f"{topic}.s1"]["arguments"] == "[]"
+        fanout = queues[listener.fanout_queue]
+        assert listener.fanout_queue.startswith(f"{topic}_fanout_")
+        assert fanout["durable"] == "false" and fanout["auto_delete"] == "false"
+        assert "x-expires" in fanout["arguments"] and "1800000" in fanout["arguments"]
+        reply = queues[client.transport.driver.reply_queue]
+        assert client.transport.driver.reply_queue.startswith("reply_")
+        assert "1800000" in reply["arguments"]
+        assert server.healthy
+    finally:
+        peer.close()
+    assert listener.fanout_queue not in list_queues()  # cleanup deletes the fanout queue
+
+
+@broker
+def test_request_on_the_wire(names, raw):
+    exchange, topic, _ = names
+    raw.exchange_declare(exchange, "topic", durable=False, auto_delete=False)
+    raw.queue_declare(topic, durable=False, auto_delete=False)
+    raw.queue_bind(topic, exchange, topic)
+    transport = bridge.get_transport(None, BROKER_URL)
+    try:
+        target = bridge.Target(exchange=exchange, topic=topic, version="1.2")
+        future = transport.driver.send_async(
+            target, {"user": "u1", "request_id": "req-1"},
+            {"method": "echo", "args": {"x": [1, 2]}, "version": "1.2"}, timeout=10)
+        message = _get(raw, topic)
+        props = message.properties
+        assert props["content_type"] == "application/json"
+        assert props["content_encoding"] == "utf-8"
+        assert props["delivery_mode"] == 2 and props["priority"] == 0
+        assert props["expiration"] == "10000"
+        assert message.delivery_info["routing_key"] == topic
+        body = json.loads(message.body)
+        assert list(body) == ["oslo.version", "oslo.message"] and body["oslo.version"] == "2.0"
+        inner = json.loads(body["oslo.message"])
+        assert list(inner) == ["method", "args", "version", "_msg_id", "_reply_q", "_timeout",
+                               "_unique_id", "_context_user", "_context_request_id"]
+        assert inner["_reply_q"] == transport.driver.reply_queue and inner["_timeout"] is None
+        # Answer the old two-message way: the payload, then an empty ending message.
+        for reply in ({"result": 42, "failure": None, "_msg_id": inner["_msg_id"]},
+                      {"result": None, "failure": None, "ending": True,
+                       "_msg_id": inner["_msg_id"]}):
+            raw.basic_publish(raw.prepare_message(json.dumps(
+                {"oslo.version": "2.0", "oslo.message": json.dumps(reply)}).encode(),
+                content_type="application/json"), exchange="", routing_key=inner["_reply_q"])
+        assert future.result(timeout=10) == 42
+
+        fanout = bridge.Target(topic=topic, fanout=True)
+        raw.queue_declare(f"{topic}_fanout_capture", auto_delete=False)
+        _bind_fanout(transport, raw, topic)
+        transport.driver.send(fanout, {}, {"method": "record", "args": {}},
+                              wait_for_reply=False, timeout=None)
+        message = _get(raw, f"{topic}_fanout_capture")
+        assert message.delivery_info["exchange"] == f"{topic}_fanout"
+        assert message.delivery_info["routing_key"] == ""
+        assert "expiration" not in message.properties
+        inner = json.loads(json.loads(message.body)["oslo.message"])
+        assert list(inner) == ["method", "args", "_unique_id"]
+    finally:
+        transport.cleanup()
+        delete_queues([f"{topic}_fanout_capture"])
+
+
+def _bind_fanout(transport, raw, topic):
+    raw.exchange_declare(f"{topic}_fanout", "fanout", durable=False, auto_delete=True)
+    raw.queue_bind(f"{topic}_fanout_capture", f"{topic}_fanout", topic)
+
+
+@broker
+def test_reply_on_the_wire_and_duplicates(names, raw):
+    exchange, topic, created = names
+    events: queue.Queue = queue.Queue()
+    peer = Peer("bridge")
+    reply_q = unique("reply")
+    created.append(reply_q)
+    raw.queue_declare(reply_q, auto_delete=False)
+    try:
+        peer.server(exchange, topic, "s1", events)
+        request = {"method": "echo", "args": {"value": 3}, "_msg_id": "m1", "_reply_q": reply_q,
+                   "_timeout": None, "_unique_id": "u1", "_context_user": "u"}
+        _publish(raw, exchange, topic, request)
+        body = json.loads(_get(raw, reply_q).body)
+        inner = json.loads(body["oslo.message"])
+        assert list(inner) == ["result", "failure", "ending", "_msg_id", "_unique_id"]
+        assert inner["result"] == 3 and inner["failure"] is None and inner["ending"] is True
+        assert inner["_msg_id"] == "m1"
+
+        cast = {"method": "record", "args": {"token": "dup"}, "_unique_id": "same-id"}
+        _publish(raw, exchange, topic, cast)
+        _publish(raw, exchange, topic, cast)
+        _publish(raw, exchange, topic, {"method": "record", "args": {"token": "after"},
+                                        "_unique_id": "other"})
+        got = drain(events, 3, timeout=3)
+        assert sorted(token for _, token in got) == ["after", "dup"]
+    finally:
+        peer.close()
+
+
+def _publish(raw, exchange, key, inner=None, body=None, **props):
+    if body is None:
+        body = json.dumps({"oslo.version": "2.0", "oslo.message": json.dumps(inner)})
+    props.setdefault("content_type", "application/json")
+    raw.basic_publish(raw.prepare_message(body.encode(), **props), exchange=exchange,
+                      routing_key=key)
+
+
+@broker
+def test_bad_messages_are_rejected_and_the_server_goes_on(names, raw, caplog):
+    exchange, topic, created = names
+    peer = Peer("bridge")
+    reply_q = unique("reply")
+    created.append(reply_q)
+    raw.queue_declare(reply_q, auto_delete=False)
+    try:
+        peer.server(exchange, topic, "s1", queue.Queue())
+        caplog.set_level(logging.ERROR, logger="bridge.transport.amqp")
+        _publish(raw, exchange, topic, body="not json {")
+        _publish(raw, exchange, topic, body=json.dumps(
+            {"oslo.version": "3.0", "oslo.message": json.dumps({"method": "echo"})}))
+        _publish(raw, exchange, topic, {"args": {}, "_unique_id": "x"})
+        _publish(raw, exchange, topic, {"method": "echo", "args": [1, 2], "_msg_id": "bad1",
+                                        "_reply_q": reply_q, "_timeout": None})
+        _publish(raw, exchange, topic, {"method": 7, "args": {}})
+        inner = json.loads(json.loads(_get(raw, reply_q).body)["oslo.message"])
+        assert inner["_msg_id"] == "bad1" and inner["ending"] is True
+        failure = json.loads(inner["failure"])
+        assert failure["class"] == "MalformedMessage" and "args" in failure["message"]
+        client = peer.client(exchange, topic, timeout=10)
+        assert client.call({}, "echo", value="still serving") == "still serving"
+        rejected = [r for r in caplog.records if "Rejected a bad message" in r.getMessage()]
+        assert len(rejected) == 5
+        assert raw.queue_declare(topic, passive=True).message_count == 0
+    finally:
+        peer.close()
+
+
+@broker
+def test_at_least_once_and_timeouts(names, raw):
+    exchange, topic, _ = names
+    peer = Peer("bridge")
+    try:
+        transport = peer.transport()
+        mandatory = peer.client(exchange, topic, transport=transport, timeout=5,
+                                transport_options=bridge.TransportOptions(at_least_once=True))
+        with pytest.raises(bridge.MessageUndeliverable):
+            mandatory.call({}, "echo", value=1)
+        with pytest.raises(bridge.MessageUndeliverable):
+            mandatory.cast({}, "echo", value=1)
+        peer.client(exchange, topic, transport=transport).cast({}, "echo", value=1)  # lost
+        with pytest.raises(bridge.MessagingTimeout):
+            peer.client(exchange, topic, transport=transport, timeout=1).call({}, "echo",
+                                                                              value=1)
+        raw.queue_declare(topic, auto_delete=False)
+        raw.queue_bind(topic, exchange, topic)
+        monitored = peer.client(exchange, topic, transport=transport, timeout=60,
+                                call_monitor_timeout=1)
+        with pytest.raises(bridge.MessagingTimeout, match="call monitor"):
+            monitored.call({}, "echo", value=1)  # nobody consumes: no heartbeat arrives
+    finally:
+        peer.close()
+
+
+@broker
+def test_many_threads_and_async_calls_share_one_reply_queue(names):
+    exchange, topic, _ = names
+    peer = Peer("bridge")
+    try:
+        peer.server(exchange, topic, "s1", queue.Queue())
+        peer.server(exchange, topic, "s2", queue.Queue())
+        transport = peer.transport()
+        client = peer.client(exchange, topic, transport=transport, timeout=20)
+        errors: list[BaseException] = []
+
+        def work(n: int) -> None:
+            try:
+                for i in range(40):
+                    value = {"thread": n, "i": i, "pad": "x" * (i * 10)}
+                    assert client.call({"n": n}, "echo", value=value) == value
+            except BaseException as exc:
+                errors.append(exc)
+
+        threads = [threading.Thread(target=work, args=(n,)) for n in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        assert not errors
+        target = bridge.Target(exchange=exchange, topic=topic)
+        futures = [transport.driver.send_async(target, {}, {"method": "echo",
+                                                            "args": {"value": i}}, timeout=20)
+                   for i in range(300)]
+        assert [f.result(timeout=30) for f in futures] == list(range(300))
+        assert len({transport.driver.reply_queue}) == 1
+        assert transport.driver._conn.generation == 1  # one connection did all of it
+    finally:
+        peer.close()
+
+
+@broker
+def test_amqp_heartbeats_survive_a_long_method(names):
+    """With a 2 s heartbeat timeout, a 5 s method neither drops nor reconnects anything."""
+    exchange, topic, _ = names
+    peer = Peer("bridge", BROKER_URL + "?heartbeat_timeout_threshold=2")
+    try:
+        server = peer.server(exchange, topic, "s1", queue.Queue())
+        transport = peer.transport()
+        client = peer.client(exchange, topic, transport=transport, timeout=30)
+        assert client.call({}, "sleep", seconds=5) == 5
+        assert server.listeners[0]._conn.generation == 1
+        assert transport.driver._conn.generation == 1
+        assert client.call({}, "echo", value=uuid.uuid4().hex)
+    finally:
+        peer.close()
+
+
+@broker
+def test_prefetch_limits_what_a_server_takes(names):
+    exchange, topic, _ = names
+    peer = Peer("bridge", BROKER_URL + "?rabbit_qos_prefetch_count=1")
+    try:
+        events: queue.Queue = queue.Queue()
+        peer.server(exchange, topic, "s1", events)
+        client = peer.client(exchange, topic, timeout=20)
+        for i in range(5):
+            client.cast({}, "record", token=str(i))
+        assert sorted(token for _, token in drain(events, 5)) == ["0", "1", "2", "3", "4"]
+    finally:
+        peer.close()

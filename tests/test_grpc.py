@@ -1,0 +1,448 @@
+"""The gRPC wire on real sockets: routing, the status table, the Python client, lifecycle."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+import bridge
+from bridge._proto.bridge.v1 import bridge_pb2 as pb
+from bridge.grpc_values import from_value
+from endpoints import default_endpoints
+from tests.grpc_helpers import channel, envelope, failure_of, raw_call
+
+
+class AppError(Exception):
+    """An application exception, rebuilt on the caller's side only when its module is allowed."""
+
+
+class Failing:
+    target = bridge.Target(namespace="failing")
+
+    def app_error(self, ctxt, text="app"):
+        raise AppError(text)
+
+    @bridge.expected_exceptions(KeyError)
+    def expected(self, ctxt, key="k"):
+        raise KeyError(key)
+
+    def builtin(self, ctxt):
+        raise ValueError("bad value")
+
+    def not_primitive(self, ctxt):
+        return object()
+
+    def huge(self, ctxt, size=0):
+        return "x" * size
+
+
+ENDPOINTS = [*default_endpoints(), Failing()]
+
+
+@pytest.fixture
+def grpc_server():
+    """Start servers on grpc://127.0.0.1:0: ``start(topic=..., server=..., url=...)``."""
+    started = []
+
+    def start(topic="topic", server="server1", url="grpc://127.0.0.1:0", endpoints=None,
+              conf=None):
+        transport = bridge.get_transport(conf, url)
+        srv = bridge.get_rpc_server(transport, bridge.Target(topic=topic, server=server),
+                                    endpoints or ENDPOINTS)
+        srv.start()
+        started.append((srv, transport))
+        return srv
+
+    yield start
+    for srv, transport in started:
+        srv.stop()
+        srv.wait()
+        transport.cleanup()
+
+
+@pytest.fixture
+def client_for():
+    transports = []
+
+    def make(srv, allowed=None, conf=None, **kwargs):
+        transport = bridge.get_transport(conf, srv.addresses[0],
+                                         allowed_remote_exmods=allowed)
+        transports.append(transport)
+        kwargs.setdefault("timeout", 10)
+        return bridge.get_rpc_client(transport, bridge.Target(topic="topic"), **kwargs)
+
+    yield make
+    for transport in transports:
+        transport.cleanup()
+
+
+def test_port_zero_reports_the_bound_port(grpc_server):
+    srv = grpc_server()
+    (address,) = srv.addresses
+    assert address.startswith("grpc://127.0.0.1:")
+    assert int(address.rsplit(":", 1)[1]) > 0
+
+
+def test_call_cast_and_values(grpc_server, client_for):
+    srv = grpc_server()
+    client = client_for(srv)
+    assert client.call({}, "ping") == "pong"
+    value = {"int": 1, "float": 1.0, "big": 2**64, "min": -(2**63), "max": 2**63 - 1,
+             "nested": [[{"é": "☃"}], None, True], "empty": {}}
+    result = client.call({}, "echo", value=value)
+    assert result == value
+    assert type(result["int"]) is int and type(result["float"]) is float
+    assert client.prepare(namespace="counter").call({}, "increment", by=5) == 5
+    client.prepare(namespace="counter").cast({}, "increment", by=2)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        if client.prepare(namespace="counter").call({}, "get") == 7:
+            break
+        time.sleep(0.02)
+    assert client.prepare(namespace="counter").call({}, "get") == 7
+
+
+def test_one_server_per_address_routes_by_target(grpc_server, client_for):
+    first = grpc_server(topic="topic", server="a")
+    port = first.addresses[0].rsplit(":", 1)[1]
+    second = grpc_server(topic="other", server="b", url=f"grpc://127.0.0.1:{port}",
+                         endpoints=[Named("b")])
+    third = grpc_server(topic="topic", server="c", url=f"grpc://127.0.0.1:{port}",
+                        endpoints=[Named("c")])
+    assert first.addresses == second.addresses == third.addresses
+    client = client_for(first)
+    assert client.prepare(topic="other").call({}, "name") == "b"
+    assert client.prepare(server="c").call({}, "name") == "c"
+    assert client.prepare(server="a").call({}, "ping") == "pong"
+
+
+class Named:
+    def __init__(self, name):
+        self.name_value = name
+        self.casts = []
+        self.seen = threading.Event()
+
+    def name(self, ctxt):
+        return self.name_value
+
+    def note(self, ctxt, value=None):
+        self.casts.append(value)
+        self.seen.set()
+
+
+def test_fanout_cast_reaches_every_local_listener(grpc_server, client_for):
+    one, two = Named("one"), Named("two")
+    first = grpc_server(topic="fan", server="one", endpoints=[one])
+    port = first.addresses[0].rsplit(":", 1)[1]
+    grpc_server(topic="fan", server="two", url=f"grpc://127.0.0.1:{port}", endpoints=[two])
+    client = client_for(first)
+    client.prepare(topic="fan", fanout=True).cast({}, "note", value=[1])
+    assert one.seen.wait(10) and two.seen.wait(10)
+    assert one.casts == [[1]] and two.casts == [[1]]
+
+
+def test_context_carries_client_timeout(grpc_server, client_for):
+    srv = grpc_server()
+    ctxt = client_for(srv, timeout=7).call({"user": "u1"}, "echo_context")
+    assert ctxt["user"] == "u1"
+    assert 0 < ctxt["client_timeout"] <= 7.1
+    chan = channel(srv.addresses[0])
+    reply = raw_call(chan, pb.CallRequest(envelope=envelope(method="echo_context"))
+                     .SerializeToString(), timeout=None)
+    assert from_value(pb.CallResponse.FromString(reply).result) == {"client_timeout": None}
+    chan.close()
+
+
+def _reraised(client, method, **kwargs):
+    with pytest.raises(Exception) as info:
+        client.prepare(namespace="failing").call({}, method, **kwargs)
+    return info.value
+
+
+@pytest.mark.parametrize("method,allowed", [
+    ("builtin", None), ("app_error", None), ("app_error", [__name__]), ("expected", None),
+])
+def test_python_client_reraises_like_memory(grpc_server, client_for, method, allowed):
+    srv = grpc_server(conf={"grpc": {"include_traceback": True}})
+    over_grpc = _reraised(client_for(srv, allowed=allowed), method)
+    memory = bridge.get_transport(None, "memory://grpc-compare",
+                                  allowed_remote_exmods=allowed)
+    mem_srv = bridge.get_rpc_server(memory, bridge.Target(topic="topic", server="s"), ENDPOINTS)
+    mem_srv.start()
+    try:
+        over_memory = _reraised(bridge.get_rpc_client(memory, bridge.Target(topic="topic"),
+                                                      timeout=10), method)
+    finally:
+        mem_srv.stop()
+        mem_srv.wait()
+        memory.cleanup()
+    assert type(over_grpc).__name__ == type(over_memory).__name__
+    assert type(over_grpc).__mro__[1:] == type(over_memory).__mro__[1:]
+    assert len(over_grpc.args) == len(over_memory.args)
+    for got, want in zip(over_grpc.args, over_memory.args, strict=True):
+        # The same text and the same traceback frames (addresses aside).
+        assert str(got).splitlines()[0] == str(want).splitlines()[0]
+    assert "Traceback" in str(over_grpc) and "Traceback" in str(over_memory)
+    expected_type = {"builtin": ValueError, "expected": KeyError}.get(
+        method, AppError if allowed else bridge.RemoteError)
+    assert isinstance(over_grpc, expected_type)
+
+
+def test_dispatch_errors_reach_the_python_client(grpc_server, client_for):
+    srv = grpc_server()
+    client = client_for(srv, allowed=["oslo_messaging.rpc.dispatcher"])
+    with pytest.raises(bridge.NoSuchMethod):
+        client.call({}, "no_such_method")
+    with pytest.raises(bridge.UnsupportedVersion):
+        client.prepare(version="9.0").call({}, "ping")
+    with pytest.raises(bridge.RemoteError):
+        client_for(srv).call({}, "no_such_method")
+
+
+def test_deadline_gives_messaging_timeout(grpc_server, client_for):
+    srv = grpc_server()
+    with pytest.raises(bridge.MessagingTimeout):
+        client_for(srv, timeout=0.3).call({}, "sleep", seconds=3)
+
+
+def test_unknown_target_and_unreachable_server(grpc_server, client_for):
+    srv = grpc_server()
+    client = client_for(srv)
+    with pytest.raises(bridge.MessageDeliveryFailure, match="NOT_FOUND"):
+        client.prepare(topic="nobody").call({}, "ping")
+    with pytest.raises(bridge.MessageUndeliverable):
+        client.prepare(topic="nobody", transport_options=bridge.TransportOptions(True)).cast(
+            {}, "ping")
+    dead = bridge.get_transport(None, "grpc://127.0.0.1:1")
+    try:
+        with pytest.raises(bridge.MessageDeliveryFailure, match="unavailable"):
+            bridge.get_rpc_client(dead, bridge.Target(topic="t"), timeout=5,
+                                  retry=1).call({}, "ping")
+    finally:
+        dead.cleanup()
+
+
+# -- the status table (raw gRPC, structured detail) -------------------------------------------
+
+def _status(chan, env, method="/bridge.v1.Bridge/Call", timeout=10, request=None):
+    data = request if request is not None else pb.CallRequest(envelope=env).SerializeToString()
+    with pytest.raises(grpc.RpcError) as info:
+        raw_call(chan, data, timeout=timeout, method=method)
+    return info.value.code(), failure_of(info.value), info.value.details()
+
+
+F = pb.Failure
+
+
+@pytest.mark.parametrize("env,code,reason,class_name", [
+    (envelope(method="no_such"), "UNIMPLEMENTED", F.REASON_NO_SUCH_METHOD, "NoSuchMethod"),
+    (envelope(version="7.0"), "UNIMPLEMENTED", F.REASON_UNSUPPORTED_VERSION,
+     "UnsupportedVersion"),
+    (envelope(namespace="unknown"), "UNIMPLEMENTED", F.REASON_UNSUPPORTED_VERSION,
+     "UnsupportedVersion"),
+    (envelope(version="x.y"), "INVALID_ARGUMENT", F.REASON_INVALID_ARGUMENT, "MalformedMessage"),
+    (envelope(topic=""), "INVALID_ARGUMENT", F.REASON_INVALID_ARGUMENT, ""),
+    (envelope(method=""), "INVALID_ARGUMENT", F.REASON_INVALID_ARGUMENT, ""),
+    (envelope(fanout=True), "INVALID_ARGUMENT", F.REASON_INVALID_ARGUMENT, ""),
+    (envelope(namespace="failing", method="not_primitive"), "INVALID_ARGUMENT",
+     F.REASON_INVALID_ARGUMENT, "NotPrimitiveError"),
+    (envelope(topic="nobody"), "NOT_FOUND", F.REASON_TARGET_NOT_FOUND, ""),
+    (envelope(server="nobody"), "NOT_FOUND", F.REASON_TARGET_NOT_FOUND, ""),
+    (envelope(exchange="elsewhere"), "NOT_FOUND", F.REASON_TARGET_NOT_FOUND, ""),
+    (envelope(namespace="failing", method="builtin"), "UNKNOWN", F.REASON_ENDPOINT_ERROR,
+     "ValueError"),
+    (envelope(namespace="failing", method="app_error"), "UNKNOWN", F.REASON_ENDPOINT_ERROR,
+     "AppError"),
+    (envelope(namespace="failing", method="expected"), "FAILED_PRECONDITION",
+     F.REASON_EXPECTED_ERROR, "KeyError"),
+])
+def test_status_table(grpc_server, env, code, reason, class_name):
+    srv = grpc_server()
+    chan = channel(srv.addresses[0])
+    got_code, failure, details = _status(chan, env)
+    chan.close()
+    assert got_code.name == code
+    assert failure is not None and failure.reason == reason
+    assert failure.class_name == class_name
+    assert failure.message and failure.message in details
+    assert list(failure.traceback) == []  # not configured
+
+
+def test_failure_detail_fields(grpc_server):
+    srv = grpc_server(conf={"grpc": {"include_traceback": True}})
+    chan = channel(srv.addresses[0])
+    _, failure, _ = _status(chan, envelope(namespace="failing", method="app_error", text="t1"))
+    assert (failure.module, failure.class_name, failure.message) == (__name__, "AppError", "t1")
+    assert [from_value(v) for v in failure.args] == ["t1"]
+    assert any("raise AppError" in line for line in failure.traceback)
+    chan.close()
+
+
+def test_malformed_bytes_and_values(grpc_server):
+    srv = grpc_server()
+    chan = channel(srv.addresses[0])
+    code, failure, _ = _status(chan, None, request=b"\xff\xff\xff")
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
+    assert failure.reason == F.REASON_INVALID_ARGUMENT
+    env = envelope(method="echo")
+    env.args["value"].big_integer_value = "12x"
+    code, failure, details = _status(chan, env)
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "argument['value']" in details
+    code, failure, _ = _status(chan, None, method="/bridge.v1.Bridge/Cast",
+                               request=b"\x0a\x05garbage")
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
+    # The server still serves after bad input.
+    reply = raw_call(chan, pb.CallRequest(envelope=envelope()).SerializeToString())
+    assert from_value(pb.CallResponse.FromString(reply).result) == "pong"
+    chan.close()
+
+
+def test_deadline_exceeded_status(grpc_server):
+    srv = grpc_server()
+    chan = channel(srv.addresses[0])
+    code, _, _ = _status(chan, envelope(method="sleep", seconds=2), timeout=0.2)
+    assert code == grpc.StatusCode.DEADLINE_EXCEEDED
+    chan.close()
+
+
+def test_message_size_limit_named(grpc_server, client_for):
+    srv = grpc_server(conf={"grpc": {"max_receive_message_length": 100_000}})
+    chan = channel(srv.addresses[0])
+    code, _, details = _status(chan, envelope(method="echo", value="x" * 200_000))
+    assert code == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "100000" in details
+    # The same over the Python client, and for a reply over the server's send limit.
+    client = client_for(srv)
+    with pytest.raises(bridge.MessageDeliveryFailure, match="100000"):
+        client.call({}, "echo", value="x" * 200_000)
+    code, failure, details = _status(chan, envelope(namespace="failing", method="huge",
+                                                    size=5 * 1024 * 1024))
+    assert code == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert failure.limit_name == "max_send_message_length"
+    assert "max_send_message_length" in details
+    chan.close()
+
+
+def test_concurrency_limit(grpc_server):
+    srv = grpc_server(conf={"grpc": {"max_concurrent_calls": 1}})
+    chan = channel(srv.addresses[0])
+    slow = chan.unary_unary("/bridge.v1.Bridge/Call").future(
+        pb.CallRequest(envelope=envelope(method="sleep", seconds=1.5)).SerializeToString(),
+        timeout=10)
+    for _ in range(100):  # wait until the slow call runs
+        if srv.in_flight:
+            break
+        time.sleep(0.02)
+    code, failure, details = _status(chan, envelope())
+    assert code == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert failure.limit_name == "max_concurrent_calls" and failure.limit_value == 1
+    assert "max_concurrent_calls" in details
+    assert from_value(pb.CallResponse.FromString(slow.result()).result) == 1.5
+    chan.close()
+
+
+def _health(chan, service=""):
+    stub = health_pb2_grpc.HealthStub(chan)
+    return stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=5).status
+
+
+def test_stop_unavailable_not_serving_and_in_flight_answered(grpc_server):
+    srv = grpc_server()
+    chan = channel(srv.addresses[0])
+    assert _health(chan) == health_pb2.HealthCheckResponse.SERVING
+    assert _health(chan, "bridge.v1.Bridge") == health_pb2.HealthCheckResponse.SERVING
+    slow = chan.unary_unary("/bridge.v1.Bridge/Call").future(
+        pb.CallRequest(envelope=envelope(method="sleep", seconds=1)).SerializeToString(),
+        timeout=10)
+    for _ in range(100):
+        if srv.in_flight:
+            break
+        time.sleep(0.02)
+    srv.stop()
+    code, failure, _ = _status(chan, envelope())
+    assert code == grpc.StatusCode.UNAVAILABLE and failure.reason == F.REASON_UNAVAILABLE
+    assert _health(chan) == health_pb2.HealthCheckResponse.NOT_SERVING
+    assert _health(chan, "bridge.v1.Bridge") == health_pb2.HealthCheckResponse.NOT_SERVING
+    assert from_value(pb.CallResponse.FromString(slow.result()).result) == 1.0
+    srv.wait()
+    with pytest.raises(grpc.RpcError) as info:  # the last listener released the port
+        _health(chan)
+    assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+    chan.close()
+
+
+def test_restart_after_stop(grpc_server, client_for):
+    srv = grpc_server(url="grpc://127.0.0.1:0")
+    client = client_for(srv)
+    srv.stop()
+    srv.wait()
+    srv.start()
+    client = client_for(srv)
+    assert client.call({}, "ping") == "pong"
+
+
+def test_reflection_lists_services(grpc_server):
+    srv = grpc_server()
+    chan = channel(srv.addresses[0])
+    stub = reflection_pb2_grpc.ServerReflectionStub(chan)
+    responses = stub.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(
+        list_services="")]), timeout=5)
+    names = {item.name for response in responses
+             for item in response.list_services_response.service}
+    assert {"bridge.v1.Bridge", "grpc.health.v1.Health"} <= names
+    chan.close()
+
+
+def test_call_stream_completion_order_and_errors(grpc_server):
+    srv = grpc_server()
+    chan = channel(srv.addresses[0])
+    stream = chan.stream_stream("/bridge.v1.Bridge/CallStream")
+    requests = [
+        pb.StreamRequest(id=1, envelope=envelope(method="sleep", seconds=0.5)),
+        pb.StreamRequest(id=2, envelope=envelope(method="echo", value=[1, 2.0])),
+        pb.StreamRequest(id=3, envelope=envelope(method="no_such")),
+        pb.StreamRequest(id=4, envelope=envelope(method="sleep", seconds=3), timeout=0.2),
+    ]
+    replies = [pb.StreamResponse.FromString(data) for data in stream(
+        iter([r.SerializeToString() for r in requests]), timeout=20)]
+    by_id = {reply.id: reply for reply in replies}
+    assert sorted(by_id) == [1, 2, 3, 4]
+    assert [r.id for r in replies].index(2) < [r.id for r in replies].index(1)
+    assert from_value(by_id[2].result) == [1, 2.0]
+    assert from_value(by_id[1].result) == 0.5
+    assert by_id[3].error.code == grpc.StatusCode.UNIMPLEMENTED.value[0]
+    assert by_id[3].error.failure.class_name == "NoSuchMethod"
+    assert by_id[4].error.code == grpc.StatusCode.DEADLINE_EXCEEDED.value[0]
+    chan.close()
+
+
+@pytest.mark.parametrize("url,match", [
+    ("grpc://127.0.0.1:0?no_such_option=1", "no_such_option"),
+    ("grpc://127.0.0.1:0?max_receive_message_length=lots", "max_receive_message_length"),
+    ("grpc://127.0.0.1:0?tls_ca_file=/x", "grpcs://"),
+    ("grpcs://127.0.0.1:0?tls_client_auth=true", "tls_ca_file"),
+])
+def test_bad_options_are_clear_errors(url, match):
+    with pytest.raises(bridge.InvalidTransportURL, match=match):
+        bridge.get_transport(None, url)
+
+
+def test_unknown_conf_option_is_a_clear_error():
+    with pytest.raises(bridge.InvalidTransportURL, match="bogus"):
+        bridge.get_transport({"grpc": {"bogus": 1}}, "grpc://127.0.0.1:0")
+
+
+def test_port_in_use_is_a_listen_error(grpc_server):
+    srv = grpc_server()
+    transport = bridge.get_transport(None, srv.addresses[0])
+    other = bridge.get_rpc_server(transport, bridge.Target(topic="t", server="s"), ENDPOINTS)
+    other.start()  # same process, same address: shares the server
+    assert other.addresses == srv.addresses
+    other.stop()
+    other.wait()
+    transport.cleanup()

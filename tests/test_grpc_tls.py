@@ -1,0 +1,128 @@
+"""grpcs:// with TLS and mutual TLS, using throwaway certificates."""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+import bridge
+from endpoints import default_endpoints
+
+
+def _name(common_name: str) -> x509.Name:
+    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+
+
+def _issue(subject: str, issuer_key, issuer_name, ca: bool = False, server: bool = False):
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = datetime.datetime.now(datetime.timezone.utc)
+    builder = (x509.CertificateBuilder()
+               .subject_name(_name(subject))
+               .issuer_name(issuer_name or _name(subject))
+               .public_key(key.public_key())
+               .serial_number(x509.random_serial_number())
+               .not_valid_before(now - datetime.timedelta(minutes=5))
+               .not_valid_after(now + datetime.timedelta(days=1))
+               .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True))
+    if server:
+        builder = builder.add_extension(x509.SubjectAlternativeName([
+            x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False).add_extension(
+            x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+    elif not ca:
+        builder = builder.add_extension(
+            x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+    cert = builder.sign(issuer_key or key, hashes.SHA256())
+    return key, cert
+
+
+def _write(directory, name, key, cert):
+    key_path, cert_path = directory / f"{name}.key", directory / f"{name}.pem"
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                           serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    return str(cert_path), str(key_path)
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory):
+    """A CA, a server certificate, a client certificate, and a rogue self-signed client."""
+    directory = tmp_path_factory.mktemp("pki")
+    ca_key, ca_cert = _issue("test CA", None, None, ca=True)
+    ca_path, _ = _write(directory, "ca", ca_key, ca_cert)
+    paths = {"ca": ca_path}
+    for name, server in (("server", True), ("client", False)):
+        key, cert = _issue(name, ca_key, ca_cert.subject, server=server)
+        paths[name] = _write(directory, name, key, cert)
+    rogue_key, rogue_cert = _issue("rogue", None, None)
+    paths["rogue"] = _write(directory, "rogue", rogue_key, rogue_cert)
+    return paths
+
+
+def _url(base: str, **options: str) -> str:
+    return base + "?" + "&".join(f"{k}={v}" for k, v in options.items())
+
+
+@pytest.fixture
+def tls_server(pki):
+    servers = []
+
+    def start(client_auth: bool):
+        cert, key = pki["server"]
+        options = {"tls_cert_file": cert, "tls_key_file": key}
+        if client_auth:
+            options.update(tls_ca_file=pki["ca"], tls_client_auth="true")
+        transport = bridge.get_transport(None, _url("grpcs://127.0.0.1:0", **options))
+        srv = bridge.get_rpc_server(transport, bridge.Target(topic="topic", server="s"),
+                                    default_endpoints())
+        srv.start()
+        servers.append((srv, transport))
+        return srv.addresses[0]
+
+    yield start
+    for srv, transport in servers:
+        srv.stop()
+        srv.wait()
+        transport.cleanup()
+
+
+def _call(url: str) -> str:
+    transport = bridge.get_transport(None, url)
+    try:
+        client = bridge.get_rpc_client(transport, bridge.Target(topic="topic"), timeout=10,
+                                       retry=0)
+        return client.call({}, "ping")
+    finally:
+        transport.cleanup()
+
+
+def test_tls(tls_server, pki):
+    address = tls_server(client_auth=False)
+    assert address.startswith("grpcs://127.0.0.1:")
+    assert _call(_url(address, tls_ca_file=pki["ca"])) == "pong"
+    # A client that does not trust the server's CA is refused.
+    with pytest.raises(bridge.MessageDeliveryFailure):
+        _call(_url(address, tls_ca_file=pki["rogue"][0]))
+    # A plain-text client cannot talk to a TLS server.
+    with pytest.raises(bridge.MessageDeliveryFailure):
+        _call(address.replace("grpcs://", "grpc://"))
+
+
+def test_mutual_tls(tls_server, pki):
+    address = tls_server(client_auth=True)
+    cert, key = pki["client"]
+    assert _call(_url(address, tls_ca_file=pki["ca"], tls_cert_file=cert,
+                      tls_key_file=key)) == "pong"
+    with pytest.raises(bridge.MessageDeliveryFailure):  # no client certificate
+        _call(_url(address, tls_ca_file=pki["ca"]))
+    rogue_cert, rogue_key = pki["rogue"]
+    with pytest.raises(bridge.MessageDeliveryFailure):  # not signed by the server's CA
+        _call(_url(address, tls_ca_file=pki["ca"], tls_cert_file=rogue_cert,
+                   tls_key_file=rogue_key))
