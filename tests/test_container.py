@@ -14,6 +14,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import uuid
 
 import pytest
 from serving import ROOT, ServeProcess
@@ -128,11 +129,39 @@ def test_the_wheel_installs_bridge_and_endpoints_into_the_venv(venv):
     assert (venv / "bin" / "bridge").exists()
 
 
-def test_bridge_serve_from_the_venv_starts_and_stops_on_sigterm(venv):
-    proc = ServeProcess(["--grpc-url", "none"], command=[str(venv / "bin" / "bridge")],
+def venv_cli(venv: pathlib.Path, *argv: str) -> subprocess.CompletedProcess:
+    return subprocess.run([str(venv / "bin" / "bridge"), *argv], capture_output=True, text=True,
+                          env=venv_env(), cwd=venv.parent, timeout=60)
+
+
+def test_bridge_serve_from_the_venv_answers_over_grpc(venv):
+    proc = ServeProcess(["--grpc-url", "grpc://127.0.0.1:0", "--log-format", "json"],
+                        command=[str(venv / "bin" / "bridge")], env=venv_env(), cwd=venv.parent)
+    try:
+        proc.wait_ready()
+        url = proc.address("grpc")
+        done = venv_cli(venv, "call", url, "bridge", "echo", 'value={"from": "the venv"}')
+        assert (done.returncode, done.stdout.strip()) == (0, '{"from": "the venv"}'), done.stderr
+        health = venv_cli(venv, "health", url)
+        assert (health.returncode, health.stdout.strip()) == (0, "SERVING"), health.stderr
+        proc.signal(signal.SIGTERM)
+        assert proc.wait() == 0
+    finally:
+        proc.close()
+
+
+def test_bridge_serve_from_the_venv_answers_over_amqp(venv, broker_available):
+    topic = f"wheel_{uuid.uuid4().hex[:10]}"
+    amqp = "rabbit://guest:guest@127.0.0.1:5672/"
+    proc = ServeProcess(["--grpc-url", "grpc://127.0.0.1:0", "--amqp-url", amqp,
+                         "--topic", topic], command=[str(venv / "bin" / "bridge")],
                         env=venv_env(), cwd=venv.parent)
     try:
         proc.wait_ready()
+        for url in (amqp, proc.address("grpc")):
+            done = venv_cli(venv, "call", url, topic, "increment", "--namespace", "counter")
+            assert done.returncode == 0, done.stderr
+        assert done.stdout.strip() == "2", "both wires reach the same counter"
         proc.signal(signal.SIGTERM)
         assert proc.wait() == 0
     finally:

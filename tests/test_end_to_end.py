@@ -18,9 +18,6 @@ import uuid
 import pytest
 from serving import ServeProcess
 
-pytest.importorskip("bridge.transport.grpc", reason="the grpc driver is not merged yet")
-pytest.importorskip("bridge.transport.amqp", reason="the amqp driver is not merged yet")
-
 NODE_DIR = pathlib.Path(__file__).resolve().parent / "node"
 
 pytestmark = [pytest.mark.broker, pytest.mark.node]

@@ -24,9 +24,6 @@ from tcp_proxy import TcpProxy
 import bridge
 from bridge.cli import check_health
 
-pytest.importorskip("bridge.transport.grpc", reason="the grpc driver is not merged yet")
-pytest.importorskip("bridge.transport.amqp", reason="the amqp driver is not merged yet")
-
 BROKER = ("127.0.0.1", 5672)
 FAST_RECONNECT = "kombu_reconnect_delay=0.2&rabbit_retry_interval=1&rabbit_interval_max=2"
 
