@@ -80,6 +80,22 @@ def test_start_failures_exit_1_with_the_reason(args, message):
     assert any(message in line for line in proc.stderr_lines), proc.stderr_lines
 
 
+def test_grpc_port_in_use_exits_1():
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        proc = ServeProcess(["--grpc-url", f"grpc://127.0.0.1:{port}", "--amqp-url", "none"])
+        try:
+            assert proc.wait(timeout=30) == 1
+        finally:
+            proc.close()
+    assert any("cannot start" in line and str(port) in line for line in proc.stderr_lines), \
+        proc.stderr_lines
+
+
 def test_bad_setting_exits_2():
     proc = ServeProcess(["--pool-size", "0"])
     try:

@@ -17,6 +17,7 @@ import urllib.request
 import uuid
 
 import pytest
+import test_grpc_tls as grpc_tls
 from prometheus_client.parser import text_string_to_metric_families
 from serving import ROOT, ServeProcess, source_env
 from tcp_proxy import TcpProxy
@@ -229,3 +230,61 @@ def test_health_follows_the_amqp_broker(broker_available):
         proc.wait()
         proc.close()
         proxy.stop()
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory) -> dict:
+    """A throwaway CA with a server and a client certificate (the gRPC TLS tests' helpers)."""
+    directory = tmp_path_factory.mktemp("serve-pki")
+    ca_key, ca_cert = grpc_tls._issue("test CA", None, None, ca=True)
+    paths: dict = {"ca": grpc_tls._write(directory, "ca", ca_key, ca_cert)[0]}
+    for name, server in (("server", True), ("client", False)):
+        key, cert = grpc_tls._issue(name, ca_key, ca_cert.subject, server=server)
+        paths[name] = grpc_tls._write(directory, name, key, cert)
+    return paths
+
+
+def test_mutual_tls_from_the_settings(pki):
+    cert, key = pki["server"]
+    client_cert, client_key = pki["client"]
+    proc = ServeProcess(["--grpc-url", "grpcs://127.0.0.1:0", "--amqp-url", "none"],
+                        env=source_env(BRIDGE_TLS_CERT_FILE=cert, BRIDGE_TLS_KEY_FILE=key,
+                                       BRIDGE_TLS_CA_FILE=pki["ca"]))
+    try:
+        proc.wait_ready()
+        url = proc.address("grpcs")
+        tls = ["--tls-ca", pki["ca"], "--tls-cert", client_cert, "--tls-key", client_key]
+        done = cli("call", url, "bridge", "ping", *tls)
+        assert (done.returncode, done.stdout.strip()) == (0, '"pong"'), done.stderr
+        refused = cli("call", url, "bridge", "ping", "--tls-ca", pki["ca"], "--timeout", "5")
+        assert refused.returncode == 1 and refused.stderr
+        health = cli("health", url, *tls)
+        assert (health.returncode, health.stdout.strip()) == (0, "SERVING"), health.stderr
+        assert cli("health", url, "--tls-ca", pki["ca"]).returncode == 1
+    finally:
+        proc.signal(signal.SIGTERM)
+        proc.wait()
+        proc.close()
+
+
+def test_no_settings_at_all_serves_grpc_50051_and_memory():
+    import socket
+
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", 50051))
+        except OSError:
+            pytest.skip("127.0.0.1:50051 is in use by another process")
+    proc = ServeProcess([])
+    try:
+        addresses = proc.wait_ready()
+        assert addresses[0] == "grpc://127.0.0.1:50051"
+        assert addresses[1].startswith("memory://")
+        assert proc.line_starting("bridge: try: ") == \
+            "bridge call grpc://127.0.0.1:50051 bridge echo value='\"hello\"'"
+        assert cli("health").returncode == 0
+    finally:
+        proc.signal(signal.SIGTERM)
+        code = proc.wait()
+        proc.close()
+    assert code == 0
