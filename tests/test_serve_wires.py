@@ -145,10 +145,24 @@ def test_both_wires_in_one_process(broker_available):
         failed = cli("call", amqp, topic, "fail", 'message="amqp boom"')
         assert failed.returncode == 1 and "ValueError: amqp boom" in failed.stderr
         assert cli("cast", amqp, topic, "ping").returncode == 0
-        metrics = scrape(proc.line_starting("bridge: metrics on "))
+        metrics_url = proc.line_starting("bridge: metrics on ")
+        metrics = scrape(metrics_url)
         wires = {dict(labels).get("wire") for name, labels in metrics
                  if name == "bridge_requests_total"}
         assert {"grpc", "amqp"} <= wires
+        # SIGHUP: the AMQP listener renews its connection and serves on.
+        reconnect_key = ("bridge_reconnects_total", (("wire", "amqp"),))
+        before = metrics.get(reconnect_key, 0)
+        proc.signal(signal.SIGHUP)
+        after = before
+        for _ in range(100):  # bounded wait for the new connection
+            after = scrape(metrics_url).get(reconnect_key, 0)
+            if after > before:
+                break
+            time.sleep(0.1)
+        assert after == before + 1
+        again = cli("call", amqp, topic, "increment", "--namespace", "counter")
+        assert (again.returncode, again.stdout.strip()) == (0, "5"), again.stderr
     finally:
         proc.signal(signal.SIGTERM)
         code = proc.wait()
