@@ -86,6 +86,10 @@ class Forwarder:
                 return route
         return None
 
+    def serves(self, target: Target) -> bool:
+        """True when some route may forward ``target`` (whatever the namespace)."""
+        return any(route.matches(target, route.namespace) for route in self.routes)
+
     def transport_for(self, route: Route) -> Transport:
         with self._lock:
             transport = self._transports.get(route.url)
@@ -163,7 +167,12 @@ class Forwarder:
 
 
 class GatewayServer(MessageHandlingServer):
-    """A server whose messages are forwarded by routes instead of dispatched locally."""
+    """A server whose messages are forwarded by routes instead of dispatched locally.
+
+    It takes messages from its own listeners (``transport`` may be an empty list),
+    and, once :meth:`attach_grpc` is called, the gRPC requests whose target no
+    local listener of that gRPC server serves.
+    """
 
     def __init__(self, transport: Transport | Sequence[Transport], target: Target,
                  forwarder: Forwarder) -> None:
@@ -171,6 +180,40 @@ class GatewayServer(MessageHandlingServer):
 
         super().__init__(transport, target, RPCDispatcher([]), executor="threading")
         self.forwarder = forwarder
+        self._attached: list[str] = []
+
+    def start(self, override_pool_size: int | None = None) -> None:
+        """Open every route's transport (a bad URL fails here), then listen."""
+        for route in self.forwarder.routes:
+            self.forwarder.transport_for(route)
+        super().start(override_pool_size)
+
+    def attach_grpc(self, address: str) -> None:
+        """Forward the routed requests that the gRPC server at ``address`` does not serve.
+
+        ``address`` is a gRPC listener's address (``server.addresses`` of the server
+        that listens there). Unrouted targets still get NOT_FOUND.
+        """
+        from bridge.transport import grpc as grpc_wire
+
+        def fallback(target: Target) -> Any:
+            if self.running and self.forwarder.serves(target):
+                return self._on_incoming
+            return None
+
+        grpc_wire.set_fallback(address, fallback)
+        self._attached.append(address)
+
+    def stop(self) -> None:
+        from bridge.transport import grpc as grpc_wire
+
+        for address in self._attached:
+            try:
+                grpc_wire.set_fallback(address, None)
+            except KeyError:
+                pass  # that gRPC server is already gone
+        self._attached = []
+        super().stop()
 
     def _on_incoming(self, incoming: IncomingMessage) -> None:
         with self._cond:
