@@ -190,3 +190,50 @@ def test_broker_dropping_connections_gives_clear_errors_then_service(broker_avai
             front.close()
         oslo.close()
         rabbitmqctl("delete_vhost", vhost)
+
+
+class Backend:
+    """A gRPC-only service."""
+
+    target = bridge.Target(version="1.5")
+
+    def add(self, ctxt, a, b):
+        return {"sum": a + b, "user": ctxt.get("user")}
+
+    def fail(self, ctxt):
+        raise KeyError("no such key")
+
+
+def test_amqp_caller_reaches_a_grpc_only_backend(broker_available):
+    grpc_transport = bridge.get_transport(None, "grpc://127.0.0.1:0")
+    backend = bridge.get_rpc_server(grpc_transport, bridge.Target(topic="backend",
+                                                                  server="b1"), [Backend()])
+    backend.start()
+    amqp_transport = bridge.get_transport(None, BROKER_URL)
+    exchange, topic = unique("gw_exchange"), unique("backend")
+    forwarder = Forwarder([Route(topic=topic, url=backend.addresses[0],
+                                 upstream_topic="backend")])
+    # The gateway listens on AMQP under the caller's topic and forwards to the backend's.
+    gateway = GatewayServer(amqp_transport, bridge.Target(exchange=exchange, topic=topic,
+                                                          server="gw"), forwarder)
+    gateway.start()
+    oslo = Peer("oslo")
+    try:
+        client = oslo.client(exchange, topic, timeout=10).prepare(version="1.2")
+        assert client.call({"user": "oslo"}, "add", a=2, b=3) == {"sum": 5, "user": "oslo"}
+        with pytest.raises(KeyError):
+            client.call({}, "fail")
+        import oslo_messaging
+
+        with pytest.raises(oslo_messaging.RemoteError) as info:
+            client.call({}, "no_such_method")
+        assert info.value.exc_type == "NoSuchMethod"
+    finally:
+        oslo.close()
+        gateway.stop()
+        gateway.wait()
+        forwarder.close()
+        amqp_transport.cleanup()
+        backend.stop()
+        backend.wait()
+        grpc_transport.cleanup()
