@@ -1,133 +1,304 @@
-"""The ``bridge`` command."""
+"""The ``bridge`` command: ``serve``, ``call``, ``cast`` and ``health``.
+
+Exit codes: 0 success; 1 a remote failure, a timeout, an unreachable server, or a
+health status other than SERVING; 2 a usage or configuration error.
+"""
 
 from __future__ import annotations
 
 import argparse
-import importlib
+import json
 import logging
-import signal
-import socket
 import sys
-import threading
 from collections.abc import Sequence
 from typing import Any
 
 import bridge
+from bridge import settings as serve_settings
+from bridge.serve import load_endpoints  # noqa: F401 - re-exported for scripts
 
-LOG = logging.getLogger("bridge.cli")
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
 
 DEFAULT_TOPIC = "bridge"
+DEFAULT_HEALTH_URL = "grpc://127.0.0.1:50051"
+TLS_CLIENT_OPTIONS = ("tls_ca_file", "tls_cert_file", "tls_key_file", "tls_server_name")
 
 
-def load_endpoints(specs: Sequence[str], server: Any) -> list[Any]:
-    """Build endpoints from ``module:Class``, ``module:factory`` or ``module`` specs.
+class UsageError(Exception):
+    """Bad arguments: reported on stderr with exit code 2."""
 
-    A class or factory that takes a ``server`` argument receives the server; a
-    module (or a ``module:name`` naming a list) contributes every endpoint listed.
-    """
-    if not specs:
-        from endpoints import default_endpoints
 
-        return default_endpoints(server)
-    result: list[Any] = []
-    for spec in specs:
-        module_name, _, attr = spec.partition(":")
+# -- serve -----------------------------------------------------------------------------------
+
+def _serve(args: argparse.Namespace) -> int:
+    from bridge import serve
+
+    flags = {k: v for k, v in vars(args).items()
+             if k in serve_settings.OPTIONS_BY_NAME or k == "config"}
+    try:
+        settings = serve_settings.resolve(flags)
+    except serve_settings.SettingsError as exc:
+        raise UsageError(str(exc)) from None
+    if args.print_settings:
+        print(json.dumps(settings.as_dict(), indent=2, sort_keys=True))
+        return EXIT_OK
+    return serve.run(settings)
+
+
+# -- call and cast ---------------------------------------------------------------------------
+
+def parse_arguments(pairs: Sequence[str]) -> dict[str, Any]:
+    """``key=JSON`` pairs to keyword arguments (``n=1``, ``name='"x"'``, ``v='[1, {}]'``)."""
+    result: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        if not sep or not key.isidentifier():
+            raise UsageError(f"argument {pair!r} is not key=JSON (key a Python identifier)")
+        if key in result:
+            raise UsageError(f"argument {key!r} given twice")
         try:
-            module = importlib.import_module(module_name)
-        except ImportError as exc:
-            raise SystemExit(
-                f"bridge: cannot import endpoint module {module_name!r}: {exc}") from exc
-        if not attr:
-            listed = getattr(module, "ENDPOINTS", None)
-            if listed is None:
-                raise SystemExit(f"bridge: module {module_name!r} has no ENDPOINTS list; "
-                                 "name a class or factory as module:Name")
-            result.extend(listed)
-            continue
-        try:
-            obj = getattr(module, attr)
-        except AttributeError:
-            raise SystemExit(f"bridge: module {module_name!r} has no {attr!r}") from None
-        if isinstance(obj, (list, tuple)):
-            result.extend(obj)
-        elif callable(obj):
-            try:
-                made = obj(server=server)
-            except TypeError:
-                made = obj()
-            result.extend(made if isinstance(made, (list, tuple)) else [made])
-        else:
-            result.append(obj)
+            result[key] = json.loads(text)
+        except ValueError as exc:
+            raise UsageError(f"argument {key!r}: {text!r} is not JSON ({exc}); "
+                             f"a string is written {key}='\"text\"'") from None
     return result
 
 
-def _serve(args: argparse.Namespace) -> int:
-    urls = args.transport_url or ["memory://"]
-    transports = [bridge.get_transport(None, url) for url in urls]
-    target = bridge.Target(topic=args.topic, server=args.server or socket.gethostname(),
-                           exchange=args.exchange)
-    holder: dict[str, Any] = {}
-    endpoints = load_endpoints(args.endpoint, _ServerProxy(holder))
-    server = bridge.get_rpc_server(transports, target, endpoints, executor=args.executor)
-    holder["server"] = server
-    stop_requested = threading.Event()
+def _client_conf(args: argparse.Namespace) -> dict[str, Any]:
+    group: dict[str, Any] = {}
+    for name in TLS_CLIENT_OPTIONS:
+        value = getattr(args, name, None)
+        if value:
+            group[name] = value
+    return {"grpc": group} if group else {}
 
-    def on_signal(signum: int, frame: Any) -> None:
-        LOG.info("Received %s: stopping", signal.Signals(signum).name)
-        stop_requested.set()
 
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    server.start(override_pool_size=args.pool_size)
-    for address in server.addresses:
-        print(f"bridge: serving topic {target.topic!r} as server {target.server!r} on {address}",
-              flush=True)
-    while not stop_requested.wait(0.5):
-        if not server.running:
-            break
-    server.stop()
-    server.wait()
-    for transport in transports:
+def _send(args: argparse.Namespace, wait_for_reply: bool) -> int:
+    kwargs = parse_arguments(args.args)
+    try:
+        ctxt = json.loads(args.context)
+    except ValueError as exc:
+        raise UsageError(f"--context is not JSON: {exc}") from None
+    if not isinstance(ctxt, dict):
+        raise UsageError("--context must be a JSON object")
+    try:
+        transport = bridge.get_transport(_client_conf(args), args.url)
+    except bridge.MessagingException as exc:
+        raise UsageError(str(exc)) from None
+    try:
+        target = bridge.Target(topic=args.topic, server=args.server, namespace=args.namespace,
+                               version=args.version, exchange=args.exchange,
+                               fanout=getattr(args, "fanout", False))
+        client = bridge.get_rpc_client(transport, target, timeout=args.timeout)
+        if wait_for_reply:
+            result = client.call(ctxt, args.method, **kwargs)
+            print(json.dumps(result, ensure_ascii=False))
+        else:
+            client.cast(ctxt, args.method, **kwargs)
+        return EXIT_OK
+    except bridge.RemoteError as exc:
+        print(f"bridge: remote failure: {exc.exc_type}: {exc.value}", file=sys.stderr)
+        return EXIT_FAILED
+    except bridge.MessagingTimeout as exc:
+        print(f"bridge: timed out: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except Exception as exc:  # noqa: BLE001 - any remote or transport failure is reported
+        name = type(exc).__name__.removesuffix("_Remote")
+        print(f"bridge: {'remote failure' if wait_for_reply else 'failed'}: {name}: "
+              f"{_first_line(exc)}", file=sys.stderr)
+        return EXIT_FAILED
+    finally:
         transport.cleanup()
-    print("bridge: stopped", flush=True)
-    return 0
 
 
-class _ServerProxy:
-    """Stands for the server while endpoints are built, before the server exists."""
+def _first_line(exc: BaseException) -> str:
+    text = str(exc)
+    return text.splitlines()[0] if text else ""
 
-    def __init__(self, holder: dict[str, Any]) -> None:
-        self._holder = holder
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._holder["server"], name)
+def _call(args: argparse.Namespace) -> int:
+    return _send(args, wait_for_reply=True)
+
+
+def _cast(args: argparse.Namespace) -> int:
+    return _send(args, wait_for_reply=False)
+
+
+# -- health ----------------------------------------------------------------------------------
+
+def health_url_from_settings() -> str:
+    """The gRPC URL ``bridge serve`` would listen on (env and config file), for probing."""
+    try:
+        settings = serve_settings.resolve({})
+        url = settings.grpc_url
+    except serve_settings.SettingsError:
+        url = None
+    if not url:
+        return DEFAULT_HEALTH_URL
+    for wildcard, local in (("0.0.0.0", "127.0.0.1"), ("[::]", "[::1]")):
+        url = url.replace(f"://{wildcard}:", f"://{local}:")
+    return url
+
+
+def check_health(url: str, timeout: float = 5.0, service: str = "",
+                 tls: dict[str, str] | None = None) -> str:
+    """Ask the gRPC health service at ``url``; return the status name (``SERVING``, ...).
+
+    Raises ``grpc.RpcError`` when the server cannot be reached or has no health service.
+    """
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    parsed = bridge.TransportURL.parse(url)
+    if parsed.transport not in ("grpc", "grpcs") or not parsed.hosts:
+        raise UsageError(f"health needs a grpc:// or grpcs:// URL with a host, not {url!r}")
+    host = parsed.hosts[0]
+    hostname = host.hostname or "127.0.0.1"
+    address = f"[{hostname}]" if ":" in hostname else hostname
+    address += f":{host.port or 50051}"
+    if parsed.transport == "grpcs":
+        tls = tls or {}
+        credentials = grpc.ssl_channel_credentials(
+            root_certificates=_read(tls.get("tls_ca_file")),
+            private_key=_read(tls.get("tls_key_file")),
+            certificate_chain=_read(tls.get("tls_cert_file")))
+        options = ([("grpc.ssl_target_name_override", tls["tls_server_name"])]
+                   if tls.get("tls_server_name") else [])
+        channel = grpc.secure_channel(address, credentials, options=options)
+    else:
+        channel = grpc.insecure_channel(address)
+    with channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        reply = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=timeout)
+    return health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
+
+
+def _read(path: str | None) -> bytes | None:
+    if not path:
+        return None
+    with open(path, "rb") as handle:
+        return handle.read()
+
+
+def _health(args: argparse.Namespace) -> int:
+    import grpc
+
+    url = args.url or health_url_from_settings()
+    tls = {name: getattr(args, name) for name in TLS_CLIENT_OPTIONS if getattr(args, name)}
+    try:
+        status = check_health(url, args.timeout, args.service, tls)
+    except grpc.RpcError as exc:
+        code = exc.code().name if hasattr(exc, "code") else "ERROR"
+        details = exc.details() if hasattr(exc, "details") else str(exc)
+        print(f"bridge: health of {url}: {code}: {details}", file=sys.stderr)
+        return EXIT_FAILED
+    except OSError as exc:
+        raise UsageError(f"cannot read a TLS file: {exc}") from None
+    print(status)
+    return EXIT_OK if status == "SERVING" else EXIT_FAILED
+
+
+# -- the parser ------------------------------------------------------------------------------
+
+def _add_tls_client_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--tls-ca", dest="tls_ca_file", metavar="FILE",
+                        help="grpcs://: PEM CA bundle that signed the server's certificate")
+    parser.add_argument("--tls-cert", dest="tls_cert_file", metavar="FILE",
+                        help="grpcs://: client certificate (mutual TLS)")
+    parser.add_argument("--tls-key", dest="tls_key_file", metavar="FILE",
+                        help="grpcs://: client private key (mutual TLS)")
+    parser.add_argument("--tls-server-name", dest="tls_server_name", metavar="NAME",
+                        help="grpcs://: the name expected in the server's certificate "
+                             "(default: the URL's host)")
+
+
+def _add_send_options(parser: argparse.ArgumentParser, call: bool) -> None:
+    parser.add_argument("url", metavar="URL",
+                        help="grpc://HOST:PORT, grpcs://HOST:PORT, rabbit://USER:PASS@HOST:PORT/, "
+                             "or memory://")
+    parser.add_argument("topic", metavar="TOPIC", help="the target topic (bridge serve: bridge)")
+    parser.add_argument("method", metavar="METHOD", help="the endpoint method")
+    parser.add_argument("args", metavar="key=JSON", nargs="*",
+                        help="keyword arguments, each value JSON: n=1 name='\"x\"' v='[1,2]'")
+    parser.add_argument("--server", help="send to this server only")
+    parser.add_argument("--namespace", help="the endpoint namespace (for example counter)")
+    parser.add_argument("--version", help="the requested version, such as 1.0")
+    parser.add_argument("--exchange", help="the AMQP exchange (default: openstack)")
+    parser.add_argument("--context", default="{}", metavar="JSON",
+                        help="the request context as a JSON object, e.g. "
+                             "'{\"request_id\": \"req-1\"}'")
+    parser.add_argument("--timeout", type=float, default=30.0, metavar="SECONDS",
+                        help="seconds to wait for the reply (call) or acceptance (default 30)")
+    if not call:
+        parser.add_argument("--fanout", action="store_true",
+                            help="AMQP: deliver to every server of the topic")
+    _add_tls_client_options(parser)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="bridge", description=bridge.__doc__)
-    parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR")
-    sub = parser.add_subparsers(dest="command", required=True)
-    serve = sub.add_parser("serve", help="serve endpoints on one or more transports")
-    serve.add_argument("--transport-url", action="append",
-                       help="a transport to listen on (repeatable); default memory://")
-    serve.add_argument("--topic", default=DEFAULT_TOPIC, help="the target topic")
-    serve.add_argument("--server", default=None, help="the server name (default: host name)")
-    serve.add_argument("--exchange", default=None, help="the exchange (default: control_exchange)")
-    serve.add_argument("--endpoint", action="append", default=[],
-                       help="module:Class, module:factory or module (repeatable); "
-                            "default: the shipped endpoints")
-    serve.add_argument("--executor", default="threading",
-                       choices=["threading", "blocking", "asyncio"])
-    serve.add_argument("--pool-size", type=int, default=None, help="executor threads (64)")
+    """The ``bridge`` argument parser with its four commands."""
+    parser = argparse.ArgumentParser(prog="bridge", description=bridge.__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"bridge {bridge.__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = sub.add_parser(
+        "serve", help="serve endpoints over gRPC and AMQP",
+        description="Serve endpoints through one dispatcher over gRPC and AMQP at once. "
+                    "Each setting is a flag, a BRIDGE_* environment variable or a key of "
+                    "the TOML config file; flags win over the environment, which wins over "
+                    "the file. SIGTERM/SIGINT stop and drain (grace period), SIGHUP resets "
+                    "connections.")
+    serve_settings.add_arguments(serve)
+    serve.add_argument("--print-settings", action="store_true",
+                       help="print the resolved settings and their sources as JSON, and exit")
     serve.set_defaults(func=_serve)
+
+    call = sub.add_parser("call", help="call a method and print its JSON result",
+                          description="Call METHOD and print its result as JSON. A remote "
+                                      "failure goes to stderr with exit code 1.")
+    _add_send_options(call, call=True)
+    call.set_defaults(func=_call)
+
+    cast = sub.add_parser("cast", help="cast a method (no result)",
+                          description="Send METHOD without waiting for a result.")
+    _add_send_options(cast, call=False)
+    cast.set_defaults(func=_cast)
+
+    health = sub.add_parser("health", help="exit 0 when the gRPC health service is SERVING",
+                            description="Ask the gRPC health service (grpc.health.v1) and "
+                                        "print its status; exit 0 only for SERVING. Without "
+                                        "URL: the gRPC URL bridge serve is configured with "
+                                        "(BRIDGE_GRPC_URL, the config file), else "
+                                        f"{DEFAULT_HEALTH_URL}.")
+    health.add_argument("url", metavar="URL", nargs="?", help="grpc://HOST:PORT or grpcs://...")
+    health.add_argument("--timeout", type=float, default=5.0, metavar="SECONDS",
+                        help="seconds to wait for the answer (default 5)")
+    health.add_argument("--service", default="", help="the service name to ask about "
+                                                      "(default: the whole server)")
+    _add_tls_client_options(health)
+    health.set_defaults(func=_health)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    return args.func(args)
+    """Run the ``bridge`` command; returns the exit code."""
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    # key=JSON arguments may come after options (argparse stops collecting them there).
+    if extra and args.command in ("call", "cast") and not any(x.startswith("-") for x in extra):
+        args.args = [*args.args, *extra]
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if args.command != "serve":
+        logging.basicConfig(level=logging.WARNING,
+                            format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return args.func(args)
+    except UsageError as exc:
+        print(f"bridge {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
 
 
 if __name__ == "__main__":

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import contextvars
+import functools
 import logging
 import threading
 from collections.abc import Awaitable, Callable
@@ -97,8 +99,14 @@ class AsyncioExecutor(Executor):
         asyncio.run_coroutine_threadsafe(self._process_async(incoming, self), self.loop)
 
     async def run_blocking(self, func: Callable, *args: Any) -> Any:
-        """Run a plain function in the pool without blocking the loop."""
-        return await self.loop.run_in_executor(self.pool, func, *args)
+        """Run a plain function in the pool without blocking the loop.
+
+        It runs in a copy of the caller's context, so context variables (such as the
+        request id that log lines carry) follow the message into the pool.
+        """
+        context = contextvars.copy_context()
+        return await self.loop.run_in_executor(
+            self.pool, functools.partial(context.run, func, *args))
 
     def shutdown(self, wait: bool = True) -> None:
         # The server has already waited for every message it handed over.

@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from bridge.dispatcher import RPCAccessPolicyBase, RPCDispatcher
 from bridge.exceptions import (
     ExpectedException,
     InvalidTarget,
+    MalformedMessage,
     MessagingServerError,
+    NoSuchMethod,
     ServerListenError,
+    UnsupportedVersion,
     log_failure,
 )
 from bridge.executors import AsyncioExecutor, Executor, executor_class
@@ -25,6 +29,39 @@ from bridge.transport.base import IncomingMessage, Listener
 LOG = logging.getLogger(__name__)
 
 _NEW, _RUNNING, _STOPPED = "new", "running", "stopped"
+
+
+class ServerObserver(Protocol):
+    """What a server tells its observers about each message (metrics, log context).
+
+    ``on_start`` runs on the thread (or event loop task) that dispatches the message,
+    just before dispatch; ``on_finish`` runs once the message has been replied to and
+    acknowledged, with the outcome (see :func:`outcome_of`) and the seconds since the
+    listener handed it over. An observer that raises is logged and ignored: it never
+    breaks message handling. Register one with :meth:`MessageHandlingServer.add_observer`.
+    """
+
+    def on_start(self, incoming: IncomingMessage) -> None:
+        """Called before dispatch, where the endpoint method will run."""
+
+    def on_finish(self, incoming: IncomingMessage, outcome: str, seconds: float) -> None:
+        """Called after reply and acknowledge."""
+
+
+def outcome_of(failure: BaseException | None) -> str:
+    """Classify how a message ended: ``ok``, ``expected_error``, ``no_such_method``,
+    ``unsupported_version``, ``malformed`` or ``error``."""
+    if failure is None:
+        return "ok"
+    if isinstance(failure, ExpectedException):
+        return "expected_error"
+    if isinstance(failure, NoSuchMethod):
+        return "no_such_method"
+    if isinstance(failure, UnsupportedVersion):
+        return "unsupported_version"
+    if isinstance(failure, MalformedMessage):
+        return "malformed"
+    return "error"
 
 
 class MessageHandlingServer:
@@ -50,6 +87,19 @@ class MessageHandlingServer:
         self._heartbeats: HeartbeatScheduler | None = None
         self.listeners: list[Listener] = []
         self._lifecycle_lock = threading.RLock()
+        self._observers: list[ServerObserver] = []
+        self._accepted_at: dict[int, float] = {}
+
+    def add_observer(self, observer: ServerObserver) -> None:
+        """Tell ``observer`` about every message from now on (see :class:`ServerObserver`)."""
+        self._observers = [*self._observers, observer]
+
+    def _notify(self, hook: str, *args: Any) -> None:
+        for observer in self._observers:
+            try:
+                getattr(observer, hook)(*args)
+            except Exception:
+                LOG.exception("Observer %r failed in %s", observer, hook)
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -163,6 +213,8 @@ class MessageHandlingServer:
     def _on_incoming(self, incoming: IncomingMessage) -> None:
         with self._cond:
             self._in_flight += 1
+            if self._observers:
+                self._accepted_at[id(incoming)] = time.monotonic()
         try:
             executor = self._executor
             if executor is None:
@@ -173,6 +225,8 @@ class MessageHandlingServer:
             self._answer(incoming, None, exc)
 
     def _process(self, incoming: IncomingMessage) -> None:
+        if self._observers:
+            self._notify("on_start", incoming)
         watch = self._heartbeats.watch(incoming) if self._heartbeats else None
         result, failure = None, None
         try:
@@ -185,6 +239,8 @@ class MessageHandlingServer:
         self._answer(incoming, result, failure)
 
     async def _process_async(self, incoming: IncomingMessage, executor: AsyncioExecutor) -> None:
+        if self._observers:
+            self._notify("on_start", incoming)
         watch = self._heartbeats.watch(incoming) if self._heartbeats else None
         result, failure = None, None
         try:
@@ -203,6 +259,7 @@ class MessageHandlingServer:
 
     def _answer(self, incoming: IncomingMessage, result: Any,
                 failure: BaseException | None) -> None:
+        outcome = outcome_of(failure)
         try:
             if failure is not None:
                 failure = self._report_failure(incoming, failure)
@@ -215,6 +272,11 @@ class MessageHandlingServer:
             except Exception:
                 LOG.exception("Can not acknowledge %s", incoming.method)
         finally:
+            with self._cond:
+                accepted = self._accepted_at.pop(id(incoming), None)
+            if self._observers:
+                seconds = time.monotonic() - accepted if accepted is not None else 0.0
+                self._notify("on_finish", incoming, outcome, seconds)
             with self._cond:
                 self._in_flight -= 1
                 self._cond.notify_all()

@@ -328,6 +328,15 @@ class AmqpListener(Listener):
             except ConnectionLost:
                 break
 
+    def reset(self) -> None:
+        """Renew the connection (``server.reset()``, SIGHUP to ``bridge serve``).
+
+        The connection is dropped; its I/O thread reconnects, re-declares and
+        re-consumes. Messages already taken were acknowledged on receipt and their
+        replies wait for the new connection, so nothing is lost.
+        """
+        self._conn.force_reconnect()
+
     def cleanup(self) -> None:
         with self._lock:
             self._stopped = True

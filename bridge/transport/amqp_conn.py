@@ -25,6 +25,7 @@ import kombu
 from amqp import spec
 
 from bridge.exceptions import MessageDeliveryFailure, MessageUndeliverable
+from bridge.metrics import record_reconnect
 from bridge.transport.amqp_options import AmqpOptions, connection_name
 
 LOG = logging.getLogger(__name__)
@@ -290,6 +291,8 @@ class AmqpConnection:
             attempt = 0
             self._first_attempt.set()
             self._set_state(True)
+            if self.generation > 1:
+                record_reconnect("amqp")  # bridge_reconnects_total{wire="amqp"}
             try:
                 self._drain()
             except Exception as exc:

@@ -336,6 +336,8 @@ class GrpcServer:
         self._thread.start()
         self._server: aio.Server | None = None
         self._health: Any = None
+        #: False while the process says it cannot serve (set through a listener).
+        self.process_serving = True
         try:
             self.port = self._run(self._start(port))
         except BaseException:
@@ -415,10 +417,15 @@ class GrpcServer:
             require_client_auth=opts.tls_client_auth)
 
     def update_health(self) -> None:
-        """Publish SERVING while some listener takes messages, else NOT_SERVING."""
+        """Publish SERVING while some listener takes messages, else NOT_SERVING.
+
+        ``process_serving`` (see :meth:`_GrpcListener.set_serving`) can hold it at
+        NOT_SERVING while the process cannot serve (an AMQP listener lost its broker).
+        """
         from grpc_health.v1 import health_pb2
 
-        status = (health_pb2.HealthCheckResponse.SERVING if self.router.serving
+        status = (health_pb2.HealthCheckResponse.SERVING
+                  if self.router.serving and self.process_serving
                   else health_pb2.HealthCheckResponse.NOT_SERVING)
 
         async def publish() -> None:
@@ -723,6 +730,16 @@ class _GrpcListener(Listener):
     @property
     def healthy(self) -> bool:
         return self.server.running
+
+    def set_serving(self, serving: bool) -> None:
+        """Say whether the process can serve; False holds health at NOT_SERVING.
+
+        ``bridge serve`` copies ``server.healthy`` here every ``health_interval``, so the
+        health service turns NOT_SERVING while an AMQP listener of the same server has
+        lost its broker, and SERVING again once it is back.
+        """
+        self.server.process_serving = bool(serving)
+        self.server.update_health()
 
 
 

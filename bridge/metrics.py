@@ -1,0 +1,153 @@
+"""Prometheus metrics for ``bridge serve``.
+
+Exposed series (all in one registry per server, served on ``/metrics``):
+
+* ``bridge_requests_total{wire, topic, method, outcome}``: messages answered; the
+  outcome is ``ok``, ``expected_error``, ``error``, ``no_such_method``,
+  ``unsupported_version`` or ``malformed`` (:func:`bridge.server.outcome_of`). A method
+  no endpoint serves is counted as ``method="(unknown)"``, so callers cannot grow the
+  label set without bound.
+* ``bridge_request_duration_seconds{wire, topic, method}``: a histogram of the time from
+  the listener handing a message over to its reply being sent and acknowledged.
+* ``bridge_requests_in_flight``: messages taken and not yet answered, all wires together.
+* ``bridge_healthy``: 1 while the server runs and every listener can take messages.
+* ``bridge_reconnects_total{wire}``: reconnections made by drivers in this process.
+
+The reconnect hook is for drivers: after re-establishing a lost connection a driver
+calls :func:`record_reconnect` (``record_reconnect("amqp")``). It is a plain function
+with no prometheus import behind it, cheap enough to call from any thread, and it
+counts whether or not metrics are served.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Iterator
+from socketserver import ThreadingMixIn
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+from bridge.transport.base import IncomingMessage
+
+_UNKNOWN_METHOD = "(unknown)"
+_UNBOUNDED_OUTCOMES = frozenset({"no_such_method", "unsupported_version", "malformed"})
+_MAX_LABEL = 100
+
+#: Latency buckets in seconds: sub-millisecond in-process calls up to slow methods.
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+                   2.5, 5.0, 10.0, 30.0, 60.0)
+
+_reconnects: dict[str, int] = {}
+_reconnects_lock = threading.Lock()
+
+
+def record_reconnect(wire: str = "amqp") -> None:
+    """Count one reconnection of a ``wire`` driver (a driver calls this after reconnecting)."""
+    with _reconnects_lock:
+        _reconnects[wire] = _reconnects.get(wire, 0) + 1
+
+
+def reconnect_counts() -> dict[str, int]:
+    """Reconnections counted so far in this process, by wire."""
+    with _reconnects_lock:
+        return dict(_reconnects)
+
+
+class _ReconnectCollector:
+    """Reports :func:`record_reconnect`'s counts at scrape time."""
+
+    def collect(self) -> Iterator[Any]:
+        from prometheus_client.core import CounterMetricFamily
+
+        family = CounterMetricFamily("bridge_reconnects", "Driver reconnections, by wire",
+                                     labels=["wire"])
+        for wire, count in sorted(reconnect_counts().items()):
+            family.add_metric([wire], count)
+        yield family
+
+
+class ServerMetrics:
+    """The metrics of one server; register it with ``server.add_observer(metrics)``."""
+
+    def __init__(self, server: Any) -> None:
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+        self.server = server
+        self.topic = str(server.target.topic)
+        self.registry = CollectorRegistry()
+        self.requests = Counter("bridge_requests", "Messages answered",
+                                ["wire", "topic", "method", "outcome"], registry=self.registry)
+        self.latency = Histogram("bridge_request_duration_seconds",
+                                 "Seconds from a message's arrival to its answer",
+                                 ["wire", "topic", "method"], buckets=LATENCY_BUCKETS,
+                                 registry=self.registry)
+        in_flight = Gauge("bridge_requests_in_flight", "Messages taken and not yet answered",
+                          registry=self.registry)
+        in_flight.set_function(lambda: server.in_flight)
+        healthy = Gauge("bridge_healthy",
+                        "1 while the server runs and every listener can take messages",
+                        registry=self.registry)
+        healthy.set_function(lambda: 1 if server.healthy else 0)
+        self.registry.register(_ReconnectCollector())  # type: ignore[arg-type]
+
+    def on_start(self, incoming: IncomingMessage) -> None:
+        """Nothing to do before dispatch (in-flight is read from the server)."""
+
+    def on_finish(self, incoming: IncomingMessage, outcome: str, seconds: float) -> None:
+        """Count the message and observe its latency."""
+        method = _UNKNOWN_METHOD if outcome in _UNBOUNDED_OUTCOMES else incoming.method
+        labels = (str(incoming.wire)[:_MAX_LABEL], self.topic, method[:_MAX_LABEL])
+        self.requests.labels(*labels, outcome).inc()
+        self.latency.labels(*labels).observe(max(0.0, seconds))
+
+    def render(self) -> bytes:
+        """The current metrics in Prometheus' text format."""
+        from prometheus_client import generate_latest
+
+        return generate_latest(self.registry)
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib's name
+        pass
+
+
+class _ThreadingWSGIServer(ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+
+
+class _ThreadingWSGIServer6(_ThreadingWSGIServer):
+    address_family = socket.AF_INET6
+
+
+class MetricsHTTPServer:
+    """Serves a registry on ``http://HOST:PORT/metrics`` from a daemon thread."""
+
+    def __init__(self, registry: Any, host: str = "127.0.0.1", port: int = 0) -> None:
+        from prometheus_client import make_wsgi_app
+
+        server_cls = _ThreadingWSGIServer6 if ":" in host else _ThreadingWSGIServer
+        self._httpd = make_server(host, port, make_wsgi_app(registry),
+                                  server_class=server_cls, handler_class=_QuietHandler)
+        self.host = host
+        self.port = int(self._httpd.server_address[1])
+        self._thread = threading.Thread(target=self._httpd.serve_forever,
+                                        name="bridge-metrics", daemon=True)
+
+    @property
+    def url(self) -> str:
+        """Where the metrics are served."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}/metrics"
+
+    def start(self) -> None:
+        """Start answering scrapes."""
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop answering and close the socket."""
+        if self._thread.is_alive():
+            self._httpd.shutdown()
+            self._thread.join()
+        self._httpd.server_close()

@@ -1,0 +1,296 @@
+"""``bridge serve``: one server, one dispatcher, one executor, every configured wire.
+
+Lifecycle of the process:
+
+* start: build one transport per URL (gRPC first, then each AMQP URL), one server
+  listening on all of them, optional metrics; print where it listens, a command to
+  call it, then ``bridge: ready``;
+* SIGTERM or SIGINT: ``stop()`` (no new messages on any wire), then ``wait()`` up to
+  the grace period for the calls already taken, then exit 0; if calls are still
+  running when the grace period ends, exit 1 without waiting for them. A second
+  SIGTERM/SIGINT while draining exits 1 at once;
+* SIGHUP: ``reset()`` (listeners renew their connections);
+* every ``health_interval`` seconds, ``server.healthy`` (False while an AMQP listener
+  has lost its broker) is copied into the gRPC health service, so ``bridge health``
+  and Kubernetes gRPC probes see NOT_SERVING until the broker is back.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import queue
+import signal
+import socket
+import sys
+from collections.abc import Sequence
+from typing import Any, TextIO
+
+import bridge
+from bridge.exceptions import TaskTimeout
+from bridge.logs import RequestIdObserver, configure_logging
+from bridge.settings import ServeSettings
+
+LOG = logging.getLogger("bridge.serve")
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+
+
+class EndpointLoadError(Exception):
+    """An endpoint spec names nothing that can be imported or built."""
+
+
+def load_endpoints(specs: Sequence[str], server: Any) -> list[Any]:
+    """Build endpoints from ``module:Class``, ``module:factory`` or ``module`` specs.
+
+    A class or factory that takes a ``server`` argument receives the server; a
+    module (or a ``module:name`` naming a list) contributes every endpoint listed in
+    its ``ENDPOINTS``. No specs: the shipped endpoints.
+    """
+    if not specs:
+        from endpoints import default_endpoints
+
+        return default_endpoints(server)
+    result: list[Any] = []
+    for spec in specs:
+        module_name, _, attr = spec.partition(":")
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as exc:
+            raise EndpointLoadError(
+                f"cannot import endpoint module {module_name!r}: {exc}") from exc
+        if not attr:
+            listed = getattr(module, "ENDPOINTS", None)
+            if not isinstance(listed, (list, tuple)):
+                raise EndpointLoadError(f"module {module_name!r} has no ENDPOINTS list; "
+                                        "name a class or factory as module:Name")
+            result.extend(listed)
+            continue
+        try:
+            obj = getattr(module, attr)
+        except AttributeError:
+            raise EndpointLoadError(f"module {module_name!r} has no {attr!r}") from None
+        if isinstance(obj, (list, tuple)):
+            result.extend(obj)
+        elif callable(obj):
+            try:
+                made = obj(server=server)
+            except TypeError:
+                made = obj()
+            result.extend(made if isinstance(made, (list, tuple)) else [made])
+        else:
+            result.append(obj)
+    return result
+
+
+class _ServerProxy:
+    """Stands for the server while endpoints are built, before the server exists."""
+
+    def __init__(self, holder: dict[str, Any]) -> None:
+        self._holder = holder
+
+    def __getattr__(self, name: str) -> Any:
+        server = self._holder.get("server")
+        if server is None:
+            raise AttributeError(f"the server is not built yet (asked for {name!r})")
+        return getattr(server, name)
+
+
+def driver_conf(settings: ServeSettings) -> dict[str, Any]:
+    """The ``conf`` mapping handed to ``get_transport``: driver option groups."""
+    grpc_group: dict[str, Any] = {
+        "max_receive_message_length": settings.max_message_size,
+        "max_send_message_length": settings.max_message_size,
+    }
+    if settings.tls_cert_file:
+        grpc_group["tls_cert_file"] = settings.tls_cert_file
+        grpc_group["tls_key_file"] = settings.tls_key_file
+    if settings.tls_ca_file:
+        # A CA on the server side means: clients must present a certificate it signed.
+        grpc_group["tls_ca_file"] = settings.tls_ca_file
+        grpc_group["tls_client_auth"] = True
+    grpc_group.update(settings.driver_groups.get("grpc", {}))
+    conf: dict[str, Any] = {"grpc": grpc_group}
+    if "oslo_messaging_rabbit" in settings.driver_groups:
+        conf["oslo_messaging_rabbit"] = dict(settings.driver_groups["oslo_messaging_rabbit"])
+    if settings.exchange:
+        conf["control_exchange"] = settings.exchange
+    return conf
+
+
+def set_grpc_health(server: Any, serving: bool) -> int:
+    """Set the gRPC health status of every gRPC listener of ``server``; returns how many.
+
+    A gRPC listener offers ``set_serving(bool)``; other listeners are skipped.
+    """
+    count = 0
+    for listener in list(server.listeners):
+        setter = getattr(listener, "set_serving", None)
+        if setter is not None:
+            setter(serving)
+            count += 1
+    return count
+
+
+def call_hint(address: str, settings: ServeSettings, topic: str) -> str | None:
+    """A ready-to-paste ``bridge call`` for a listener address, or None (memory://)."""
+    if not address.startswith(("grpc://", "grpcs://", "rabbit://", "amqp://", "kombu://")):
+        return None
+    url = address.split()[0]
+    for wildcard in ("0.0.0.0", "[::]"):
+        url = url.replace(f"://{wildcard}:", "://127.0.0.1:" if wildcard == "0.0.0.0"
+                          else "://[::1]:")
+    extra = ""
+    if settings.exchange and not url.startswith("grpc"):
+        extra += f" --exchange {settings.exchange}"
+    if url.startswith("grpcs://") and settings.tls_ca_file:
+        extra += f" --tls-ca {settings.tls_ca_file}"
+    return f"bridge call{extra} {url} {topic} echo value='\"hello\"'"
+
+
+class _Signals:
+    """Turns SIGTERM/SIGINT/SIGHUP into events on a queue the main loop reads."""
+
+    def __init__(self) -> None:
+        self.events: queue.SimpleQueue[str] = queue.SimpleQueue()
+        self.stopping = False
+        self._previous: dict[int, Any] = {}
+
+    def install(self) -> None:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            self._previous[signum] = signal.signal(signum, self._on_stop)
+        if hasattr(signal, "SIGHUP"):
+            self._previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, self._on_hup)
+
+    def restore(self) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+
+    def _on_stop(self, signum: int, frame: Any) -> None:
+        if self.stopping:
+            raise _ForcedExit(signal.Signals(signum).name)
+        self.events.put(signal.Signals(signum).name)
+
+    def _on_hup(self, signum: int, frame: Any) -> None:
+        self.events.put("SIGHUP")
+
+
+class _ForcedExit(BaseException):
+    """A second stop signal while draining."""
+
+
+def run(settings: ServeSettings, out: TextIO | None = None) -> int:
+    """Serve until SIGTERM/SIGINT (or the control endpoint's ``stop``); return the exit code."""
+    out = out or sys.stdout
+    configure_logging(settings.log_level, settings.log_format)
+    conf = driver_conf(settings)
+    transports: list[bridge.Transport] = []
+    metrics_http = None
+    signals = _Signals()
+    try:
+        for url in settings.urls:
+            transports.append(bridge.get_transport(conf, url))
+        target = bridge.Target(topic=settings.topic,
+                               server=settings.server or socket.gethostname(),
+                               exchange=settings.exchange)
+        holder: dict[str, Any] = {}
+        endpoints = load_endpoints(settings.endpoints, _ServerProxy(holder))
+        server = bridge.get_rpc_server(transports, target, endpoints,
+                                       executor=settings.executor)
+        holder["server"] = server
+        server.add_observer(RequestIdObserver())
+        if settings.metrics_port is not None:
+            from bridge.metrics import MetricsHTTPServer, ServerMetrics
+
+            metrics = ServerMetrics(server)
+            server.add_observer(metrics)
+            metrics_http = MetricsHTTPServer(metrics.registry, settings.metrics_host,
+                                             settings.metrics_port)
+            metrics_http.start()
+        signals.install()
+        server.start(override_pool_size=settings.pool_size)
+    except (bridge.MessagingException, EndpointLoadError, OSError, ValueError) as exc:
+        LOG.error("Cannot start: %s", exc)
+        print(f"bridge: cannot start: {exc}", file=sys.stderr, flush=True)
+        signals.restore()
+        if metrics_http is not None:
+            metrics_http.stop()
+        for transport in transports:
+            transport.cleanup()
+        return EXIT_FAILED
+
+    try:
+        _announce(server, settings, metrics_http, out)
+        code = _main_loop(server, settings, signals)
+        if metrics_http is not None:
+            metrics_http.stop()
+        for transport in transports:
+            transport.cleanup()
+        print("bridge: stopped", file=out, flush=True)
+    except _ForcedExit as exc:
+        LOG.error("%s again: exiting now", exc)
+        _flush_and_exit(EXIT_FAILED)
+    signals.restore()
+    return code
+
+
+def _announce(server: Any, settings: ServeSettings, metrics_http: Any, out: TextIO) -> None:
+    target = server.target
+    print(f"bridge: serving topic {target.topic!r} as server {target.server!r} with "
+          f"{len(server.dispatcher.endpoints)} endpoints", file=out)
+    hint = None
+    for address in server.addresses:
+        print(f"bridge: listening on {address}", file=out)
+        hint = hint or call_hint(address, settings, target.topic)
+    if metrics_http is not None:
+        print(f"bridge: metrics on {metrics_http.url}", file=out)
+    if hint:
+        print(f"bridge: try: {hint}", file=out)
+    print("bridge: ready", file=out, flush=True)
+
+
+def _main_loop(server: Any, settings: ServeSettings, signals: _Signals) -> int:
+    """Wait for signals, keep gRPC health in step, then stop and drain."""
+    serving: bool | None = None
+    reason = "the server stopped"
+    while server.running:
+        healthy = server.healthy
+        if healthy != serving:
+            if set_grpc_health(server, healthy) and serving is not None:
+                LOG.warning("gRPC health is now %s", "SERVING" if healthy else "NOT_SERVING")
+            serving = healthy
+        try:
+            event = signals.events.get(timeout=settings.health_interval)
+        except queue.Empty:
+            continue
+        if event == "SIGHUP":
+            LOG.info("SIGHUP: resetting the listeners' connections")
+            server.reset()
+            continue
+        reason = event
+        break
+    signals.stopping = True
+    LOG.info("%s: stopping; waiting up to %s s for %d call(s) in flight", reason,
+             settings.grace_period, server.in_flight)
+    try:
+        server.stop()
+        server.wait(timeout=settings.grace_period)
+    except TaskTimeout:
+        LOG.error("Grace period of %s s over with %d call(s) still running; exiting",
+                  settings.grace_period, server.in_flight)
+        _flush_and_exit(EXIT_FAILED)
+    except _ForcedExit as exc:
+        LOG.error("%s again: exiting with %d call(s) still running", exc, server.in_flight)
+        _flush_and_exit(EXIT_FAILED)
+    LOG.info("Stopped; every call taken was answered")
+    return EXIT_OK
+
+
+def _flush_and_exit(code: int) -> None:
+    """Exit now, without joining worker threads that still run endpoint methods."""
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

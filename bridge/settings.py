@@ -1,0 +1,342 @@
+"""The settings of ``bridge serve``: one table, three sources.
+
+Each setting can be given as a command-line flag, a ``BRIDGE_*`` environment
+variable or a key of a TOML config file (``--config`` / ``BRIDGE_CONFIG``), and the
+first of those that is present wins: flags over environment over file over default.
+:data:`OPTIONS` is the single table; ``bridge serve --help`` and docs/configuration.md
+are written from it.
+
+A config file may also hold the tables ``[grpc]`` and ``[oslo_messaging_rabbit]``,
+passed to the drivers as their option groups.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on 3.10 only
+    import tomli as tomllib
+
+CONFIG_ENV = "BRIDGE_CONFIG"
+DRIVER_TABLES = ("grpc", "oslo_messaging_rabbit")
+_DISABLED = {"", "none", "off", "false", "no"}
+
+
+class SettingsError(ValueError):
+    """A setting has a value that cannot be used; the message names its source."""
+
+
+# -- value parsers (strings from flags and the environment; TOML values as they come) -------
+
+def _text(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"expected a string, not {value!r}")
+    return value
+
+
+def _optional_text(value: Any) -> str | None:
+    text = _text(value).strip()
+    return None if text.lower() in _DISABLED else text
+
+
+def _int(value: Any) -> int:
+    if isinstance(value, bool):
+        raise ValueError(f"expected an integer, not {value!r}")
+    if isinstance(value, int):
+        return value
+    try:
+        return int(_text(value).strip())
+    except ValueError:
+        raise ValueError(f"expected an integer, not {value!r}") from None
+
+
+def _positive_int(value: Any) -> int:
+    number = _int(value)
+    if number < 1:
+        raise ValueError(f"must be at least 1, not {number}")
+    return number
+
+
+def _port_or_off(value: Any) -> int | None:
+    if isinstance(value, str) and value.strip().lower() in _DISABLED:
+        return None
+    port = _int(value)
+    if not 0 <= port <= 65535:
+        raise ValueError(f"a port is 0..65535, not {port}")
+    return port
+
+
+def _seconds(value: Any) -> float:
+    if isinstance(value, bool):
+        raise ValueError(f"expected seconds, not {value!r}")
+    try:
+        number = float(value) if isinstance(value, (int, float)) else float(_text(value).strip())
+    except ValueError:
+        raise ValueError(f"expected a number of seconds, not {value!r}") from None
+    if not number >= 0 or number == float("inf"):
+        raise ValueError(f"expected a finite number of seconds >= 0, not {value!r}")
+    return number
+
+
+def _positive_seconds(value: Any) -> float:
+    number = _seconds(value)
+    if number == 0:
+        raise ValueError("must be more than 0 seconds")
+    return number
+
+
+_SIZE_UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "kib": 1024, "m": 1000**2, "mb": 1000**2,
+               "mib": 1024**2, "g": 1000**3, "gb": 1000**3, "gib": 1024**3}
+
+
+def _size(value: Any) -> int:
+    """Bytes: an integer, or a number with a unit (``4MiB``, ``512KiB``, ``1MB``)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        size = value
+    else:
+        match = re.fullmatch(r"\s*(\d+)\s*([a-zA-Z]*)\s*", _text(value))
+        unit = match.group(2).lower() if match else None
+        if match is None or unit not in _SIZE_UNITS:
+            raise ValueError(f"expected a size such as 4194304, 4MiB or 512KiB, not {value!r}")
+        size = int(match.group(1)) * _SIZE_UNITS[unit]
+    if size < 1:
+        raise ValueError(f"must be at least 1 byte, not {size}")
+    return size
+
+
+def _choice(*choices: str, lower: bool = True) -> Callable[[Any], str]:
+    def parse(value: Any) -> str:
+        text = _text(value).strip()
+        text = text.lower() if lower else text.upper()
+        if text not in choices:
+            raise ValueError(f"choose one of {', '.join(choices)}, not {value!r}")
+        return text
+    return parse
+
+
+def _words(separators: str) -> Callable[[Any], list[str]]:
+    """A list: a TOML array of strings, or a string split on ``separators``."""
+    def parse(value: Any) -> list[str]:
+        if isinstance(value, (list, tuple)):
+            items = [_text(item).strip() for item in value]
+        else:
+            items = re.split(f"[{separators}]+", _text(value))
+        return [item for item in (i.strip() for i in items) if item]
+    return parse
+
+
+def _url_list(value: Any) -> list[str]:
+    urls = _words(r"\s")(value)
+    if len(urls) == 1 and urls[0].lower() in _DISABLED:
+        return []
+    return urls
+
+
+# -- the table -------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Option:
+    """One setting of ``bridge serve``: its name (also its TOML key), flag and variable."""
+
+    name: str
+    help: str
+    default: Any
+    parse: Callable[[Any], Any]
+    metavar: str = "VALUE"
+    repeatable: bool = False
+    env_format: str = ""  # how a list is written in the environment variable
+    default_text: str | None = None
+    flag_name: str | None = None  # the flag's name when not the option's (singular lists)
+
+    @property
+    def flag(self) -> str:
+        return "--" + (self.flag_name or self.name).replace("_", "-")
+
+    @property
+    def env(self) -> str:
+        return "BRIDGE_" + self.name.upper()
+
+    def describe_default(self) -> str:
+        if self.default_text is not None:
+            return self.default_text
+        if self.default is None:
+            return "unset"
+        if isinstance(self.default, list):
+            return " ".join(self.default) or "none"
+        return str(self.default)
+
+
+OPTIONS: tuple[Option, ...] = (
+    Option("endpoints", "endpoints to serve: module:Class, module:factory, or a module "
+           "with an ENDPOINTS list (repeatable)", [], _words(r"\s,"), "SPEC", repeatable=True,
+           env_format="comma- or space-separated", flag_name="endpoint",
+           default_text="the shipped endpoints (control, echo, test, counter)"),
+    Option("topic", "the target topic", "bridge", _text, "TOPIC"),
+    Option("server", "the server name (the target's server)", None, _optional_text, "NAME",
+           default_text="the host name"),
+    Option("exchange", "the AMQP exchange of the target", None, _optional_text, "EXCHANGE",
+           default_text="openstack (control_exchange)"),
+    Option("grpc_url", "where gRPC listens: grpc://HOST:PORT, or grpcs://HOST:PORT with "
+           "the TLS files; port 0 picks a free port; 'none' turns gRPC off",
+           "grpc://127.0.0.1:50051", _optional_text, "URL"),
+    Option("amqp_urls", "an AMQP transport URL to serve on, such as "
+           "rabbit://user:pass@host:5672/ (repeatable); memory:// is the in-process "
+           "stand-in; 'none' turns AMQP off", ["memory://"], _url_list, "URL",
+           repeatable=True, env_format="space-separated", flag_name="amqp_url"),
+    Option("executor", "how messages are run: threading, blocking or asyncio", "threading",
+           _choice("threading", "blocking", "asyncio"), "NAME"),
+    Option("pool_size", "executor threads, shared by every wire", 64, _positive_int, "N"),
+    Option("max_message_size", "the largest gRPC message accepted or sent, in bytes "
+           "(units allowed: 4MiB, 512KiB)", 4 * 1024 * 1024, _size, "BYTES",
+           default_text="4MiB"),
+    Option("tls_cert_file", "PEM certificate chain of the gRPC server (needs grpcs://)",
+           None, _optional_text, "FILE"),
+    Option("tls_key_file", "PEM private key of the gRPC server", None, _optional_text, "FILE"),
+    Option("tls_ca_file", "PEM CA bundle; when set, gRPC clients must present a "
+           "certificate it signed (mutual TLS)", None, _optional_text, "FILE"),
+    Option("log_level", "DEBUG, INFO, WARNING, ERROR or CRITICAL", "INFO",
+           _choice("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL", lower=False), "LEVEL"),
+    Option("log_format", "text, or json (one object per line, with request_id when the "
+           "context has one)", "text", _choice("text", "json"), "FORMAT"),
+    Option("metrics_port", "serve Prometheus metrics on http://METRICS_HOST:PORT/metrics; "
+           "0 picks a free port; unset or 'none' serves none", None, _port_or_off, "PORT",
+           default_text="none"),
+    Option("metrics_host", "the address the metrics port binds", "127.0.0.1", _text, "HOST"),
+    Option("grace_period", "seconds to wait for calls in flight after SIGTERM/SIGINT",
+           30.0, _seconds, "SECONDS"),
+    Option("health_interval", "seconds between copies of the server's health (AMQP broker "
+           "reachable) into the gRPC health service", 2.0, _positive_seconds, "SECONDS"),
+)
+
+OPTIONS_BY_NAME = {option.name: option for option in OPTIONS}
+
+
+@dataclass
+class ServeSettings:
+    """The resolved settings; ``sources`` says where each came from."""
+
+    endpoints: list[str] = field(default_factory=list)
+    topic: str = "bridge"
+    server: str | None = None
+    exchange: str | None = None
+    grpc_url: str | None = "grpc://127.0.0.1:50051"
+    amqp_urls: list[str] = field(default_factory=lambda: ["memory://"])
+    executor: str = "threading"
+    pool_size: int = 64
+    max_message_size: int = 4 * 1024 * 1024
+    tls_cert_file: str | None = None
+    tls_key_file: str | None = None
+    tls_ca_file: str | None = None
+    log_level: str = "INFO"
+    log_format: str = "text"
+    metrics_port: int | None = None
+    metrics_host: str = "127.0.0.1"
+    grace_period: float = 30.0
+    health_interval: float = 2.0
+    #: ``[grpc]`` and ``[oslo_messaging_rabbit]`` tables of the config file.
+    driver_groups: dict[str, dict[str, Any]] = field(default_factory=dict)
+    config_file: str | None = None
+    sources: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def urls(self) -> list[str]:
+        """Every transport URL to listen on: gRPC first, then the AMQP ones."""
+        return ([self.grpc_url] if self.grpc_url else []) + list(self.amqp_urls)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The settings and their sources, for ``--print-settings``."""
+        values = {option.name: getattr(self, option.name) for option in OPTIONS}
+        return {"settings": values, "sources": dict(self.sources),
+                "config_file": self.config_file, "driver_groups": self.driver_groups}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add ``--config`` and one flag per option to ``parser``; absent flags stay absent."""
+    parser.add_argument("--config", metavar="FILE", default=argparse.SUPPRESS,
+                        help=f"a TOML file with any of the settings below as top-level keys "
+                             f"[env {CONFIG_ENV}]")
+    for option in OPTIONS:
+        help_text = (f"{option.help} [env {option.env}"
+                     f"{' (' + option.env_format + ')' if option.env_format else ''}; "
+                     f"config key {option.name}; default: {option.describe_default()}]")
+        parser.add_argument(option.flag, dest=option.name, metavar=option.metavar,
+                            action="append" if option.repeatable else "store",
+                            default=argparse.SUPPRESS, help=help_text.replace("%", "%%"))
+
+
+def read_config_file(path: str) -> dict[str, Any]:
+    """Read a TOML config file; unknown keys are an error."""
+    try:
+        with open(path, "rb") as handle:
+            data = tomllib.load(handle)
+    except OSError as exc:
+        raise SettingsError(f"cannot read config file {path!r}: {exc.strerror or exc}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise SettingsError(f"config file {path!r} is not valid TOML: {exc}") from exc
+    unknown = sorted(set(data) - set(OPTIONS_BY_NAME) - set(DRIVER_TABLES))
+    if unknown:
+        raise SettingsError(f"config file {path!r}: unknown key(s) {', '.join(unknown)}; "
+                            f"known: {', '.join(OPTIONS_BY_NAME)}, and the tables "
+                            f"[{'], ['.join(DRIVER_TABLES)}]")
+    for table in DRIVER_TABLES:
+        if table in data and not isinstance(data[table], dict):
+            raise SettingsError(f"config file {path!r}: {table} must be a table")
+    return data
+
+
+def resolve(flags: Mapping[str, Any] | None = None,
+            environ: Mapping[str, str] | None = None) -> ServeSettings:
+    """Resolve every setting: flags, then ``BRIDGE_*`` variables, then the config file."""
+    flags = dict(flags or {})
+    environ = os.environ if environ is None else environ
+    config_path = flags.get("config") or environ.get(CONFIG_ENV) or None
+    config = read_config_file(config_path) if config_path else {}
+    settings = ServeSettings(config_file=config_path)
+    for option in OPTIONS:
+        if option.name in flags:
+            # A repeatable flag arrives as a list, one item per use of the flag.
+            raw, source, where = flags[option.name], "flag", option.flag
+        elif option.env in environ:
+            raw, source, where = environ[option.env], "env", option.env
+        elif option.name in config:
+            raw, source, where = config[option.name], "config", f"{option.name} in {config_path}"
+        else:
+            settings.sources[option.name] = "default"
+            continue
+        try:
+            value = option.parse(raw)
+        except (ValueError, TypeError) as exc:
+            raise SettingsError(f"{where}: {exc}") from None
+        setattr(settings, option.name, value)
+        settings.sources[option.name] = source
+    settings.driver_groups = {name: dict(config[name]) for name in DRIVER_TABLES
+                              if name in config}
+    _check(settings)
+    return settings
+
+
+def _check(settings: ServeSettings) -> None:
+    if not settings.urls:
+        raise SettingsError("nothing to listen on: both grpc_url and amqp_urls are turned off")
+    if settings.grpc_url and not re.match(r"^grpcs?://", settings.grpc_url):
+        raise SettingsError(f"grpc_url must start with grpc:// or grpcs://, "
+                            f"not {settings.grpc_url!r}")
+    for url in settings.amqp_urls:
+        if "://" not in url:
+            raise SettingsError(f"amqp_urls: {url!r} is not a URL (driver://host:port/vhost)")
+    if bool(settings.tls_cert_file) != bool(settings.tls_key_file):
+        raise SettingsError("tls_cert_file and tls_key_file go together")
+    if settings.tls_cert_file and settings.grpc_url and \
+            not settings.grpc_url.startswith("grpcs://"):
+        raise SettingsError("TLS files are set but grpc_url is not grpcs://")
+    if settings.grpc_url and settings.grpc_url.startswith("grpcs://") and \
+            not settings.tls_cert_file:
+        raise SettingsError("grpcs:// needs tls_cert_file and tls_key_file")
