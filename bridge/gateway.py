@@ -11,6 +11,7 @@ offers ``send_async``; the number of forwarded calls in flight is bounded.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 from collections.abc import Iterable, Sequence
@@ -37,6 +38,8 @@ class Route:
     ``topic``, ``exchange`` and ``namespace`` may be ``"*"`` (any). ``exchange=None``
     and ``namespace=None`` match the default exchange and the null namespace only.
     ``call_monitor_timeout`` asks the upstream server for heartbeats on forwarded calls.
+    ``upstream_topic`` and ``upstream_exchange`` rename the target on its way upstream
+    (by default it keeps its own).
     """
 
     topic: str
@@ -44,6 +47,17 @@ class Route:
     exchange: str | None = ANY
     namespace: str | None = ANY
     call_monitor_timeout: float | None = None
+    upstream_topic: str | None = None
+    upstream_exchange: str | None = None
+
+    def upstream_target(self, target: Target) -> Target:
+        """Where a matching ``target`` goes upstream."""
+        overrides: dict[str, Any] = {}
+        if self.upstream_topic:
+            overrides["topic"] = self.upstream_topic
+        if self.upstream_exchange:
+            overrides["exchange"] = self.upstream_exchange
+        return target(**overrides) if overrides else target
 
     def matches(self, target: Target, namespace: str | None) -> bool:
         return (self.topic in (ANY, target.topic)
@@ -53,10 +67,11 @@ class Route:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Route:
         """A route from a config table: ``topic``, ``url`` and the optional fields."""
-        unknown = set(data) - {"topic", "url", "exchange", "namespace", "call_monitor_timeout"}
+        known = {field.name for field in dataclasses.fields(cls)}
+        unknown = set(data) - known
         if unknown:
-            raise ValueError(f"unknown route keys {sorted(unknown)}; known: topic, url, "
-                             "exchange, namespace, call_monitor_timeout")
+            raise ValueError(f"unknown route keys {sorted(unknown)}; known: "
+                             f"{', '.join(sorted(known))}")
         if not data.get("topic") or not data.get("url"):
             raise ValueError(f"a route needs a topic and a url, got {data!r}")
         return cls(**data)
@@ -85,6 +100,10 @@ class Forwarder:
             if route.matches(target, namespace):
                 return route
         return None
+
+    def serves(self, target: Target) -> bool:
+        """True when some route may forward ``target`` (whatever the namespace)."""
+        return any(route.matches(target, route.namespace) for route in self.routes)
 
     def transport_for(self, route: Route) -> Transport:
         with self._lock:
@@ -128,6 +147,7 @@ class Forwarder:
         kwargs = dict(wait_for_reply=incoming.wants_reply, timeout=timeout,
                       call_monitor_timeout=call_monitor_timeout if incoming.wants_reply else None)
         ctxt, message = incoming.sent_context(), incoming.message
+        target = route.upstream_target(target)
         send_async = getattr(transport.driver, "send_async", None)
         if send_async is not None:
             upstream = send_async(target, ctxt, message, **kwargs)
@@ -163,7 +183,12 @@ class Forwarder:
 
 
 class GatewayServer(MessageHandlingServer):
-    """A server whose messages are forwarded by routes instead of dispatched locally."""
+    """A server whose messages are forwarded by routes instead of dispatched locally.
+
+    It takes messages from its own listeners (``transport`` may be an empty list),
+    and, once :meth:`attach_grpc` is called, the gRPC requests whose target no
+    local listener of that gRPC server serves.
+    """
 
     def __init__(self, transport: Transport | Sequence[Transport], target: Target,
                  forwarder: Forwarder) -> None:
@@ -171,13 +196,54 @@ class GatewayServer(MessageHandlingServer):
 
         super().__init__(transport, target, RPCDispatcher([]), executor="threading")
         self.forwarder = forwarder
+        self._attached: list[str] = []
+
+    def start(self, override_pool_size: int | None = None) -> None:
+        """Open every route's transport (a bad URL fails here), then listen."""
+        for route in self.forwarder.routes:
+            self.forwarder.transport_for(route)
+        super().start(override_pool_size)
+
+    def attach_grpc(self, address: str) -> None:
+        """Forward the routed requests that the gRPC server at ``address`` does not serve.
+
+        ``address`` is a gRPC listener's address (``server.addresses`` of the server
+        that listens there). Unrouted targets still get NOT_FOUND.
+        """
+        from bridge.transport import grpc as grpc_wire
+
+        def fallback(target: Target) -> Any:
+            if self.running and self.forwarder.serves(target):
+                return self._on_fallback
+            return None
+
+        grpc_wire.set_fallback(address, fallback)
+        self._attached.append(address)
+
+    def stop(self) -> None:
+        from bridge.transport import grpc as grpc_wire
+
+        for address in self._attached:
+            try:
+                grpc_wire.set_fallback(address, None)
+            except KeyError:
+                pass  # that gRPC server is already gone
+        self._attached = []
+        super().stop()
 
     def _on_incoming(self, incoming: IncomingMessage) -> None:
+        # Taken from the gateway's own listeners: addressed to the gateway, so upstream
+        # it goes to the upstream's default exchange and to any server of the topic.
+        own = incoming.target or self.target
+        self._forward(incoming, Target(topic=own.topic, fanout=own.fanout))
+
+    def _on_fallback(self, incoming: IncomingMessage) -> None:
+        # A gRPC request for a target no local listener serves: forwarded as addressed.
+        self._forward(incoming, incoming.target or self.target)
+
+    def _forward(self, incoming: IncomingMessage, target: Target) -> None:
         with self._cond:
             self._in_flight += 1
-        target = incoming.target or self.target
-        if target.server == self.target.server:
-            target = target(server=None)  # addressed to the gateway itself: any upstream server
         try:
             upstream = self.forwarder.forward(incoming, target)
         except Exception as exc:  # forward() reports through its future; this is a defect

@@ -75,8 +75,6 @@ class MessageHandlingServer:
     def __init__(self, transport: Transport | Sequence[Transport], target: Target,
                  dispatcher: RPCDispatcher, executor: str | None = "threading") -> None:
         transports = [transport] if isinstance(transport, Transport) else list(transport)
-        if not transports:
-            raise ValueError("a server needs at least one transport")
         self.transports = transports
         self.target = target
         self.dispatcher = dispatcher
@@ -113,7 +111,8 @@ class MessageHandlingServer:
                 return
             if self._state == _STOPPED:
                 self._drain_and_release()
-            pool_size = override_pool_size or self.transports[0].settings.executor_thread_pool_size
+            pool_size = override_pool_size or (
+                self.transports[0].settings.executor_thread_pool_size if self.transports else 64)
             self._executor = self._executor_cls(pool_size, self._process, self._process_async)
             self._heartbeats = HeartbeatScheduler()
             listeners: list[Listener] = []
@@ -324,8 +323,10 @@ def get_rpc_server(transport: Transport | Sequence[Transport], target: Target,
     whose ``oslo_rpc_server_ping`` returns ``"pong"`` is appended, as oslo.messaging does.
     """
     endpoints = list(endpoints)
-    first = transport if isinstance(transport, Transport) else list(transport)[0]
-    if first.settings.rpc_ping_enabled:
+    transports = [transport] if isinstance(transport, Transport) else list(transport)
+    if not transports:
+        raise ValueError("a server needs at least one transport")
+    if transports[0].settings.rpc_ping_enabled:
         endpoints.append(PingEndpoint())
     dispatcher = RPCDispatcher(endpoints, serializer, access_policy)
-    return server_cls(transport, target, dispatcher, executor)
+    return server_cls(transports, target, dispatcher, executor)

@@ -171,3 +171,10 @@ def test_routes_from_config():
         routes_from_config([{"topic": "t", "url": "u", "colour": "red"}])
     with pytest.raises(ValueError, match="needs a topic"):
         routes_from_config([{"url": "u"}])
+
+
+def test_a_bad_route_url_fails_at_start(transport):
+    server = GatewayServer(transport, bridge.Target(topic="t", server="gw"),
+                           Forwarder([Route(topic="t", url="nosuch://x")]))
+    with pytest.raises(bridge.DriverLoadFailure):
+        server.start()

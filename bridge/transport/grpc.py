@@ -504,9 +504,9 @@ class GrpcServer:
                             "started")
         fallback = self.router.fallback
         if fallback is not None:
-            handler = fallback(Target(exchange=target.exchange or None, topic=target.topic,
-                                      server=target.server or None,
-                                      fanout=target.fanout or None))
+            incoming.target = Target(exchange=target.exchange or None, topic=target.topic,
+                                     server=target.server or None, fanout=target.fanout or None)
+            handler = fallback(incoming.target)
             if handler is not None:
                 handler(incoming)
                 return
