@@ -10,6 +10,7 @@ import argparse
 import json
 import logging
 import sys
+import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -96,7 +97,7 @@ def _send(args: argparse.Namespace, wait_for_reply: bool) -> int:
             result = client.call(ctxt, args.method, **kwargs)
             print(json.dumps(result, ensure_ascii=False))
         else:
-            client.cast(ctxt, args.method, **kwargs)
+            _cast_within(client, ctxt, args.method, kwargs, args.timeout)
         return EXIT_OK
     except bridge.RemoteError as exc:
         print(f"bridge: remote failure: {exc.exc_type}: {exc.value}", file=sys.stderr)
@@ -111,6 +112,27 @@ def _send(args: argparse.Namespace, wait_for_reply: bool) -> int:
         return EXIT_FAILED
     finally:
         transport.cleanup()
+
+
+def _cast_within(client: Any, ctxt: dict[str, Any], method: str, kwargs: dict[str, Any],
+                 timeout: float) -> None:
+    """Cast, but give up after ``timeout`` seconds (a driver may retry a lost broker forever)."""
+    box: dict[str, BaseException] = {}
+
+    def cast() -> None:
+        try:
+            client.cast(ctxt, method, **kwargs)
+        except BaseException as exc:  # noqa: BLE001 - re-raised on the caller's thread
+            box["error"] = exc
+
+    worker = threading.Thread(target=cast, name="bridge-cast", daemon=True)
+    worker.start()
+    worker.join(timeout)
+    if worker.is_alive():
+        raise bridge.MessagingTimeout(f"the cast was not accepted within {timeout} s "
+                                      "(is the server or the broker reachable?)")
+    if "error" in box:
+        raise box["error"]
 
 
 def _first_line(exc: BaseException) -> str:

@@ -113,3 +113,21 @@ def test_health_url_comes_from_the_serve_settings(monkeypatch):
     assert cli.health_url_from_settings() == "grpc://127.0.0.1:6000"
     monkeypatch.setenv("BRIDGE_GRPC_URL", "none")
     assert cli.health_url_from_settings() == cli.DEFAULT_HEALTH_URL
+
+
+def test_cast_to_an_unreachable_broker_gives_up_after_its_timeout():
+    import socket
+    import subprocess
+    import sys
+
+    from serving import ROOT, source_env
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    done = subprocess.run([sys.executable, "-m", "bridge", "cast",
+                           f"rabbit://guest:guest@127.0.0.1:{port}/", "topic", "ping",
+                           "--timeout", "1"], capture_output=True, text=True, cwd=ROOT,
+                          env=source_env(), timeout=60)
+    assert done.returncode == 1
+    assert "not accepted within 1.0 s" in done.stderr
