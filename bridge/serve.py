@@ -24,6 +24,7 @@ import queue
 import signal
 import socket
 import sys
+import time
 from collections.abc import Sequence
 from typing import Any, TextIO
 
@@ -189,6 +190,8 @@ def run(settings: ServeSettings, out: TextIO | None = None) -> int:
     transports: list[bridge.Transport] = []
     metrics_http = None
     signals = _Signals()
+    server: Any = None
+    gateways: list[Any] = []
     try:
         for url in settings.urls:
             transports.append(bridge.get_transport(conf, url))
@@ -211,10 +214,15 @@ def run(settings: ServeSettings, out: TextIO | None = None) -> int:
             metrics_http.start()
         signals.install()
         server.start(override_pool_size=settings.pool_size)
+        gateways = start_gateways(settings, conf, server, transports)
     except (bridge.MessagingException, EndpointLoadError, OSError, ValueError) as exc:
         LOG.error("Cannot start: %s", exc)
         print(f"bridge: cannot start: {exc}", file=sys.stderr, flush=True)
         signals.restore()
+        for item in (*gateways, server):
+            if item is not None and item.running:
+                item.stop()
+                item.wait()
         if metrics_http is not None:
             metrics_http.stop()
         for transport in transports:
@@ -223,7 +231,9 @@ def run(settings: ServeSettings, out: TextIO | None = None) -> int:
 
     try:
         _announce(server, settings, metrics_http, out)
-        code = _main_loop(server, settings, signals)
+        code = _main_loop(server, settings, signals, gateways)
+        for gateway in gateways:
+            gateway.forwarder.close()
         if metrics_http is not None:
             metrics_http.stop()
         for transport in transports:
@@ -234,6 +244,54 @@ def run(settings: ServeSettings, out: TextIO | None = None) -> int:
         _flush_and_exit(EXIT_FAILED)
     signals.restore()
     return code
+
+
+_GRPC_SCHEMES = ("grpc", "grpcs")
+
+
+def start_gateways(settings: ServeSettings, conf: dict[str, Any], server: Any,
+                   transports: list[bridge.Transport]) -> list[Any]:
+    """Start the gateway servers the routes ask for (docs/gateway.md); [] without routes.
+
+    Routes to an AMQP URL serve gRPC callers: one gateway is the fallback of the gRPC
+    listener. Routes to a gRPC URL serve AMQP callers: one gateway per topic listens on
+    the AMQP transports as this server and forwards to the backend.
+    """
+    if not settings.routes:
+        return []
+    from bridge.gateway import Forwarder, GatewayServer, routes_from_config
+
+    routes = routes_from_config(settings.routes)
+    forwarder = Forwarder(routes, conf=conf, max_in_flight=settings.gateway_max_in_flight)
+    name = server.target.server
+    gateways = []
+    grpc_addresses = [a for a in server.addresses if a.split("://")[0] in _GRPC_SCHEMES]
+    amqp_transports = [t for t in transports if t.url.driver_name not in _GRPC_SCHEMES]
+    to_amqp = [r for r in routes if r.url.split("://")[0] not in _GRPC_SCHEMES]
+    to_grpc = [r for r in routes if r.url.split("://")[0] in _GRPC_SCHEMES]
+    if to_amqp:
+        if not grpc_addresses:
+            raise ValueError("routes to AMQP serve gRPC callers, but gRPC is turned off")
+        fallback = GatewayServer([], bridge.Target(topic="gateway", server=name), forwarder)
+        fallback.start()
+        for address in grpc_addresses:
+            fallback.attach_grpc(address)
+        gateways.append(fallback)
+    for route in to_grpc:
+        if route.topic == "*":
+            raise ValueError(f"a route to a gRPC backend needs a topic to listen on, not "
+                             f"'*' ({route.url})")
+        if not amqp_transports:
+            raise ValueError(f"the route for {route.topic!r} serves AMQP callers, but no "
+                             "AMQP transport is configured")
+        exchange = route.exchange if route.exchange not in ("*", None) else settings.exchange
+        gateway = GatewayServer(amqp_transports, bridge.Target(
+            exchange=exchange, topic=route.topic, server=name), forwarder)
+        gateway.start()
+        gateways.append(gateway)
+    for route in routes:
+        LOG.info("Gateway route: topic %r -> %s", route.topic, route.url)
+    return gateways
 
 
 def _announce(server: Any, settings: ServeSettings, metrics_http: Any, out: TextIO) -> None:
@@ -251,8 +309,9 @@ def _announce(server: Any, settings: ServeSettings, metrics_http: Any, out: Text
     print("bridge: ready", file=out, flush=True)
 
 
-def _main_loop(server: Any, settings: ServeSettings, signals: _Signals) -> int:
-    """Wait for signals, keep gRPC health in step, then stop and drain."""
+def _main_loop(server: Any, settings: ServeSettings, signals: _Signals,
+               gateways: Sequence[Any] = ()) -> int:
+    """Wait for signals, keep gRPC health in step, then stop and drain (gateways too)."""
     serving: bool | None = None
     reason = "the server stopped"
     while server.running:
@@ -275,8 +334,12 @@ def _main_loop(server: Any, settings: ServeSettings, signals: _Signals) -> int:
     LOG.info("%s: stopping; waiting up to %s s for %d call(s) in flight", reason,
              settings.grace_period, server.in_flight)
     try:
+        for gateway in gateways:
+            gateway.stop()
         server.stop()
-        server.wait(timeout=settings.grace_period)
+        deadline = time.monotonic() + settings.grace_period
+        for item in (*gateways, server):
+            item.wait(timeout=max(0.0, deadline - time.monotonic()))
     except TaskTimeout:
         LOG.error("Grace period of %s s over with %d call(s) still running; exiting",
                   settings.grace_period, server.in_flight)

@@ -142,6 +142,26 @@ def _url_list(value: Any) -> list[str]:
 
 # -- the table -------------------------------------------------------------------------------
 
+def _routes(value: Any) -> list[dict[str, Any]]:
+    """Gateway routes: TOML tables, or ``TOPIC=URL`` words (flags and environment)."""
+    items = value if isinstance(value, list) else str(value).split()
+    routes: list[dict[str, Any]] = []
+    for item in items:
+        if isinstance(item, dict):
+            routes.append(dict(item))
+            continue
+        for word in str(item).split():
+            topic, sep, url = word.partition("=")
+            if not sep or not topic or "://" not in url:
+                raise ValueError(f"a route is TOPIC=URL (for example "
+                                 f"compute=rabbit://host:5672/), not {word!r}")
+            routes.append({"topic": topic, "url": url})
+    from bridge.gateway import routes_from_config
+
+    routes_from_config(routes)  # refuse unknown keys and missing fields now
+    return routes
+
+
 @dataclass(frozen=True)
 class Option:
     """One setting of ``bridge serve``: its name (also its TOML key), flag and variable."""
@@ -191,6 +211,13 @@ OPTIONS: tuple[Option, ...] = (
            "rabbit://user:pass@host:5672/ (repeatable); memory:// is the in-process "
            "stand-in; 'none' turns AMQP off", ["memory://"], _url_list, "URL",
            repeatable=True, env_format="space-separated", flag_name="amqp_url"),
+    Option("routes", "a gateway route: requests for TOPIC that no local endpoint serves go "
+           "to URL (rabbit:// for gRPC callers, grpc:// for AMQP callers); the config "
+           "file's [[routes]] tables take every key of docs/gateway.md (repeatable)", [],
+           _routes, "TOPIC=URL", repeatable=True, env_format="space-separated",
+           flag_name="route", default_text="none"),
+    Option("gateway_max_in_flight", "forwarded calls in flight at most; past it a call "
+           "gets RESOURCE_EXHAUSTED", 1024, _positive_int, "N"),
     Option("executor", "how messages are run: threading, blocking or asyncio", "threading",
            _choice("threading", "blocking", "asyncio"), "NAME"),
     Option("pool_size", "executor threads, shared by every wire", 64, _positive_int, "N"),
@@ -229,6 +256,8 @@ class ServeSettings:
     exchange: str | None = None
     grpc_url: str | None = "grpc://127.0.0.1:50051"
     amqp_urls: list[str] = field(default_factory=lambda: ["memory://"])
+    routes: list[dict[str, Any]] = field(default_factory=list)
+    gateway_max_in_flight: int = 1024
     executor: str = "threading"
     pool_size: int = 64
     max_message_size: int = 4 * 1024 * 1024

@@ -178,3 +178,16 @@ def test_a_bad_route_url_fails_at_start(transport):
                            Forwarder([Route(topic="t", url="nosuch://x")]))
     with pytest.raises(bridge.DriverLoadFailure):
         server.start()
+
+
+def test_route_settings_from_words_and_tables():
+    from bridge.settings import SettingsError, resolve
+
+    settings = resolve({"routes": ["compute=rabbit://h:5672/", "images=grpc://b:1"]}, {})
+    assert settings.routes == [{"topic": "compute", "url": "rabbit://h:5672/"},
+                               {"topic": "images", "url": "grpc://b:1"}]
+    assert resolve({}, {"BRIDGE_ROUTES": "a=grpc://x:1 b=grpc://y:2"}).routes[1]["topic"] == "b"
+    with pytest.raises(SettingsError, match="TOPIC=URL"):
+        resolve({"routes": ["compute"]}, {})
+    with pytest.raises(SettingsError, match="unknown route keys"):
+        resolve({"routes": [{"topic": "t", "url": "grpc://x:1", "colour": "red"}]}, {})

@@ -237,3 +237,46 @@ def test_amqp_caller_reaches_a_grpc_only_backend(broker_available):
         backend.stop()
         backend.wait()
         grpc_transport.cleanup()
+
+
+def test_bridge_serve_routes_both_ways(legacy, tmp_path):
+    """`bridge serve` with a [[routes]] table to AMQP and --route to a gRPC backend."""
+    import json
+    import signal
+
+    from serving import ServeProcess
+    from test_serve_wires import cli
+
+    backend_transport = bridge.get_transport(None, "grpc://127.0.0.1:0")
+    backend = bridge.get_rpc_server(backend_transport,
+                                    bridge.Target(topic="backend", server="b1"), [Backend()])
+    backend.start()
+    images = unique("images")
+    config = tmp_path / "gateway.toml"
+    config.write_text(f'[[routes]]\ntopic = "{legacy["topic"]}"\nurl = "{BROKER_URL}"\n'
+                      f"call_monitor_timeout = 10\n\n"
+                      f'[[routes]]\ntopic = "{images}"\nurl = "{backend.addresses[0]}"\n'
+                      f'upstream_topic = "backend"\n')
+    proc = ServeProcess(["--config", str(config), "--grpc-url", "grpc://127.0.0.1:0",
+                         "--amqp-url", BROKER_URL, "--server", "gw1"])
+    try:
+        proc.wait_ready()
+        front = proc.address("grpc")
+        done = cli("call", front, legacy["topic"], "echo", "--exchange", legacy["exchange"],
+                   "--version", "1.2", 'value={"a": [1, 2.5]}')
+        assert done.returncode == 0, done.stderr
+        assert json.loads(done.stdout) == {"a": [1, 2.5]}
+        failed = cli("call", front, legacy["topic"], "fail", "--exchange", legacy["exchange"])
+        assert failed.returncode == 1 and "ValueError: bad value" in failed.stderr
+        # An oslo.messaging caller on AMQP reaches the gRPC-only backend.
+        oslo_client = legacy["peer"].client("openstack", images, timeout=10)
+        assert oslo_client.prepare(version="1.0").call({"user": "o"}, "add", a=1, b=2) == {
+            "sum": 3, "user": "o"}
+    finally:
+        proc.signal(signal.SIGTERM)
+        code = proc.wait()
+        proc.close()
+        backend.stop()
+        backend.wait()
+        backend_transport.cleanup()
+    assert code == 0
