@@ -15,6 +15,7 @@ Client side: one channel per transport, reused by every call and cast.
 from __future__ import annotations
 
 import asyncio
+import collections
 import copy
 import dataclasses
 import itertools
@@ -336,6 +337,10 @@ class GrpcServer:
         self._thread.start()
         self._server: aio.Server | None = None
         self._health: Any = None
+        # Answers from worker threads, drained on the loop: one wake-up per batch.
+        self._answers: collections.deque[tuple[Callable[[Any], None], Any]] = (
+            collections.deque())
+        self._wake_pending = False
         try:
             self.port = self._run(self._start(port))
         except BaseException:
@@ -347,6 +352,29 @@ class GrpcServer:
     def address(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"{self.scheme}://{host}:{self.port}"
+
+    def hand_back(self, resolve: Callable[[Any], None], outcome: Any) -> None:
+        """Run ``resolve(outcome)`` on the loop; callable from any thread."""
+        if threading.current_thread() is self._thread:
+            resolve(outcome)
+            return
+        self._answers.append((resolve, outcome))
+        if not self._wake_pending:
+            self._wake_pending = True
+            try:
+                self.loop.call_soon_threadsafe(self._drain_answers)
+            except RuntimeError:  # the loop is closed: nobody waits any more
+                pass
+
+    def _drain_answers(self) -> None:
+        self._wake_pending = False
+        answers = self._answers
+        while answers:
+            resolve, outcome = answers.popleft()
+            try:
+                resolve(outcome)
+            except Exception:
+                LOG.exception("Could not hand an answer back to its gRPC call")
 
     def _run_loop(self) -> None:
         asyncio.set_event_loop(self.loop)
@@ -521,7 +549,7 @@ class GrpcServer:
                 future.set_result(outcome)
 
         def answer(outcome: Any) -> None:
-            loop.call_soon_threadsafe(resolve, outcome)
+            self.hand_back(resolve, outcome)
 
         try:
             request = pb.CallRequest.FromString(data)
@@ -626,8 +654,7 @@ class GrpcServer:
                 timer = loop.call_later(remaining, expire)
             try:
                 incoming = self._decode(request.envelope, remaining,
-                                        lambda outcome: loop.call_soon_threadsafe(resolve,
-                                                                                  outcome),
+                                        lambda outcome: self.hand_back(resolve, outcome),
                                         make_reply)
                 self._deliver(request.envelope.target, incoming)
             except Rejection as rejection:
