@@ -41,19 +41,26 @@ class Failing:
         return "x" * size
 
 
-ENDPOINTS = [*default_endpoints(), Failing()]
+def make_endpoints():
+    """Fresh endpoints (the counter keeps state) for each server."""
+    return [*default_endpoints(), Failing()]
 
 
-@pytest.fixture
-def grpc_server():
-    """Start servers on grpc://127.0.0.1:0: ``start(topic=..., server=..., url=...)``."""
+@pytest.fixture(params=["sync", "aio"])
+def grpc_server(request):
+    """Start servers on grpc://127.0.0.1:0: ``start(topic=..., server=..., url=...)``.
+
+    Every test using it runs on both server flavours (grpc.server and grpc.aio).
+    """
     started = []
 
     def start(topic="topic", server="server1", url="grpc://127.0.0.1:0", endpoints=None,
               conf=None):
+        conf = dict(conf or {})
+        conf["grpc"] = {**conf.get("grpc", {}), "server_flavour": request.param}
         transport = bridge.get_transport(conf, url)
         srv = bridge.get_rpc_server(transport, bridge.Target(topic=topic, server=server),
-                                    endpoints or ENDPOINTS)
+                                    endpoints or make_endpoints())
         srv.start()
         started.append((srv, transport))
         return srv
@@ -172,7 +179,8 @@ def test_python_client_reraises_like_memory(grpc_server, client_for, method, all
     over_grpc = _reraised(client_for(srv, allowed=allowed), method)
     memory = bridge.get_transport(None, "memory://grpc-compare",
                                   allowed_remote_exmods=allowed)
-    mem_srv = bridge.get_rpc_server(memory, bridge.Target(topic="topic", server="s"), ENDPOINTS)
+    mem_srv = bridge.get_rpc_server(memory, bridge.Target(topic="topic", server="s"),
+                                    make_endpoints())
     mem_srv.start()
     try:
         over_memory = _reraised(bridge.get_rpc_client(memory, bridge.Target(topic="topic"),
@@ -440,7 +448,7 @@ def test_unknown_conf_option_is_a_clear_error():
 def test_port_in_use_is_a_listen_error(grpc_server):
     srv = grpc_server()
     transport = bridge.get_transport(None, srv.addresses[0])
-    other = bridge.get_rpc_server(transport, bridge.Target(topic="t", server="s"), ENDPOINTS)
+    other = bridge.get_rpc_server(transport, bridge.Target(topic="t", server="s"), make_endpoints())
     other.start()  # same process, same address: shares the server
     assert other.addresses == srv.addresses
     other.stop()
