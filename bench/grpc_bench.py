@@ -6,8 +6,9 @@
 Each server runs in a process of its own; this process is the one client for all
 of them (grpc.aio, the same pre-encoded requests, the same payloads):
 
-* ``bridge``: an rpc-bridge server on grpc://, the threading executor and the
-  echo endpoint (decode, route, executor, dispatcher, encode);
+* ``bridge-sync`` and ``bridge-aio``: an rpc-bridge server on grpc:// with each
+  ``server_flavour``, the threading executor and the echo endpoint (decode,
+  route, executor, dispatcher, encode);
 * ``bare-sync``: grpc.server with a thread pool, decoding the request and
   answering the value (no dispatcher);
 * ``bare-aio``: the same echo on grpc.aio.
@@ -86,14 +87,15 @@ def serve(kind: str) -> None:
 
     import grpc
 
-    if kind == "bridge":
+    if kind.startswith("bridge-"):
         import logging
 
         import bridge
         from endpoints import EchoEndpoint
 
         logging.basicConfig(level=logging.ERROR)
-        transport = bridge.get_transport(None, "grpc://127.0.0.1:0")
+        flavour = kind.split("-", 1)[1]
+        transport = bridge.get_transport(None, f"grpc://127.0.0.1:0?server_flavour={flavour}")
         server = bridge.get_rpc_server(transport, bridge.Target(topic="bench", server="s"),
                                        [EchoEndpoint()],
                                        executor=os.environ.get(_EXECUTOR_ENV, "threading"))
@@ -290,31 +292,37 @@ def main() -> None:
         for level in CONCURRENCY:
             scenarios.append((name, call_request, "call", level))
         scenarios.append((name, envelope, "stream", STREAM_WINDOW))
-    kinds = ("bridge", "bare-sync", "bare-aio")
+    kinds = ("bridge-sync", "bridge-aio", "bare-sync", "bare-aio")
     started = time.monotonic()
     results = measure(kinds, scenarios, args.duration, args.repeat)
     print(f"gRPC wire, {os.cpu_count()} CPUs, python {sys.version.split()[0]}, bridge executor "
-          f"{args.executor} (pool {args.pool or 'default'}), "
-          f"median of {args.repeat} x {args.duration:g} s; calls/s, latency p50/p99 in ms, "
-          "server CPU per call in us")
-    header = (f"{'payload':<13} {'figure':<14} {'bridge':>8} {'bare-sync':>9} {'bare-aio':>8} "
-              f"{'b/aio':>6} {'b/sync':>6}  {'bridge p50/p99':>15}  {'aio p50/p99':>13}"
-              f"  {'cpu b/s/a':>13}")
+          f"{args.executor} (pool {args.pool or 'default'}), median of {args.repeat} x "
+          f"{args.duration:g} s")
+    print("calls/s per server; ratios of each bridge flavour to the bare aio echo; "
+          "latency p50/p99 in ms; server CPU per call in us")
+    header = (f"{'payload':<12} {'figure':<11} {'br-sync':>7} {'br-aio':>7} {'bare-sync':>9} "
+              f"{'bare-aio':>8} {'bs/aio':>6} {'ba/aio':>6}  {'br-sync p50/p99':>15}  "
+              f"{'br-aio p50/p99':>14}  {'aio p50/p99':>12}  {'cpu bs/ba/s/a':>15}")
     print(header)
     print("-" * len(header))
     for name, _, mode, level in scenarios:
         key = (name, mode, level)
-        b, s, a = (results[kind][key] for kind in kinds)
+        bs, ba, s, a = (results[kind][key] for kind in kinds)
         figure = f"Call c={level}" if mode == "call" else f"Stream w={level}"
-        print(f"{name:<13} {figure:<14} {b[0]:>8.0f} {s[0]:>9.0f} {a[0]:>8.0f} "
-              f"{b[0] / a[0]:>6.2f} {b[0] / s[0]:>6.2f}  "
-              f"{b[1] * 1e3:>6.2f}/{b[2] * 1e3:<8.2f}  {a[1] * 1e3:>5.2f}/{a[2] * 1e3:<7.2f}"
-              f"  {b[3] * 1e6:>4.0f}/{s[3] * 1e6:>3.0f}/{a[3] * 1e6:<4.0f}")
+
+        def lat(item) -> str:
+            return f"{item[1] * 1e3:.2f}/{item[2] * 1e3:.2f}"
+
+        print(f"{name:<12} {figure:<11} {bs[0]:>7.0f} {ba[0]:>7.0f} {s[0]:>9.0f} {a[0]:>8.0f} "
+              f"{bs[0] / a[0]:>6.2f} {ba[0] / a[0]:>6.2f}  {lat(bs):>15}  {lat(ba):>14}  "
+              f"{lat(a):>12}  "
+              f"{bs[3] * 1e6:>3.0f}/{ba[3] * 1e6:.0f}/{s[3] * 1e6:.0f}/{a[3] * 1e6:.0f}")
     print()
-    for name in PAYLOADS:
-        stream = results["bridge"][(name, "stream", STREAM_WINDOW)][0]
-        call = results["bridge"][(name, "call", 64)][0]
-        print(f"bridge CallStream / Call c=64 ({name}): {stream / call:.2f}")
+    for kind in kinds[:2]:
+        for name in PAYLOADS:
+            stream = results[kind][(name, "stream", STREAM_WINDOW)][0]
+            call = results[kind][(name, "call", 64)][0]
+            print(f"{kind} CallStream / Call c=64 ({name}): {stream / call:.2f}")
     print(f"(run took {time.monotonic() - started:.0f} s)")
 
 
