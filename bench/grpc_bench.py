@@ -298,11 +298,13 @@ def main() -> None:
     print(f"gRPC wire, {os.cpu_count()} CPUs, python {sys.version.split()[0]}, bridge executor "
           f"{args.executor} (pool {args.pool or 'default'}), median of {args.repeat} x "
           f"{args.duration:g} s")
-    print("calls/s per server; ratios of each bridge flavour to the bare aio echo; "
-          "latency p50/p99 in ms; server CPU per call in us")
+    print("calls/s per server; bs/aio, ba/aio: calls/s of bridge-sync, bridge-aio over the bare "
+          "aio echo;\nlatency p50/p99 in ms; server CPU per call in us; cpu bs, ba: bare-aio CPU "
+          "per call over the bridge's (calls per CPU-second, relative)")
     header = (f"{'payload':<12} {'figure':<11} {'br-sync':>7} {'br-aio':>7} {'bare-sync':>9} "
               f"{'bare-aio':>8} {'bs/aio':>6} {'ba/aio':>6}  {'br-sync p50/p99':>15}  "
-              f"{'br-aio p50/p99':>14}  {'aio p50/p99':>12}  {'cpu bs/ba/s/a':>15}")
+              f"{'br-aio p50/p99':>14}  {'aio p50/p99':>12}  {'cpu bs/ba/s/a':>15}"
+              f"  {'cpu bs':>6} {'cpu ba':>6}")
     print(header)
     print("-" * len(header))
     for name, _, mode, level in scenarios:
@@ -316,7 +318,8 @@ def main() -> None:
         print(f"{name:<12} {figure:<11} {bs[0]:>7.0f} {ba[0]:>7.0f} {s[0]:>9.0f} {a[0]:>8.0f} "
               f"{bs[0] / a[0]:>6.2f} {ba[0] / a[0]:>6.2f}  {lat(bs):>15}  {lat(ba):>14}  "
               f"{lat(a):>12}  "
-              f"{bs[3] * 1e6:>3.0f}/{ba[3] * 1e6:.0f}/{s[3] * 1e6:.0f}/{a[3] * 1e6:.0f}")
+              f"{bs[3] * 1e6:>3.0f}/{ba[3] * 1e6:.0f}/{s[3] * 1e6:.0f}/{a[3] * 1e6:.0f}"
+              f"  {a[3] / bs[3]:>6.2f} {a[3] / ba[3]:>6.2f}")
     print()
     for kind in kinds[:2]:
         for name in PAYLOADS:
