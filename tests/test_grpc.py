@@ -454,3 +454,40 @@ def test_port_in_use_is_a_listen_error(grpc_server):
     other.stop()
     other.wait()
     transport.cleanup()
+
+
+def _pinging_channel_states(address: str, seconds: float) -> list:
+    """Connectivity states of an idle channel pinging as often as grpcio lets it (1 s)."""
+    states = []
+    chan = grpc.insecure_channel(address, options=[
+        ("grpc.keepalive_time_ms", 100), ("grpc.keepalive_timeout_ms", 5000),
+        ("grpc.keepalive_permit_without_calls", 1), ("grpc.http2.max_pings_without_data", 0)])
+    chan.subscribe(states.append, try_to_connect=True)
+    try:
+        grpc.channel_ready_future(chan).result(timeout=10)
+        time.sleep(seconds)
+        return list(states)
+    finally:
+        chan.close()
+
+
+def test_keepalive_pings_are_tolerated(grpc_server):
+    srv = grpc_server()  # the defaults
+    states = _pinging_channel_states(srv.addresses[0].split("://", 1)[1], 3.5)
+    ready = states.index(grpc.ChannelConnectivity.READY)
+    assert states[ready:] == [grpc.ChannelConnectivity.READY], states
+
+
+def test_keepalive_check_fails_against_a_strict_server():
+    """The check above can fail: a grpcio server with default ping policy drops the pinger."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    strict = grpc.server(ThreadPoolExecutor(2))
+    port = strict.add_insecure_port("127.0.0.1:0")
+    strict.start()
+    try:
+        states = _pinging_channel_states(f"127.0.0.1:{port}", 3.5)
+    finally:
+        strict.stop(0)
+    ready = states.index(grpc.ChannelConnectivity.READY)
+    assert states[ready:] != [grpc.ChannelConnectivity.READY], states
