@@ -491,3 +491,24 @@ def test_keepalive_check_fails_against_a_strict_server():
         strict.stop(0)
     ready = states.index(grpc.ChannelConnectivity.READY)
     assert states[ready:] != [grpc.ChannelConnectivity.READY], states
+
+
+def test_fallback_hook_serves_unrouted_targets(grpc_server, client_for):
+    from bridge.transport import grpc as grpc_driver
+
+    srv = grpc_server()
+    seen = []
+
+    def fallback(target):
+        if target.topic != "elsewhere":
+            return None
+        seen.append(target)
+        return lambda incoming: incoming.reply(result={"forwarded": incoming.message["method"]})
+
+    grpc_driver.set_fallback(srv.addresses[0], fallback)
+    client = client_for(srv)
+    assert client.prepare(topic="elsewhere", server="x").call({}, "hello") == {
+        "forwarded": "hello"}
+    assert (seen[0].topic, seen[0].server) == ("elsewhere", "x")
+    with pytest.raises(bridge.MessageDeliveryFailure, match="NOT_FOUND"):
+        client.prepare(topic="nowhere").call({}, "hello")
