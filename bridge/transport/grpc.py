@@ -1,13 +1,13 @@
 """``grpc://HOST:PORT`` and ``grpcs://HOST:PORT`` (TLS): the gRPC wire (docs/grpc.md).
 
-Server side: one grpc.aio server per bound address in the process, running its
-event loop in a thread of its own, shared by every listener on that address.
-Requests are routed by target (exchange, topic, server; a fanout cast reaches
-every local listener of the topic) through a :class:`Router`; what no local
-listener serves goes to the router's fallback hook, else NOT_FOUND. Each request
-becomes a :class:`GrpcIncoming` handed to the server's ``on_incoming`` (the
-server's executor runs the dispatcher); ``reply()`` hands the encoded answer
-back to the event loop.
+Server side: one gRPC server per bound address in the process (grpc.server, or
+grpc.aio on an event loop thread: ``server_flavour``), shared by every listener on
+that address. Requests are routed by target (exchange, topic, server; a fanout
+cast reaches every local listener of the topic) through a :class:`Router`; what
+no local listener serves goes to the router's fallback hook, else NOT_FOUND.
+Each request becomes a :class:`GrpcIncoming` handed to the server's
+``on_incoming`` (the server's executor runs the dispatcher); ``reply()`` hands
+the encoded answer back to the gRPC handler waiting for it.
 
 Client side: one channel per transport, reused by every call and cast.
 """
@@ -44,7 +44,7 @@ from bridge.grpc_errors import (
     failure_from_metadata,
     status_of,
 )
-from bridge.grpc_values import InvalidValueError, fill_map, fill_value, from_map
+from bridge.grpc_values import InvalidValueError, fill_map, fill_value, from_map, from_value
 from bridge.target import Target
 from bridge.transport.base import Driver, IncomingMessage, Listener, OnIncoming
 
@@ -274,7 +274,7 @@ class Router:
             return any(item.started for items in self._topics.values() for item in items)
 
     def candidates(self, target: pb.Target) -> list[_GrpcListener]:
-        """The listeners that may take a message for ``target`` (started ones first)."""
+        """The listeners that may take a message for ``target``, in round-robin order."""
         with self._lock:
             if target.fanout:
                 return list(self._fanout.get(target.topic, ()))
@@ -1071,8 +1071,6 @@ class GrpcDriver(Driver):
                              at_least_once)
         if not wait_for_reply:
             return None
-        from bridge.grpc_values import from_value
-
         return from_value(pb.CallResponse.FromString(reply).result, "the result")
 
     def _invoke(self, method: str, data: bytes, target: Target, timeout: float | None,
