@@ -41,19 +41,26 @@ class Failing:
         return "x" * size
 
 
-ENDPOINTS = [*default_endpoints(), Failing()]
+def make_endpoints():
+    """Fresh endpoints (the counter keeps state) for each server."""
+    return [*default_endpoints(), Failing()]
 
 
-@pytest.fixture
-def grpc_server():
-    """Start servers on grpc://127.0.0.1:0: ``start(topic=..., server=..., url=...)``."""
+@pytest.fixture(params=["sync", "aio"])
+def grpc_server(request):
+    """Start servers on grpc://127.0.0.1:0: ``start(topic=..., server=..., url=...)``.
+
+    Every test using it runs on both server flavours (grpc.server and grpc.aio).
+    """
     started = []
 
     def start(topic="topic", server="server1", url="grpc://127.0.0.1:0", endpoints=None,
               conf=None):
+        conf = dict(conf or {})
+        conf["grpc"] = {**conf.get("grpc", {}), "server_flavour": request.param}
         transport = bridge.get_transport(conf, url)
         srv = bridge.get_rpc_server(transport, bridge.Target(topic=topic, server=server),
-                                    endpoints or ENDPOINTS)
+                                    endpoints or make_endpoints())
         srv.start()
         started.append((srv, transport))
         return srv
@@ -172,7 +179,8 @@ def test_python_client_reraises_like_memory(grpc_server, client_for, method, all
     over_grpc = _reraised(client_for(srv, allowed=allowed), method)
     memory = bridge.get_transport(None, "memory://grpc-compare",
                                   allowed_remote_exmods=allowed)
-    mem_srv = bridge.get_rpc_server(memory, bridge.Target(topic="topic", server="s"), ENDPOINTS)
+    mem_srv = bridge.get_rpc_server(memory, bridge.Target(topic="topic", server="s"),
+                                    make_endpoints())
     mem_srv.start()
     try:
         over_memory = _reraised(bridge.get_rpc_client(memory, bridge.Target(topic="topic"),
@@ -440,9 +448,67 @@ def test_unknown_conf_option_is_a_clear_error():
 def test_port_in_use_is_a_listen_error(grpc_server):
     srv = grpc_server()
     transport = bridge.get_transport(None, srv.addresses[0])
-    other = bridge.get_rpc_server(transport, bridge.Target(topic="t", server="s"), ENDPOINTS)
+    other = bridge.get_rpc_server(transport, bridge.Target(topic="t", server="s"), make_endpoints())
     other.start()  # same process, same address: shares the server
     assert other.addresses == srv.addresses
     other.stop()
     other.wait()
     transport.cleanup()
+
+
+def _pinging_channel_states(address: str, seconds: float) -> list:
+    """Connectivity states of an idle channel pinging as often as grpcio lets it (1 s)."""
+    states = []
+    chan = grpc.insecure_channel(address, options=[
+        ("grpc.keepalive_time_ms", 100), ("grpc.keepalive_timeout_ms", 5000),
+        ("grpc.keepalive_permit_without_calls", 1), ("grpc.http2.max_pings_without_data", 0)])
+    chan.subscribe(states.append, try_to_connect=True)
+    try:
+        grpc.channel_ready_future(chan).result(timeout=10)
+        time.sleep(seconds)
+        return list(states)
+    finally:
+        chan.close()
+
+
+def test_keepalive_pings_are_tolerated(grpc_server):
+    srv = grpc_server()  # the defaults
+    states = _pinging_channel_states(srv.addresses[0].split("://", 1)[1], 3.5)
+    ready = states.index(grpc.ChannelConnectivity.READY)
+    assert states[ready:] == [grpc.ChannelConnectivity.READY], states
+
+
+def test_keepalive_check_fails_against_a_strict_server():
+    """The check above can fail: a grpcio server with default ping policy drops the pinger."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    strict = grpc.server(ThreadPoolExecutor(2))
+    port = strict.add_insecure_port("127.0.0.1:0")
+    strict.start()
+    try:
+        states = _pinging_channel_states(f"127.0.0.1:{port}", 3.5)
+    finally:
+        strict.stop(0)
+    ready = states.index(grpc.ChannelConnectivity.READY)
+    assert states[ready:] != [grpc.ChannelConnectivity.READY], states
+
+
+def test_fallback_hook_serves_unrouted_targets(grpc_server, client_for):
+    from bridge.transport import grpc as grpc_driver
+
+    srv = grpc_server()
+    seen = []
+
+    def fallback(target):
+        if target.topic != "elsewhere":
+            return None
+        seen.append(target)
+        return lambda incoming: incoming.reply(result={"forwarded": incoming.message["method"]})
+
+    grpc_driver.set_fallback(srv.addresses[0], fallback)
+    client = client_for(srv)
+    assert client.prepare(topic="elsewhere", server="x").call({}, "hello") == {
+        "forwarded": "hello"}
+    assert (seen[0].topic, seen[0].server) == ("elsewhere", "x")
+    with pytest.raises(bridge.MessageDeliveryFailure, match="NOT_FOUND"):
+        client.prepare(topic="nowhere").call({}, "hello")

@@ -37,9 +37,10 @@ def _node() -> str:
     return str(node)
 
 
-def test_node_client():
+@pytest.mark.parametrize("flavour", ["sync", "aio"])
+def test_node_client(flavour):
     node = _node()
-    transport = bridge.get_transport(None, "grpc://127.0.0.1:0")
+    transport = bridge.get_transport(None, f"grpc://127.0.0.1:0?server_flavour={flavour}")
     server = bridge.get_rpc_server(transport, bridge.Target(topic="topic", server="node"),
                                    default_endpoints())
     server.start()

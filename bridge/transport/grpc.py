@@ -1,24 +1,27 @@
 """``grpc://HOST:PORT`` and ``grpcs://HOST:PORT`` (TLS): the gRPC wire (docs/grpc.md).
 
-Server side: one grpc.aio server per bound address in the process, running its
-event loop in a thread of its own, shared by every listener on that address.
-Requests are routed by target (exchange, topic, server; a fanout cast reaches
-every local listener of the topic) through a :class:`Router`; what no local
-listener serves goes to the router's fallback hook, else NOT_FOUND. Each request
-becomes a :class:`GrpcIncoming` handed to the server's ``on_incoming`` (the
-server's executor runs the dispatcher); ``reply()`` hands the encoded answer
-back to the event loop.
+Server side: one gRPC server per bound address in the process (grpc.server, or
+grpc.aio on an event loop thread: ``server_flavour``), shared by every listener on
+that address. Requests are routed by target (exchange, topic, server; a fanout
+cast reaches every local listener of the topic) through a :class:`Router`; what
+no local listener serves goes to the router's fallback hook, else NOT_FOUND.
+Each request becomes a :class:`GrpcIncoming` handed to the server's
+``on_incoming`` (the server's executor runs the dispatcher); ``reply()`` hands
+the encoded answer back to the gRPC handler waiting for it.
 
 Client side: one channel per transport, reused by every call and cast.
 """
 
 from __future__ import annotations
 
+import _thread
 import asyncio
+import collections
 import copy
 import dataclasses
 import itertools
 import logging
+import queue
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
@@ -41,7 +44,7 @@ from bridge.grpc_errors import (
     failure_from_metadata,
     status_of,
 )
-from bridge.grpc_values import InvalidValueError, fill_map, fill_value, from_map
+from bridge.grpc_values import InvalidValueError, fill_map, fill_value, from_map, from_value
 from bridge.target import Target
 from bridge.transport.base import Driver, IncomingMessage, Listener, OnIncoming
 
@@ -76,6 +79,8 @@ class GrpcOptions:
     min_ping_interval_ms: int = 5_000
     #: Send formatted tracebacks of endpoint failures to callers.
     include_traceback: bool = False
+    #: The grpcio server: ``sync`` (grpc.server) or ``aio`` (grpc.aio); see docs/performance.md.
+    server_flavour: str = "sync"
     #: Seconds a server waits for replies in flight when its last listener is released.
     shutdown_grace: float = 5.0
     #: Serve grpc.reflection.v1alpha (and v1) server reflection.
@@ -144,6 +149,9 @@ def parse_options(url: Any, group: dict[str, Any]) -> GrpcOptions:
     if url.driver_name == "grpc" and tls_set:
         raise InvalidTransportURL(str(url), f"{', '.join(tls_set)} need a grpcs:// URL, "
                                   f"not {url}")
+    if options.server_flavour not in ("sync", "aio"):
+        raise InvalidTransportURL(str(url), f"server_flavour must be sync or aio, not "
+                                  f"{options.server_flavour!r}")
     if bool(options.tls_cert_file) != bool(options.tls_key_file):
         raise InvalidTransportURL(str(url), "tls_cert_file and tls_key_file go together")
     if options.tls_client_auth and not options.tls_ca_file:
@@ -266,7 +274,7 @@ class Router:
             return any(item.started for items in self._topics.values() for item in items)
 
     def candidates(self, target: pb.Target) -> list[_GrpcListener]:
-        """The listeners that may take a message for ``target`` (started ones first)."""
+        """The listeners that may take a message for ``target``, in round-robin order."""
         with self._lock:
             if target.fanout:
                 return list(self._fanout.get(target.topic, ()))
@@ -303,46 +311,150 @@ def _target_text(target: pb.Target) -> str:
 
 
 class _Admission:
-    """Counts calls running on one server address (loop thread only)."""
+    """Counts the calls running on one server address against ``max_concurrent_calls``."""
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self.running = 0
+        self._lock = threading.Lock()
 
     def enter(self) -> None:
-        if self.limit and self.running >= self.limit:
-            raise Rejection(pb.Failure.REASON_RESOURCE_EXHAUSTED,
-                            f"over max_concurrent_calls ({self.limit}): retry later",
-                            "max_concurrent_calls", self.limit)
-        self.running += 1
+        with self._lock:
+            if self.limit and self.running >= self.limit:
+                raise Rejection(pb.Failure.REASON_RESOURCE_EXHAUSTED,
+                                f"over max_concurrent_calls ({self.limit}): retry later",
+                                "max_concurrent_calls", self.limit)
+            self.running += 1
 
     def leave(self) -> None:
-        self.running -= 1
+        with self._lock:
+            self.running -= 1
+
+
+def _remaining(context: Any) -> float | None:
+    """Seconds before the call's deadline; None without one (sync grpc says ~2**63 ns)."""
+    remaining = context.time_remaining()
+    if remaining is None or remaining > 1e9:
+        return None
+    return max(0.0, remaining)
+
+
+def _error_response(call_id: int, failure: pb.Failure) -> bytes:
+    code, message, _ = status_of(failure)
+    return pb.StreamResponse(id=call_id, error=pb.StreamError(
+        code=code.value[0], message=message, failure=failure)).SerializeToString()
+
+
+class _StreamCalls:
+    """The calls of one CallStream: start each request, emit each answer once.
+
+    ``emit(bytes)`` queues a response for the stream; ``hand_back(resolve, outcome)``
+    runs ``resolve`` where ``emit`` may be called; ``schedule(delay, fn)`` returns
+    something with ``cancel()``.
+    """
+
+    def __init__(self, server: GrpcServer, remaining: float | None,
+                 emit: Callable[[bytes], None], hand_back: Callable[[Callable, Any], None],
+                 schedule: Callable[[float, Callable[[], None]], Any]) -> None:
+        self.server = server
+        self.deadline = None if remaining is None else time.monotonic() + remaining
+        self.emit = emit
+        self.hand_back = hand_back
+        self.schedule = schedule
+        self.lock = threading.Lock()
+
+    def start(self, data: bytes) -> None:
+        """Start the call in ``data``; exactly one response is emitted for it."""
+        server = self.server
+        try:
+            request = pb.StreamRequest.FromString(data)
+        except Exception as exc:
+            LOG.warning("gRPC CallStream request refused: undecodable: %s", exc)
+            self.emit(_error_response(0, Rejection(
+                pb.Failure.REASON_INVALID_ARGUMENT, f"undecodable StreamRequest: {exc}").failure))
+            return
+        call_id = request.id
+        state: dict[str, Any] = {"answered": False, "timer": None}
+
+        def finish(payload: bytes) -> None:
+            with self.lock:
+                if state["answered"]:
+                    return
+                state["answered"] = True
+            if state["timer"] is not None:
+                state["timer"].cancel()
+            server.admission.leave()
+            self.emit(payload)
+
+        def resolve(outcome: Any) -> None:
+            finish(outcome if isinstance(outcome, bytes) else _error_response(call_id, outcome))
+
+        def make_reply(result: Any) -> bytes:
+            response = pb.StreamResponse(id=call_id)
+            fill_value(response.result, result, "the result")
+            return response.SerializeToString()
+
+        def expire() -> None:
+            resolve(Rejection(pb.Failure.REASON_DEADLINE_EXCEEDED,
+                              f"call {call_id} ran past its timeout").failure)
+
+        try:
+            server.admission.enter()
+        except Rejection as rejection:
+            LOG.warning("gRPC CallStream call %s refused: %s", call_id, rejection)
+            self.emit(_error_response(call_id, rejection.failure))
+            return
+        remaining = None if self.deadline is None else self.deadline - time.monotonic()
+        if request.timeout > 0:
+            remaining = request.timeout if remaining is None else min(remaining, request.timeout)
+            state["timer"] = self.schedule(remaining, expire)
+        try:
+            incoming = server.decode(request.envelope, remaining,
+                                     lambda outcome: self.hand_back(resolve, outcome),
+                                     make_reply)
+            server.deliver(request.envelope.target, incoming)
+        except Rejection as rejection:
+            LOG.warning("gRPC CallStream call %s refused: %s", call_id, rejection)
+            resolve(rejection.failure)
 
 
 class GrpcServer:
-    """One grpc.aio server on one address, its event loop thread, and its router."""
+    """One gRPC server on one address, shared by its listeners, with its router.
+
+    ``server_flavour`` picks grpc.server (``sync``: handlers on grpc's thread pool)
+    or grpc.aio (``aio``: handlers on an event loop in a thread of its own).
+    """
 
     def __init__(self, scheme: str, host: str, port: int, options: GrpcOptions,
                  default_exchange: str) -> None:
         self.scheme = scheme
         self.host = host
         self.options = options
+        self.flavour = options.server_flavour
         self.router = Router(default_exchange)
-        self._admission = _Admission(options.max_concurrent_calls)
-        self.loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._run_loop, name=f"bridge-grpc-{port}",
-                                        daemon=True)
-        self._thread.start()
-        self._server: aio.Server | None = None
+        self.admission = _Admission(options.max_concurrent_calls)
+        self._server: Any = None
         self._health: Any = None
         #: False while the process says it cannot serve (set through a listener).
         self.process_serving = True
-        try:
-            self.port = self._run(self._start(port))
-        except BaseException:
-            self._stop_loop()
-            raise
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        # aio: answers from worker threads, drained on the loop, one wake-up per batch.
+        self._answers: collections.deque[tuple[Callable[[Any], None], Any]] = (
+            collections.deque())
+        self._wake_pending = False
+        if self.flavour == "aio":
+            self.loop = asyncio.new_event_loop()
+            self._thread = threading.Thread(target=self._run_loop,
+                                            name=f"bridge-grpc-{port}", daemon=True)
+            self._thread.start()
+            try:
+                self.port = self._run(self._start_aio(port))
+            except BaseException:
+                self._stop_loop()
+                raise
+        else:
+            self.port = self._start_sync(port)
         self.running = True
 
     @property
@@ -350,24 +462,11 @@ class GrpcServer:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"{self.scheme}://{host}:{self.port}"
 
-    def _run_loop(self) -> None:
-        asyncio.set_event_loop(self.loop)
-        self.loop.run_forever()
+    # -- setting up --------------------------------------------------------------------------
 
-    def _run(self, coro: Any, timeout: float | None = 30) -> Any:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
-
-    def _stop_loop(self) -> None:
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self._thread.join(timeout=10)
-        if not self.loop.is_running():
-            self.loop.close()
-
-    async def _start(self, port: int) -> int:
-        from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-
+    def _grpc_options(self) -> list[tuple[str, Any]]:
         opts = self.options
-        server = aio.server(options=[
+        return [
             ("grpc.max_receive_message_length", opts.max_receive_message_length),
             ("grpc.max_send_message_length", opts.max_send_message_length),
             ("grpc.keepalive_time_ms", opts.keepalive_time_ms),
@@ -377,22 +476,24 @@ class GrpcServer:
             ("grpc.http2.min_ping_interval_without_data_ms", opts.min_ping_interval_ms),
             ("grpc.http2.max_ping_strikes", 0),
             ("grpc.so_reuseport", 0),
-        ])
-        server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(SERVICE_NAME, {
-            "Call": grpc.unary_unary_rpc_method_handler(self._handle_call),
-            "Cast": grpc.unary_unary_rpc_method_handler(self._handle_cast),
-            "CallStream": grpc.stream_stream_rpc_method_handler(self._handle_stream),
-        })])
-        self._health = health.aio.HealthServicer()
-        health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
-        names = [SERVICE_NAME, health.SERVICE_NAME]
-        if opts.reflection:
+        ]
+
+    def _add_services(self, server: Any, handlers: dict[str, Any], health: Any) -> None:
+        from grpc_health.v1 import health as health_module
+        from grpc_health.v1 import health_pb2_grpc
+
+        server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(SERVICE_NAME,
+                                                                              handlers)])
+        health_pb2_grpc.add_HealthServicer_to_server(health, server)
+        self._health = health
+        names = [SERVICE_NAME, health_module.SERVICE_NAME]
+        if self.options.reflection:
             from grpc_reflection.v1alpha import reflection
 
             names.append(reflection.SERVICE_NAME)
             reflection.enable_server_reflection(names, server)
-        for name in ("", SERVICE_NAME):
-            await self._health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+
+    def _bind(self, server: Any, port: int) -> int:
         address = f"[{self.host}]:{port}" if ":" in self.host else f"{self.host}:{port}"
         try:
             if self.scheme == "grpcs":
@@ -403,6 +504,43 @@ class GrpcServer:
             raise OSError(f"cannot listen on {address}: {exc}") from None
         if not bound:
             raise OSError(f"cannot listen on {address} (in use, or not a local address?)")
+        return bound
+
+    def _start_sync(self, port: int) -> int:
+        from concurrent.futures import ThreadPoolExecutor
+
+        from grpc_health.v1 import health, health_pb2
+
+        # Each call in flight holds one of these threads while the executor runs it; the
+        # spare ones answer health checks and refuse calls over the limit. Threads are
+        # made only when needed.
+        workers = (self.options.max_concurrent_calls or 1000) + 16
+        pool = ThreadPoolExecutor(workers, thread_name_prefix=f"bridge-grpc-{port}")
+        server = grpc.server(pool, options=self._grpc_options())
+        self._add_services(server, {
+            "Call": grpc.unary_unary_rpc_method_handler(self._sync_call),
+            "Cast": grpc.unary_unary_rpc_method_handler(self._sync_cast),
+            "CallStream": grpc.stream_stream_rpc_method_handler(self._sync_stream),
+        }, health.HealthServicer())
+        for name in ("", SERVICE_NAME):
+            self._health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+        bound = self._bind(server, port)
+        server.start()
+        self._server = server
+        return bound
+
+    async def _start_aio(self, port: int) -> int:
+        from grpc_health.v1 import health, health_pb2
+
+        server = aio.server(options=self._grpc_options())
+        self._add_services(server, {
+            "Call": grpc.unary_unary_rpc_method_handler(self._aio_call),
+            "Cast": grpc.unary_unary_rpc_method_handler(self._aio_cast),
+            "CallStream": grpc.stream_stream_rpc_method_handler(self._aio_stream),
+        }, health.aio.HealthServicer())
+        for name in ("", SERVICE_NAME):
+            await self._health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+        bound = self._bind(server, port)
         await server.start()
         self._server = server
         return bound
@@ -416,6 +554,52 @@ class GrpcServer:
             root_certificates=_read(opts.tls_ca_file) if opts.tls_ca_file else None,
             require_client_auth=opts.tls_client_auth)
 
+    # -- the aio event loop ------------------------------------------------------------------
+
+    def _run_loop(self) -> None:
+        assert self.loop is not None
+        asyncio.set_event_loop(self.loop)
+        self.loop.run_forever()
+
+    def _run(self, coro: Any, timeout: float | None = 30) -> Any:
+        assert self.loop is not None
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def _stop_loop(self) -> None:
+        assert self.loop is not None and self._thread is not None
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(timeout=10)
+        if not self.loop.is_running():
+            self.loop.close()
+
+    def _on_loop(self) -> bool:
+        return threading.current_thread() is self._thread
+
+    def hand_back(self, resolve: Callable[[Any], None], outcome: Any) -> None:
+        """Run ``resolve(outcome)`` on the loop (aio); callable from any thread."""
+        if self._on_loop():
+            resolve(outcome)
+            return
+        self._answers.append((resolve, outcome))
+        if not self._wake_pending:
+            self._wake_pending = True
+            try:
+                self.loop.call_soon_threadsafe(self._drain_answers)  # type: ignore[union-attr]
+            except RuntimeError:  # the loop is closed: nobody waits any more
+                pass
+
+    def _drain_answers(self) -> None:
+        self._wake_pending = False
+        answers = self._answers
+        while answers:
+            resolve, outcome = answers.popleft()
+            try:
+                resolve(outcome)
+            except Exception:
+                LOG.exception("Could not hand an answer back to its gRPC call")
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
     def update_health(self) -> None:
         """Publish SERVING while some listener takes messages, else NOT_SERVING.
 
@@ -427,15 +611,19 @@ class GrpcServer:
         status = (health_pb2.HealthCheckResponse.SERVING
                   if self.router.serving and self.process_serving
                   else health_pb2.HealthCheckResponse.NOT_SERVING)
+        if not self.running:
+            return
+        if self.flavour != "aio":
+            for name in ("", SERVICE_NAME):
+                self._health.set(name, status)
+            return
 
         async def publish() -> None:
             for name in ("", SERVICE_NAME):
                 await self._health.set(name, status)
 
-        if not self.running:
-            return
-        if threading.current_thread() is self._thread:
-            self.loop.create_task(publish())
+        if self._on_loop():
+            self.loop.create_task(publish())  # type: ignore[union-attr]
         else:
             self._run(publish())
 
@@ -445,24 +633,29 @@ class GrpcServer:
             return
         self.running = False
         server, self._server = self._server, None
-        if threading.current_thread() is self._thread:
+        grace = self.options.shutdown_grace
+        if self.flavour != "aio":
+            if server is not None:
+                server.stop(grace).wait(grace + 10)
+            return
+        if self._on_loop():
             # Released from the loop itself (a blocking executor): stop without waiting.
             if server is not None:
-                self.loop.create_task(server.stop(self.options.shutdown_grace))
+                self.loop.create_task(server.stop(grace))  # type: ignore[union-attr]
             return
         if server is not None:
             try:
-                self._run(server.stop(self.options.shutdown_grace),
-                          self.options.shutdown_grace + 10)
+                self._run(server.stop(grace), grace + 10)
             except Exception:
                 LOG.exception("Error while stopping the gRPC server on %s", self.address)
         self._stop_loop()
 
-    # -- request handling (on the event loop) ----------------------------------------------
+    # -- requests, whatever the flavour ------------------------------------------------------
 
-    def _decode(self, envelope: pb.Envelope, remaining: float | None,
-                answer: Callable[[Any], None] | None, make_reply: Callable[[Any], bytes],
-                ) -> GrpcIncoming:
+    def decode(self, envelope: pb.Envelope, remaining: float | None,
+               answer: Callable[[Any], None] | None, make_reply: Callable[[Any], bytes],
+               ) -> GrpcIncoming:
+        """The IncomingMessage of ``envelope``; raise :class:`Rejection` when malformed."""
         target = envelope.target
         if not target.topic:
             raise Rejection(pb.Failure.REASON_INVALID_ARGUMENT,
@@ -487,7 +680,7 @@ class GrpcServer:
                             self.options.include_traceback,
                             self.options.max_send_message_length)
 
-    def _deliver(self, target: pb.Target, incoming: GrpcIncoming) -> None:
+    def deliver(self, target: pb.Target, incoming: GrpcIncoming) -> None:
         """Hand ``incoming`` to one listener of ``target`` (every one for fanout)."""
         listeners = self.router.candidates(target)
         delivered = 0
@@ -513,152 +706,182 @@ class GrpcServer:
         raise Rejection(pb.Failure.REASON_TARGET_NOT_FOUND,
                         f"no server of {_target_text(target)} at {self.address}")
 
-    async def _abort(self, context: aio.ServicerContext, rejection: Rejection,
-                     what: str) -> None:
-        LOG.warning("gRPC %s refused: %s", what, rejection)
-        code, message, metadata = status_of(rejection.failure)
+    def _start_cast(self, data: bytes) -> None:
+        try:
+            request = pb.CastRequest.FromString(data)
+        except Exception as exc:
+            raise Rejection(pb.Failure.REASON_INVALID_ARGUMENT,
+                            f"undecodable CastRequest: {exc}") from None
+        incoming = self.decode(request.envelope, None, None, _call_reply)
+        self.deliver(request.envelope.target, incoming)
+
+    def _start_call(self, data: bytes, remaining: float | None,
+                    answer: Callable[[Any], None]) -> None:
+        """Decode and deliver a Call; the admission was entered by the caller."""
+        try:
+            request = pb.CallRequest.FromString(data)
+        except Exception as exc:
+            raise Rejection(pb.Failure.REASON_INVALID_ARGUMENT,
+                            f"undecodable CallRequest: {exc}") from None
+        incoming = self.decode(request.envelope, remaining, answer, _call_reply)
+        self.deliver(request.envelope.target, incoming)
+
+    # -- sync handlers (grpc.server threads) -------------------------------------------------
+
+    def _sync_abort(self, context: grpc.ServicerContext, failure: pb.Failure,
+                    what: str) -> None:
+        code, message, metadata = status_of(failure)
+        LOG.warning("gRPC %s refused: %s", what, message)
+        context.set_trailing_metadata(metadata)
+        context.abort(code, message)
+
+    def _sync_call(self, data: bytes, context: grpc.ServicerContext) -> bytes:
+        # A bare lock is the cheapest way to wait for the worker's answer.
+        done = _thread.allocate_lock()
+        done.acquire()
+        box: list[Any] = []
+
+        def answer(outcome: Any) -> None:
+            box.append(outcome)
+            done.release()
+
+        try:
+            self.admission.enter()
+        except Rejection as rejection:
+            self._sync_abort(context, rejection.failure, "Call")
+        try:
+            remaining = _remaining(context)
+            try:
+                self._start_call(data, remaining, answer)
+            except Rejection as rejection:
+                self._sync_abort(context, rejection.failure, "Call")
+            # Past the deadline gRPC has answered the caller already: stop waiting.
+            done.acquire(timeout=-1 if remaining is None else remaining + 1.0)
+        finally:
+            self.admission.leave()
+        if not box:
+            return b""  # the deadline passed; nobody reads this
+        outcome = box[0]
+        if isinstance(outcome, bytes):
+            return outcome
+        code, message, metadata = status_of(outcome)
+        context.set_trailing_metadata(metadata)
+        context.abort(code, message)
+        raise AssertionError("unreachable")  # abort() raises
+
+    def _sync_cast(self, data: bytes, context: grpc.ServicerContext) -> bytes:
+        try:
+            self._start_cast(data)
+        except Rejection as rejection:
+            self._sync_abort(context, rejection.failure, "Cast")
+        return b""  # an empty CastResponse
+
+    def _sync_stream(self, requests: Any, context: grpc.ServicerContext) -> Any:
+        out: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
+        counts = {"started": 0, "done_reading": False}
+
+        def schedule(delay: float, fn: Callable[[], None]) -> threading.Timer:
+            timer = threading.Timer(delay, fn)
+            timer.daemon = True
+            timer.start()
+            return timer
+
+        calls = _StreamCalls(self, _remaining(context), out.put,
+                             lambda resolve, outcome: resolve(outcome), schedule)
+
+        def read() -> None:
+            try:
+                for data in requests:
+                    counts["started"] += 1
+                    calls.start(data)
+            except Exception as exc:  # the client cancelled, or the stream broke
+                LOG.debug("CallStream reader ended: %s", exc)
+            finally:
+                counts["done_reading"] = True
+                out.put(None)
+
+        reader = threading.Thread(target=read, name="bridge-grpc-stream", daemon=True)
+        reader.start()
+        sent = 0
+        context.add_callback(lambda: out.put(None))
+        while context.is_active():
+            if counts["done_reading"] and sent >= counts["started"]:
+                break
+            item = out.get()
+            if item is None:
+                continue
+            sent += 1
+            yield item
+
+    # -- aio handlers (on the event loop) ----------------------------------------------------
+
+    async def _aio_abort(self, context: aio.ServicerContext, failure: pb.Failure,
+                         what: str) -> None:
+        code, message, metadata = status_of(failure)
+        LOG.warning("gRPC %s refused: %s", what, message)
         await context.abort(code, message, metadata)
 
-    async def _handle_call(self, data: bytes, context: aio.ServicerContext) -> bytes:
-        loop = self.loop
-        future: asyncio.Future = loop.create_future()
+    async def _aio_call(self, data: bytes, context: aio.ServicerContext) -> bytes:
+        future: asyncio.Future = self.loop.create_future()  # type: ignore[union-attr]
 
         def resolve(outcome: Any) -> None:
             if not future.done():
                 future.set_result(outcome)
 
-        def answer(outcome: Any) -> None:
-            loop.call_soon_threadsafe(resolve, outcome)
-
         try:
-            request = pb.CallRequest.FromString(data)
-            self._admission.enter()
+            self.admission.enter()
         except Rejection as rejection:
-            await self._abort(context, rejection, "Call")
-        except Exception as exc:  # protobuf DecodeError
-            await self._abort(context, Rejection(pb.Failure.REASON_INVALID_ARGUMENT,
-                                                 f"undecodable CallRequest: {exc}"), "Call")
+            await self._aio_abort(context, rejection.failure, "Call")
         try:
             try:
-                incoming = self._decode(request.envelope, context.time_remaining(), answer,
-                                        _call_reply)
-                self._deliver(request.envelope.target, incoming)
+                self._start_call(data, _remaining(context),
+                                 lambda outcome: self.hand_back(resolve, outcome))
             except Rejection as rejection:
-                await self._abort(context, rejection, f"Call of {request.envelope.method!r}")
+                await self._aio_abort(context, rejection.failure, "Call")
             outcome = await future
         finally:
-            self._admission.leave()
+            self.admission.leave()
         if isinstance(outcome, bytes):
             return outcome
         code, message, metadata = status_of(outcome)
         await context.abort(code, message, metadata)
         raise AssertionError("unreachable")  # abort() raises
 
-    async def _handle_cast(self, data: bytes, context: aio.ServicerContext) -> bytes:
+    async def _aio_cast(self, data: bytes, context: aio.ServicerContext) -> bytes:
         try:
-            try:
-                request = pb.CastRequest.FromString(data)
-            except Exception as exc:
-                raise Rejection(pb.Failure.REASON_INVALID_ARGUMENT,
-                                f"undecodable CastRequest: {exc}") from None
-            incoming = self._decode(request.envelope, None, None, _call_reply)
-            self._deliver(request.envelope.target, incoming)
+            self._start_cast(data)
         except Rejection as rejection:
-            await self._abort(context, rejection, "Cast")
+            await self._aio_abort(context, rejection.failure, "Cast")
         return b""  # an empty CastResponse
 
-    async def _handle_stream(self, requests: AsyncIterator[bytes],
-                             context: aio.ServicerContext) -> AsyncIterator[bytes]:
+    async def _aio_stream(self, requests: AsyncIterator[bytes],
+                          context: aio.ServicerContext) -> AsyncIterator[bytes]:
         loop = self.loop
+        assert loop is not None
         out: asyncio.Queue = asyncio.Queue()
-        state = {"pending": 0, "done_reading": False}
-        stream_remaining = context.time_remaining()
-        stream_deadline = (None if stream_remaining is None
-                           else time.monotonic() + stream_remaining)
-
-        def error_response(call_id: int, failure: pb.Failure) -> bytes:
-            code, message, _ = status_of(failure)
-            return pb.StreamResponse(id=call_id, error=pb.StreamError(
-                code=code.value[0], message=message, failure=failure)).SerializeToString()
-
-        def start_call(data: bytes) -> None:
-            try:
-                request = pb.StreamRequest.FromString(data)
-            except Exception as exc:
-                LOG.warning("gRPC CallStream request refused: undecodable: %s", exc)
-                out.put_nowait(error_response(0, Rejection(
-                    pb.Failure.REASON_INVALID_ARGUMENT,
-                    f"undecodable StreamRequest: {exc}").failure))
-                return
-            call_id = request.id
-            answered = False
-            timer: asyncio.TimerHandle | None = None
-
-            def finish(payload: bytes) -> None:
-                nonlocal answered
-                if answered:
-                    return
-                answered = True
-                if timer is not None:
-                    timer.cancel()
-                self._admission.leave()
-                out.put_nowait(payload)
-
-            def resolve(outcome: Any) -> None:
-                if isinstance(outcome, bytes):
-                    finish(outcome)
-                else:
-                    finish(error_response(call_id, outcome))
-
-            def make_reply(result: Any) -> bytes:
-                response = pb.StreamResponse(id=call_id)
-                fill_value(response.result, result, "the result")
-                return response.SerializeToString()
-
-            def expire() -> None:
-                finish(error_response(call_id, Rejection(
-                    pb.Failure.REASON_DEADLINE_EXCEEDED,
-                    f"call {call_id} ran past its timeout").failure))
-
-            try:
-                self._admission.enter()
-            except Rejection as rejection:
-                LOG.warning("gRPC CallStream call %s refused: %s", call_id, rejection)
-                out.put_nowait(error_response(call_id, rejection.failure))
-                return
-            remaining = None if stream_deadline is None else stream_deadline - time.monotonic()
-            if request.timeout > 0:
-                remaining = (request.timeout if remaining is None
-                             else min(remaining, request.timeout))
-                timer = loop.call_later(remaining, expire)
-            try:
-                incoming = self._decode(request.envelope, remaining,
-                                        lambda outcome: loop.call_soon_threadsafe(resolve,
-                                                                                  outcome),
-                                        make_reply)
-                self._deliver(request.envelope.target, incoming)
-            except Rejection as rejection:
-                LOG.warning("gRPC CallStream call %s refused: %s", call_id, rejection)
-                resolve(rejection.failure)
+        counts = {"started": 0, "done_reading": False}
+        calls = _StreamCalls(self, _remaining(context), out.put_nowait, self.hand_back,
+                             lambda delay, fn: loop.call_later(delay, fn))
 
         async def read() -> None:
             try:
                 async for data in requests:
-                    state["pending"] += 1
-                    start_call(data)
+                    counts["started"] += 1
+                    calls.start(data)
             finally:
-                state["done_reading"] = True
+                counts["done_reading"] = True
                 out.put_nowait(None)
 
         reader = loop.create_task(read())
+        sent = 0
         try:
             while True:
-                if state["done_reading"] and state["pending"] == 0:
+                if counts["done_reading"] and sent >= counts["started"]:
                     break
                 item = await out.get()
                 if item is None:
                     continue
-                state["pending"] -= 1
+                sent += 1
                 yield item
         finally:
             reader.cancel()
@@ -865,8 +1088,6 @@ class GrpcDriver(Driver):
                              at_least_once)
         if not wait_for_reply:
             return None
-        from bridge.grpc_values import from_value
-
         return from_value(pb.CallResponse.FromString(reply).result, "the result")
 
     def _invoke(self, method: str, data: bytes, target: Target, timeout: float | None,
