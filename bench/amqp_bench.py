@@ -94,6 +94,9 @@ def serve_raw(queue_name: str, done: threading.Event) -> None:
 
         def on_message(body: Any, message: Any) -> None:
             props = message.properties
+            if "reply_to" not in props:  # a cast
+                message.ack()
+                return
             producer.publish(body, routing_key=props["reply_to"],
                              correlation_id=props["correlation_id"], serializer="json",
                              delivery_mode=2)
@@ -185,8 +188,9 @@ def make_client(kind: str, url: str, exchange: str, topic: str) -> tuple[Any, An
 
 
 def measure(func: Callable[[Any], Any], threads: int, duration: float,
-            ) -> tuple[float, float, float]:
-    """(operations/s, p50 ms, p99 ms) of ``threads`` threads calling ``func`` for ``duration``."""
+            ) -> tuple[float, float, float, float]:
+    """(operations/s, p50 ms, p99 ms, client CPU µs per operation) of ``threads`` threads
+    calling ``func`` for ``duration`` s."""
     latencies: list[list[float]] = [[] for _ in range(threads)]
     start_gate = threading.Barrier(threads + 1)
     stop_at = [0.0]
@@ -203,17 +207,17 @@ def measure(func: Callable[[Any], Any], threads: int, duration: float,
     for worker_thread in workers:
         worker_thread.start()
     stop_at[0] = time.monotonic() + duration
-    began = time.monotonic()
+    began, cpu = time.monotonic(), time.process_time()
     start_gate.wait()
     for worker_thread in workers:
         worker_thread.join()
-    elapsed = time.monotonic() - began
+    elapsed, cpu = time.monotonic() - began, time.process_time() - cpu
     flat = sorted(x for items in latencies for x in items)
     if not flat:
-        return 0.0, 0.0, 0.0
+        return 0.0, 0.0, 0.0, 0.0
     p50 = flat[len(flat) // 2] * 1000
     p99 = flat[min(len(flat) - 1, int(len(flat) * 0.99))] * 1000
-    return len(flat) / elapsed, p50, p99
+    return len(flat) / elapsed, p50, p99, cpu / len(flat) * 1e6
 
 
 def start_server(kind: str, url: str, exchange: str, topic: str) -> subprocess.Popen:
@@ -249,13 +253,15 @@ def run_pair(name: str, client_kind: str, server_kind: str, url: str, duration: 
         for threads in CONCURRENCY:
             measure(lambda i: call(i), threads, min(0.5, duration))
             runs = [measure(lambda i: call(i), threads, duration) for _ in range(repeats)]
-            rate, p50, p99 = (statistics.median(r[k] for r in runs) for k in range(3))
-            results[f"c{threads}"] = (rate, p50, p99)
+            rate, p50, p99, cpu = (statistics.median(r[k] for r in runs) for k in range(4))
+            results[f"c{threads}"] = (rate, p50, p99, cpu)
             print(f"  {name:<28} c={threads:<3} {rate:9.0f} calls/s  p50 {p50:6.2f} ms  "
-                  f"p99 {p99:6.2f} ms", flush=True)
+                  f"p99 {p99:6.2f} ms  client CPU {cpu:5.0f} us/call", flush=True)
         runs = [measure(lambda i: cast(i), CAST_THREADS, duration) for _ in range(repeats)]
         results["casts"] = statistics.median(r[0] for r in runs)
-        print(f"  {name:<28} casts (8 threads) {results['casts']:9.0f} casts/s", flush=True)
+        cast_cpu = statistics.median(r[3] for r in runs)
+        print(f"  {name:<28} casts (8 threads) {results['casts']:9.0f} casts/s  "
+              f"client CPU {cast_cpu:5.0f} us/cast", flush=True)
         time.sleep(1.0)  # let the server drain the casts before it stops
     finally:
         close()
