@@ -344,3 +344,15 @@ def test_prefetch_limits_what_a_server_takes(names):
         assert sorted(token for _, token in drain(events, 5)) == ["0", "1", "2", "3", "4"]
     finally:
         peer.close()
+
+
+@broker
+def test_declare_conflict_fails_the_server_start(names, raw):
+    exchange, topic, _ = names
+    raw.queue_declare(topic, durable=True, auto_delete=False)  # not what oslo declares
+    peer = Peer("bridge")
+    try:
+        with pytest.raises(bridge.ServerListenError, match="PRECONDITION_FAILED|inequivalent"):
+            peer.server(exchange, topic, "s1", queue.Queue())
+    finally:
+        peer.close()

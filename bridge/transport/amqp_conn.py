@@ -33,6 +33,19 @@ LOG = logging.getLogger(__name__)
 _PUBLISH_ARGSIG = "Bssbb"
 
 
+def _buffer_reads(transport: Any) -> None:
+    """Let py-amqp read the socket in chunks instead of 3 reads per frame.
+
+    py-amqp asks the socket for exactly the bytes of the next frame part and keeps
+    any surplus in its read buffer; asking for more cuts the system calls (and the
+    GIL hand-overs each costs the I/O thread when many callers run) several-fold.
+    """
+    if type(transport).__name__ != "TCPTransport" or not hasattr(transport, "_quick_recv"):
+        return
+    recv = transport.sock.recv
+    transport._quick_recv = lambda size: recv(max(size, 16384))
+
+
 class ConnectionLost(Exception):  # noqa: N818 - a state, not an error of the caller
     """The connection dropped (or is not up) before the broker confirmed a publish."""
 
@@ -333,6 +346,7 @@ class AmqpConnection:
             **host)
         kconn.connect()
         self._kombu = kconn
+        _buffer_reads(kconn.connection.transport)
         channel = kconn.channel()
         channel.confirm_select()
         channel.events["basic_ack"].add(self._on_ack)
