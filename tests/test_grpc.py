@@ -406,26 +406,43 @@ def test_reflection_lists_services(grpc_server):
     chan.close()
 
 
+class Gate:
+    """``wait`` returns only once the test opens the gate (or after 10 s)."""
+
+    target = bridge.Target(namespace="gate")
+
+    def __init__(self):
+        self.event = threading.Event()
+
+    def wait(self, ctxt):
+        return "opened" if self.event.wait(10) else "gave up"
+
+
 def test_call_stream_completion_order_and_errors(grpc_server):
-    srv = grpc_server()
+    gate = Gate()
+    srv = grpc_server(endpoints=[*make_endpoints(), gate])
     chan = channel(srv.addresses[0])
     stream = chan.stream_stream("/bridge.v1.Bridge/CallStream")
     requests = [
-        pb.StreamRequest(id=1, envelope=envelope(method="sleep", seconds=0.5)),
+        pb.StreamRequest(id=1, envelope=envelope(method="wait", namespace="gate")),
         pb.StreamRequest(id=2, envelope=envelope(method="echo", value=[1, 2.0])),
         pb.StreamRequest(id=3, envelope=envelope(method="no_such")),
         pb.StreamRequest(id=4, envelope=envelope(method="sleep", seconds=3), timeout=0.2),
     ]
-    replies = [pb.StreamResponse.FromString(data) for data in stream(
-        iter([r.SerializeToString() for r in requests]), timeout=20)]
-    by_id = {reply.id: reply for reply in replies}
-    assert sorted(by_id) == [1, 2, 3, 4]
-    assert [r.id for r in replies].index(2) < [r.id for r in replies].index(1)
+    responses = stream(iter([r.SerializeToString() for r in requests]), timeout=20)
+    # Call 1 cannot finish before the gate opens: the other three come first.
+    first = [pb.StreamResponse.FromString(next(responses)) for _ in range(3)]
+    assert sorted(r.id for r in first) == [2, 3, 4]
+    gate.event.set()
+    rest = [pb.StreamResponse.FromString(data) for data in responses]
+    assert [r.id for r in rest] == [1]
+    by_id = {reply.id: reply for reply in first + rest}
+    assert from_value(by_id[1].result) == "opened"
     assert from_value(by_id[2].result) == [1, 2.0]
-    assert from_value(by_id[1].result) == 0.5
     assert by_id[3].error.code == grpc.StatusCode.UNIMPLEMENTED.value[0]
     assert by_id[3].error.failure.class_name == "NoSuchMethod"
     assert by_id[4].error.code == grpc.StatusCode.DEADLINE_EXCEEDED.value[0]
+    assert by_id[4].error.failure.reason == F.REASON_DEADLINE_EXCEEDED
     chan.close()
 
 
