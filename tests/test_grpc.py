@@ -427,7 +427,7 @@ def test_call_stream_completion_order_and_errors(grpc_server):
         pb.StreamRequest(id=1, envelope=envelope(method="wait", namespace="gate")),
         pb.StreamRequest(id=2, envelope=envelope(method="echo", value=[1, 2.0])),
         pb.StreamRequest(id=3, envelope=envelope(method="no_such")),
-        pb.StreamRequest(id=4, envelope=envelope(method="sleep", seconds=3), timeout=0.2),
+        pb.StreamRequest(id=4, envelope=envelope(method="sleep", seconds=1), timeout=0.2),
     ]
     responses = stream(iter([r.SerializeToString() for r in requests]), timeout=20)
     # Call 1 cannot finish before the gate opens: the other three come first.
