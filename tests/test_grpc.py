@@ -41,6 +41,18 @@ class Failing:
         return "x" * size
 
 
+class Gate:
+    """``wait`` returns only once the test opens the gate (or after 10 s)."""
+
+    target = bridge.Target(namespace="gate")
+
+    def __init__(self):
+        self.event = threading.Event()
+
+    def wait(self, ctxt):
+        return "opened" if self.event.wait(10) else "gave up"
+
+
 def make_endpoints():
     """Fresh endpoints (the counter keeps state) for each server."""
     return [*default_endpoints(), Failing()]
@@ -336,21 +348,29 @@ def test_message_size_limit_named(grpc_server, client_for):
     chan.close()
 
 
+def _wait_in_flight(srv) -> None:
+    """Wait (at most 10 s) until the server runs a call."""
+    deadline = time.monotonic() + 10
+    while not srv.in_flight and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert srv.in_flight
+
+
 def test_concurrency_limit(grpc_server):
-    srv = grpc_server(conf={"grpc": {"max_concurrent_calls": 1}})
+    gate = Gate()
+    srv = grpc_server(conf={"grpc": {"max_concurrent_calls": 1}},
+                      endpoints=[*make_endpoints(), gate])
     chan = channel(srv.addresses[0])
     slow = chan.unary_unary("/bridge.v1.Bridge/Call").future(
-        pb.CallRequest(envelope=envelope(method="sleep", seconds=1.5)).SerializeToString(),
-        timeout=10)
-    for _ in range(100):  # wait until the slow call runs
-        if srv.in_flight:
-            break
-        time.sleep(0.02)
+        pb.CallRequest(envelope=envelope(method="wait", namespace="gate")).SerializeToString(),
+        timeout=20)
+    _wait_in_flight(srv)
     code, failure, details = _status(chan, envelope())
+    gate.event.set()
     assert code == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert failure.limit_name == "max_concurrent_calls" and failure.limit_value == 1
     assert "max_concurrent_calls" in details
-    assert from_value(pb.CallResponse.FromString(slow.result()).result) == 1.5
+    assert from_value(pb.CallResponse.FromString(slow.result()).result) == "opened"
     chan.close()
 
 
@@ -367,10 +387,7 @@ def test_stop_unavailable_not_serving_and_in_flight_answered(grpc_server):
     slow = chan.unary_unary("/bridge.v1.Bridge/Call").future(
         pb.CallRequest(envelope=envelope(method="sleep", seconds=1)).SerializeToString(),
         timeout=10)
-    for _ in range(100):
-        if srv.in_flight:
-            break
-        time.sleep(0.02)
+    _wait_in_flight(srv)
     srv.stop()
     code, failure, _ = _status(chan, envelope())
     assert code == grpc.StatusCode.UNAVAILABLE and failure.reason == F.REASON_UNAVAILABLE
@@ -404,18 +421,6 @@ def test_reflection_lists_services(grpc_server):
              for item in response.list_services_response.service}
     assert {"bridge.v1.Bridge", "grpc.health.v1.Health"} <= names
     chan.close()
-
-
-class Gate:
-    """``wait`` returns only once the test opens the gate (or after 10 s)."""
-
-    target = bridge.Target(namespace="gate")
-
-    def __init__(self):
-        self.event = threading.Event()
-
-    def wait(self, ctxt):
-        return "opened" if self.event.wait(10) else "gave up"
 
 
 def test_call_stream_completion_order_and_errors(grpc_server):
