@@ -227,7 +227,7 @@ def test_dispatch_errors_reach_the_python_client(grpc_server, client_for):
 def test_deadline_gives_messaging_timeout(grpc_server, client_for):
     srv = grpc_server()
     with pytest.raises(bridge.MessagingTimeout):
-        client_for(srv, timeout=0.3).call({}, "sleep", seconds=3)
+        client_for(srv, timeout=0.3).call({}, "sleep", seconds=1)
 
 
 def test_unknown_target_and_unreachable_server(grpc_server, client_for):
@@ -325,7 +325,7 @@ def test_malformed_bytes_and_values(grpc_server):
 def test_deadline_exceeded_status(grpc_server):
     srv = grpc_server()
     chan = channel(srv.addresses[0])
-    code, _, _ = _status(chan, envelope(method="sleep", seconds=2), timeout=0.2)
+    code, _, _ = _status(chan, envelope(method="sleep", seconds=1), timeout=0.2)
     assert code == grpc.StatusCode.DEADLINE_EXCEEDED
     chan.close()
 
