@@ -41,6 +41,18 @@ class Failing:
         return "x" * size
 
 
+class Gate:
+    """``wait`` returns only once the test opens the gate (or after 10 s)."""
+
+    target = bridge.Target(namespace="gate")
+
+    def __init__(self):
+        self.event = threading.Event()
+
+    def wait(self, ctxt):
+        return "opened" if self.event.wait(10) else "gave up"
+
+
 def make_endpoints():
     """Fresh endpoints (the counter keeps state) for each server."""
     return [*default_endpoints(), Failing()]
@@ -215,7 +227,7 @@ def test_dispatch_errors_reach_the_python_client(grpc_server, client_for):
 def test_deadline_gives_messaging_timeout(grpc_server, client_for):
     srv = grpc_server()
     with pytest.raises(bridge.MessagingTimeout):
-        client_for(srv, timeout=0.3).call({}, "sleep", seconds=3)
+        client_for(srv, timeout=0.3).call({}, "sleep", seconds=1)
 
 
 def test_unknown_target_and_unreachable_server(grpc_server, client_for):
@@ -313,7 +325,7 @@ def test_malformed_bytes_and_values(grpc_server):
 def test_deadline_exceeded_status(grpc_server):
     srv = grpc_server()
     chan = channel(srv.addresses[0])
-    code, _, _ = _status(chan, envelope(method="sleep", seconds=2), timeout=0.2)
+    code, _, _ = _status(chan, envelope(method="sleep", seconds=1), timeout=0.2)
     assert code == grpc.StatusCode.DEADLINE_EXCEEDED
     chan.close()
 
@@ -336,21 +348,29 @@ def test_message_size_limit_named(grpc_server, client_for):
     chan.close()
 
 
+def _wait_in_flight(srv) -> None:
+    """Wait (at most 10 s) until the server runs a call."""
+    deadline = time.monotonic() + 10
+    while not srv.in_flight and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert srv.in_flight
+
+
 def test_concurrency_limit(grpc_server):
-    srv = grpc_server(conf={"grpc": {"max_concurrent_calls": 1}})
+    gate = Gate()
+    srv = grpc_server(conf={"grpc": {"max_concurrent_calls": 1}},
+                      endpoints=[*make_endpoints(), gate])
     chan = channel(srv.addresses[0])
     slow = chan.unary_unary("/bridge.v1.Bridge/Call").future(
-        pb.CallRequest(envelope=envelope(method="sleep", seconds=1.5)).SerializeToString(),
-        timeout=10)
-    for _ in range(100):  # wait until the slow call runs
-        if srv.in_flight:
-            break
-        time.sleep(0.02)
+        pb.CallRequest(envelope=envelope(method="wait", namespace="gate")).SerializeToString(),
+        timeout=20)
+    _wait_in_flight(srv)
     code, failure, details = _status(chan, envelope())
+    gate.event.set()
     assert code == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert failure.limit_name == "max_concurrent_calls" and failure.limit_value == 1
     assert "max_concurrent_calls" in details
-    assert from_value(pb.CallResponse.FromString(slow.result()).result) == 1.5
+    assert from_value(pb.CallResponse.FromString(slow.result()).result) == "opened"
     chan.close()
 
 
@@ -367,10 +387,7 @@ def test_stop_unavailable_not_serving_and_in_flight_answered(grpc_server):
     slow = chan.unary_unary("/bridge.v1.Bridge/Call").future(
         pb.CallRequest(envelope=envelope(method="sleep", seconds=1)).SerializeToString(),
         timeout=10)
-    for _ in range(100):
-        if srv.in_flight:
-            break
-        time.sleep(0.02)
+    _wait_in_flight(srv)
     srv.stop()
     code, failure, _ = _status(chan, envelope())
     assert code == grpc.StatusCode.UNAVAILABLE and failure.reason == F.REASON_UNAVAILABLE
@@ -407,25 +424,30 @@ def test_reflection_lists_services(grpc_server):
 
 
 def test_call_stream_completion_order_and_errors(grpc_server):
-    srv = grpc_server()
+    gate = Gate()
+    srv = grpc_server(endpoints=[*make_endpoints(), gate])
     chan = channel(srv.addresses[0])
     stream = chan.stream_stream("/bridge.v1.Bridge/CallStream")
     requests = [
-        pb.StreamRequest(id=1, envelope=envelope(method="sleep", seconds=0.5)),
+        pb.StreamRequest(id=1, envelope=envelope(method="wait", namespace="gate")),
         pb.StreamRequest(id=2, envelope=envelope(method="echo", value=[1, 2.0])),
         pb.StreamRequest(id=3, envelope=envelope(method="no_such")),
-        pb.StreamRequest(id=4, envelope=envelope(method="sleep", seconds=3), timeout=0.2),
+        pb.StreamRequest(id=4, envelope=envelope(method="sleep", seconds=1), timeout=0.2),
     ]
-    replies = [pb.StreamResponse.FromString(data) for data in stream(
-        iter([r.SerializeToString() for r in requests]), timeout=20)]
-    by_id = {reply.id: reply for reply in replies}
-    assert sorted(by_id) == [1, 2, 3, 4]
-    assert [r.id for r in replies].index(2) < [r.id for r in replies].index(1)
+    responses = stream(iter([r.SerializeToString() for r in requests]), timeout=20)
+    # Call 1 cannot finish before the gate opens: the other three come first.
+    first = [pb.StreamResponse.FromString(next(responses)) for _ in range(3)]
+    assert sorted(r.id for r in first) == [2, 3, 4]
+    gate.event.set()
+    rest = [pb.StreamResponse.FromString(data) for data in responses]
+    assert [r.id for r in rest] == [1]
+    by_id = {reply.id: reply for reply in first + rest}
+    assert from_value(by_id[1].result) == "opened"
     assert from_value(by_id[2].result) == [1, 2.0]
-    assert from_value(by_id[1].result) == 0.5
     assert by_id[3].error.code == grpc.StatusCode.UNIMPLEMENTED.value[0]
     assert by_id[3].error.failure.class_name == "NoSuchMethod"
     assert by_id[4].error.code == grpc.StatusCode.DEADLINE_EXCEEDED.value[0]
+    assert by_id[4].error.failure.reason == F.REASON_DEADLINE_EXCEEDED
     chan.close()
 
 

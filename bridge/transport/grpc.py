@@ -437,6 +437,7 @@ class GrpcServer:
         self._health: Any = None
         #: False while the process says it cannot serve (set through a listener).
         self.process_serving = True
+        self._pool: Any = None
         self.loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         # aio: answers from worker threads, drained on the loop, one wake-up per batch.
@@ -516,6 +517,7 @@ class GrpcServer:
         # made only when needed.
         workers = (self.options.max_concurrent_calls or 1000) + 16
         pool = ThreadPoolExecutor(workers, thread_name_prefix=f"bridge-grpc-{port}")
+        self._pool = pool
         server = grpc.server(pool, options=self._grpc_options())
         self._add_services(server, {
             "Call": grpc.unary_unary_rpc_method_handler(self._sync_call),
@@ -637,6 +639,7 @@ class GrpcServer:
         if self.flavour != "aio":
             if server is not None:
                 server.stop(grace).wait(grace + 10)
+            self._pool.shutdown(wait=False)
             return
         if self._on_loop():
             # Released from the loop itself (a blocking executor): stop without waiting.
