@@ -15,7 +15,7 @@ import dataclasses
 import logging
 import threading
 from collections.abc import Iterable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, InvalidStateError, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -157,14 +157,19 @@ class Forwarder:
 
         def relay(done: Future) -> None:
             self._slots.release()
-            if done.cancelled():
-                future.cancel()
-            elif done.exception() is not None:
-                future.set_exception(done.exception())
-            else:
-                future.set_result(done.result())
+            try:
+                if done.cancelled():
+                    future.cancel()
+                elif done.exception() is not None:
+                    future.set_exception(done.exception())
+                else:
+                    future.set_result(done.result())
+            except InvalidStateError:
+                pass  # the caller cancelled meanwhile
 
         upstream.add_done_callback(relay)
+        # The caller went away: the upstream call, its pending reply and timers go too.
+        future.add_done_callback(lambda done: done.cancelled() and upstream.cancel())
         return future
 
     def _thread_pool(self) -> ThreadPoolExecutor:
@@ -249,6 +254,7 @@ class GatewayServer(MessageHandlingServer):
         except Exception as exc:  # forward() reports through its future; this is a defect
             self._answer(incoming, None, exc)
             return
+        incoming.add_cancel_callback(upstream.cancel)
         upstream.add_done_callback(lambda done: self._relay(incoming, done))
 
     def _relay(self, incoming: IncomingMessage, done: Future) -> None:

@@ -10,6 +10,7 @@ On the client side, :meth:`Driver.send` carries one call or cast.
 from __future__ import annotations
 
 import abc
+import logging
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -18,6 +19,8 @@ if TYPE_CHECKING:
     from bridge.conf import Settings
     from bridge.target import Target
     from bridge.transport.url import TransportURL
+
+LOG = logging.getLogger(__name__)
 
 
 class IncomingMessage(abc.ABC):
@@ -51,6 +54,28 @@ class IncomingMessage(abc.ABC):
 
     #: Context keys a driver adds on receipt; a gateway removes them before forwarding.
     ADDED_CONTEXT_KEYS: tuple[str, ...] = ("client_timeout",)
+
+    def add_cancel_callback(self, callback: Callable[[], None]) -> None:
+        """Run ``callback`` if the caller goes away before the reply (wires that can tell).
+
+        It runs at most once, on the driver's thread; it must not block.
+        """
+        callbacks = self.__dict__.setdefault("_cancel_callbacks", [])
+        if self.__dict__.get("_cancelled"):
+            callback()
+        else:
+            callbacks.append(callback)
+
+    def caller_cancelled(self) -> None:
+        """Called by the driver when the caller has gone away (cancel, broken stream)."""
+        if self.__dict__.get("_cancelled"):
+            return
+        self.__dict__["_cancelled"] = True
+        for callback in self.__dict__.pop("_cancel_callbacks", []):
+            try:
+                callback()
+            except Exception:  # a callback's failure must not hurt the driver's thread
+                LOG.exception("Error in a cancel callback")
 
     def sent_context(self) -> dict[str, Any]:
         """The context as the caller sent it, without the keys added on receipt."""

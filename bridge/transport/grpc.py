@@ -719,7 +719,7 @@ class GrpcServer:
         self.deliver(request.envelope.target, incoming)
 
     def _start_call(self, data: bytes, remaining: float | None,
-                    answer: Callable[[Any], None]) -> None:
+                    answer: Callable[[Any], None]) -> GrpcIncoming:
         """Decode and deliver a Call; the admission was entered by the caller."""
         try:
             request = pb.CallRequest.FromString(data)
@@ -728,6 +728,7 @@ class GrpcServer:
                             f"undecodable CallRequest: {exc}") from None
         incoming = self.decode(request.envelope, remaining, answer, _call_reply)
         self.deliver(request.envelope.target, incoming)
+        return incoming
 
     # -- sync handlers (grpc.server threads) -------------------------------------------------
 
@@ -755,9 +756,11 @@ class GrpcServer:
         try:
             remaining = _remaining(context)
             try:
-                self._start_call(data, remaining, answer)
+                incoming = self._start_call(data, remaining, answer)
             except Rejection as rejection:
                 self._sync_abort(context, rejection.failure, "Call")
+            # Runs when the RPC ends; before the answer, that means the caller went away.
+            context.add_callback(lambda: None if box else incoming.caller_cancelled())
             # Past the deadline gRPC has answered the caller already: stop waiting.
             done.acquire(timeout=-1 if remaining is None else remaining + 1.0)
         finally:
@@ -837,11 +840,15 @@ class GrpcServer:
             await self._aio_abort(context, rejection.failure, "Call")
         try:
             try:
-                self._start_call(data, _remaining(context),
-                                 lambda outcome: self.hand_back(resolve, outcome))
+                incoming = self._start_call(data, _remaining(context),
+                                            lambda outcome: self.hand_back(resolve, outcome))
             except Rejection as rejection:
                 await self._aio_abort(context, rejection.failure, "Call")
-            outcome = await future
+            try:
+                outcome = await future
+            except asyncio.CancelledError:
+                incoming.caller_cancelled()  # the caller went away
+                raise
         finally:
             self.admission.leave()
         if isinstance(outcome, bytes):
