@@ -280,3 +280,29 @@ def test_bridge_serve_routes_both_ways(legacy, tmp_path):
         backend.wait()
         backend_transport.cleanup()
     assert code == 0
+
+
+def test_a_caller_that_cancels_leaves_nothing_behind(legacy, front):
+    from grpc_helpers import channel, envelope
+
+    from bridge._proto.bridge.v1 import bridge_pb2 as pb
+
+    request = pb.CallRequest(envelope=envelope(
+        topic=legacy["topic"], exchange=legacy["exchange"], method="slow", version="1.5",
+        seconds=5)).SerializeToString()
+    chan = channel(front.address)
+    try:
+        call = chan.unary_unary("/bridge.v1.Bridge/Call").future(request, timeout=30)
+        assert legacy["events"].get(timeout=10) == ("compute-1", "started")
+        upstream = front.forwarder.transport_for(front.forwarder.routes[0]).driver
+        assert len(upstream._calls) == 1 and front.gateway.in_flight == 1
+        call.cancel()
+        for _ in range(75):  # bounded (1.5 s, well before the 5 s call ends)
+            if not upstream._calls and front.gateway.in_flight == 0:
+                break
+            time.sleep(0.02)
+        # Long before the call's 30 s deadline, no pending reply, timer or slot is left.
+        assert upstream._calls == {} and front.gateway.in_flight == 0
+        assert front.forwarder._slots._value == front.forwarder.max_in_flight
+    finally:
+        chan.close()

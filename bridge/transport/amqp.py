@@ -24,7 +24,7 @@ import time
 import uuid
 import zlib
 from collections import OrderedDict, deque
-from concurrent.futures import Future
+from concurrent.futures import Future, InvalidStateError
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any
 
@@ -51,6 +51,19 @@ ENVELOPE_VERSION = "2.0"
 _CONTEXT_PREFIX = "_context_"
 _COMPRESSION = {"gzip": "application/x-gzip", "bz2": "application/x-bz2"}
 _REPLY_RETRY_INTERVAL = 0.25
+
+
+def _settle(future: Future, result: Any = None, exc: BaseException | None = None) -> None:
+    """Complete ``future`` unless it is done already (its caller may have cancelled it)."""
+    if future.done():
+        return
+    try:
+        if exc is not None:
+            future.set_exception(exc)
+        else:
+            future.set_result(result)
+    except InvalidStateError:
+        pass  # cancelled meanwhile
 
 
 class BadMessage(ValueError):
@@ -580,9 +593,13 @@ class AmqpDriver(Driver):
                 exc = deserialize_failure(failure, self.allowed_remote_exmods)
             except ValueError as error:
                 exc = MessagingException(f"Unreadable failure in the reply to {msg_id}: {error}")
-            call.future.set_exception(exc)
+            _settle(call.future, exc=exc)
         else:
-            call.future.set_result(call.result)
+            _settle(call.future, result=call.result)
+
+    def _forget(self, call: _Call) -> None:
+        if self._calls.pop(call.msg_id, None) is not None:
+            self._finish_timers(call)
 
     def _finish_timers(self, call: _Call) -> None:
         for entry in call.timers:
@@ -602,7 +619,7 @@ class AmqpDriver(Driver):
             return
         self._finish_timers(call)
         reason = "call monitor" if monitor else "reply"
-        call.future.set_exception(MessagingTimeout(
+        _settle(call.future, exc=MessagingTimeout(
             f"Timed out waiting for a {reason} to message ID {msg_id}"))
 
     # -- sending --------------------------------------------------------------------------------
@@ -665,6 +682,9 @@ class AmqpDriver(Driver):
         send.future, send.call, send.retry, send.message = future, call, retry, headers
         if call is not None:
             self._calls[call.msg_id] = call
+            # A caller that cancels (a gateway whose gRPC client went away) leaves
+            # no pending reply or timer behind.
+            future.add_done_callback(lambda done, c=call: done.cancelled() and self._forget(c))
             now = time.monotonic()
             if timeout:
                 call.timers.append(self._timer.schedule(
@@ -695,7 +715,7 @@ class AmqpDriver(Driver):
             if send.give_up is not None:
                 self._timer.cancel(send.give_up)
             if send.call is None and not send.future.done():
-                send.future.set_result(None)
+                _settle(send.future, result=None)
             return
         if isinstance(exc, ConnectionLost):
             self._retry(conn, send, exc)
@@ -733,7 +753,7 @@ class AmqpDriver(Driver):
                 return
             self._finish_timers(send.call)
         if not send.future.done():
-            send.future.set_exception(exc)
+            _settle(send.future, exc=exc)
 
     def send(self, target: Target, ctxt: dict[str, Any], message: dict[str, Any], *,
              wait_for_reply: bool, timeout: float | None,
@@ -752,7 +772,7 @@ class AmqpDriver(Driver):
         for msg_id in list(self._calls):
             call = self._calls.pop(msg_id, None)
             if call is not None and not call.future.done():
-                call.future.set_exception(MessagingException("the transport was cleaned up"))
+                _settle(call.future, exc=MessagingException("the transport was cleaned up"))
         if conn is not None:
             try:
                 conn.delete_queue(self.reply_queue)
