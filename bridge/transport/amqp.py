@@ -25,7 +25,6 @@ import uuid
 import zlib
 from collections import OrderedDict, deque
 from concurrent.futures import Future
-from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any
 
 import amqp.exceptions
@@ -269,6 +268,8 @@ class AmqpListener(Listener):
         self._consumed_generation = -1
         self._seen: deque[str] = deque(maxlen=16)
         self._obsolete = _ObsoleteQueues(ttl=max(1.0, opts.kombu_missing_consumer_retry_timeout))
+        self._replies_cond = threading.Condition()
+        self._replies_pending = 0
         self._conn = AmqpConnection(driver.hosts, opts, f"listen-{self.server_key}",
                                     setup=self._setup)
         self._conn.start()
@@ -328,9 +329,13 @@ class AmqpListener(Listener):
             except ConnectionLost:
                 break
 
-    def cleanup(self) -> None:
+    def cleanup(self, reply_grace: float = 10.0) -> None:
         with self._lock:
             self._stopped = True
+        with self._replies_cond:  # let the replies already sent reach the broker
+            if not self._replies_cond.wait_for(lambda: self._replies_pending <= 0, reply_grace):
+                LOG.warning("Closing %s with %d replies not confirmed", self.address,
+                            self._replies_pending)
         try:
             self._conn.delete_queue(self.fanout_queue)
         except ConnectionLost:
@@ -351,7 +356,7 @@ class AmqpListener(Listener):
                 self._conn.reject(tag, requeue=False)
                 self._bad_message(msg, exc)
                 return
-            self._conn.ack(tag)
+            self._conn.ack_soon(tag)
             if unique_id is not None:
                 if unique_id in self._seen:
                     LOG.warning("Ignoring duplicate message %s (method %s)", unique_id,
@@ -423,34 +428,63 @@ class AmqpListener(Listener):
     # -- replies (executor threads) -------------------------------------------------------------
 
     def send_reply(self, reply_q: str, body: bytes, deadline: float | None, method: str) -> None:
-        """Publish a final reply; retry while the reply queue is missing (bounded)."""
+        """Publish a final reply without waiting for it; a missing reply queue is retried.
+
+        The I/O thread follows the confirm: a return (NO_ROUTE) is retried every 0.25 s
+        for ``kombu_missing_consumer_retry_timeout`` but never past the caller's deadline
+        + 1 s; a lost connection re-sends after reconnecting. :meth:`cleanup` waits for
+        the replies still on their way (bounded).
+        """
         if reply_q in self._obsolete:
             LOG.info("The reply queue %s is gone; dropping the reply to %s", reply_q, method)
             return
         limit = time.monotonic() + self.options.kombu_missing_consumer_retry_timeout
         if deadline is not None:
             limit = min(limit, deadline + 1.0)
-        mandatory = self.options.direct_mandatory_flag
-        while True:
-            remaining = limit - time.monotonic()
-            try:
-                self._conn.publish("", reply_q, body, mandatory=mandatory).result(
-                    max(remaining, 1.0))
-                return
-            except MessageUndeliverable:
-                if time.monotonic() + _REPLY_RETRY_INTERVAL > limit:
-                    LOG.error("The reply queue %s doesn't exist; dropping the reply to %s",
-                              reply_q, method)
-                    self._obsolete.add(reply_q)
-                    return
-                time.sleep(_REPLY_RETRY_INTERVAL)
-            except ConnectionLost:
-                if remaining <= 0 or not self._conn.wait_connected(remaining):
-                    LOG.error("Could not send the reply to %s: the broker is unreachable", method)
-                    return
-            except (FutureTimeout, MessageDeliveryFailure) as exc:
-                LOG.error("Could not send the reply to %s: %s", method, exc or "no confirm")
-                return
+        with self._replies_cond:
+            self._replies_pending += 1
+        self._reply_attempt(reply_q, body, limit, method)
+
+    def _reply_attempt(self, reply_q: str, body: bytes, limit: float, method: str) -> None:
+        try:
+            published = self._conn.publish("", reply_q, body,
+                                           mandatory=self.options.direct_mandatory_flag)
+        except ConnectionLost:
+            if time.monotonic() > limit or self._conn.closed:
+                self._reply_done(f"Could not send the reply to {method}: the broker is "
+                                 "unreachable")
+            else:
+                self._conn.when_connected(
+                    lambda: self._reply_attempt(reply_q, body, limit, method))
+            return
+        published.add_done_callback(
+            lambda done: self._reply_confirmed(done, reply_q, body, limit, method))
+
+    def _reply_confirmed(self, done: Future, reply_q: str, body: bytes, limit: float,
+                         method: str) -> None:
+        exc = done.exception()
+        if exc is None:
+            self._reply_done(None)
+        elif isinstance(exc, MessageUndeliverable):
+            if time.monotonic() + _REPLY_RETRY_INTERVAL > limit:
+                self._obsolete.add(reply_q)
+                self._reply_done(f"The reply queue {reply_q} doesn't exist; dropping the "
+                                 f"reply to {method}")
+            else:
+                self.driver._timer.schedule(
+                    time.monotonic() + _REPLY_RETRY_INTERVAL,
+                    lambda: self._reply_attempt(reply_q, body, limit, method))
+        elif isinstance(exc, ConnectionLost):
+            self._reply_attempt(reply_q, body, limit, method)
+        else:
+            self._reply_done(f"Could not send the reply to {method}: {exc}")
+
+    def _reply_done(self, error: str | None) -> None:
+        if error is not None:
+            LOG.error("%s", error)
+        with self._replies_cond:
+            self._replies_pending -= 1
+            self._replies_cond.notify_all()
 
     def send_heartbeat(self, reply_q: str, body: bytes) -> None:
         """Publish a call-monitor heartbeat without waiting for its confirm."""
@@ -536,10 +570,7 @@ class AmqpDriver(Driver):
         """Route one reply to its call (I/O thread)."""
         conn = self._conn
         if conn is not None:
-            try:
-                conn.ack(msg.delivery_info["delivery_tag"])
-            except ConnectionLost:
-                pass
+            conn.ack_soon(msg.delivery_info["delivery_tag"])
         try:
             data = decode_body(msg.body, msg.properties)
         except BadMessage as exc:

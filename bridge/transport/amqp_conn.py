@@ -81,6 +81,7 @@ class AmqpConnection:
         self._kombu: kombu.Connection | None = None
         self._channel: Any = None
         self._when_connected: list[Callable[[], None]] = []
+        self._ack_upto = 0
         self._host_index = 0
         if len(self.hosts) > 1:
             random.shuffle(self.hosts)  # as oslo.messaging does with several hosts
@@ -102,6 +103,10 @@ class AmqpConnection:
             if not self._started:
                 self._started = True
                 self._thread.start()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed.is_set()
 
     @property
     def connected(self) -> bool:
@@ -189,6 +194,14 @@ class AmqpConnection:
     def ack(self, delivery_tag: int) -> None:
         """Acknowledge a delivery (I/O thread or any thread)."""
         self._write("basic_ack", delivery_tag)
+
+    def ack_soon(self, delivery_tag: int) -> None:
+        """Acknowledge a delivery (I/O thread only) together with the ones before it.
+
+        The I/O thread sends one ``basic.ack`` with ``multiple`` once it has handled
+        every delivery already read from the socket, instead of one ack per message.
+        """
+        self._ack_upto = delivery_tag
 
     def reject(self, delivery_tag: int, requeue: bool) -> None:
         """Reject a delivery, requeued or dropped."""
@@ -354,6 +367,7 @@ class AmqpConnection:
         self._channel = channel
         self._declared = set()
         self._seq = 0
+        self._ack_upto = 0
         self.generation += 1
         if self._setup is not None:
             self._setup(self, channel)
@@ -375,11 +389,16 @@ class AmqpConnection:
         # Wake often enough to send heartbeats at ``rate`` per timeout, and to notice close().
         tick = min(1.0, heartbeat / rate / 2) if heartbeat else 1.0
         next_check = time.monotonic() + tick
+        transport = conn.transport
         while not self._closed.is_set():
             try:
                 conn.drain_events(timeout=tick)
             except TimeoutError:
                 pass
+            if self._ack_upto and not transport._read_buffer:
+                tag, self._ack_upto = self._ack_upto, 0
+                with self._write_lock:
+                    self._channel.send_method(spec.Basic.Ack, "Lb", (tag, True))
             now = time.monotonic()
             if heartbeat and now >= next_check:
                 next_check = now + tick
