@@ -390,9 +390,12 @@ class AmqpConnection:
         tick = min(1.0, heartbeat / rate / 2) if heartbeat else 1.0
         next_check = time.monotonic() + tick
         transport = conn.transport
+        # A fixed socket timeout, instead of drain_events(timeout=...), which would set and
+        # reset it (two system calls) around every frame read.
+        transport.sock.settimeout(tick)
         while not self._closed.is_set():
             try:
-                conn.drain_events(timeout=tick)
+                conn.drain_events()
             except TimeoutError:
                 pass
             if self._ack_upto and not transport._read_buffer:
