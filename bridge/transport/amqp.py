@@ -367,16 +367,34 @@ class AmqpListener(Listener):
 
     def _on_delivery(self, msg: Any) -> None:
         tag = msg.delivery_info["delivery_tag"]
+        settled = [False]
+        try:
+            self._handle_delivery(msg, tag, settled)
+        except ConnectionLost:
+            pass  # the I/O thread reconnects; an unsettled message is redelivered
+        except Exception:
+            # Never let one message break the I/O thread (it would be redelivered forever).
+            LOG.exception("Unexpected error handling a message on %s", self.address)
+            if not settled[0]:
+                try:
+                    self._conn.reject(tag, requeue=False)
+                except ConnectionLost:
+                    pass
+
+    def _handle_delivery(self, msg: Any, tag: int, settled: list[bool]) -> None:
         with self._lock:
             if self._stopped or self._on_incoming is None:
+                settled[0] = True
                 self._conn.reject(tag, requeue=True)  # taken after stop(): back to the queue
                 return
             try:
                 incoming, unique_id = self._parse(msg)
             except BadMessage as exc:
+                settled[0] = True
                 self._conn.reject(tag, requeue=False)
                 self._bad_message(msg, exc)
                 return
+            settled[0] = True
             self._conn.ack_soon(tag)
             if unique_id is not None:
                 if unique_id in self._seen:
@@ -592,6 +610,12 @@ class AmqpDriver(Driver):
         conn = self._conn
         if conn is not None:
             conn.ack_soon(msg.delivery_info["delivery_tag"])
+        try:
+            self._route_reply(msg)
+        except Exception:
+            LOG.exception("Dropping a reply that could not be handled")
+
+    def _route_reply(self, msg: Any) -> None:
         try:
             data = decode_body(msg.body, msg.properties)
         except BadMessage as exc:
