@@ -356,3 +356,39 @@ def test_declare_conflict_fails_the_server_start(names, raw):
             peer.server(exchange, topic, "s1", queue.Queue())
     finally:
         peer.close()
+
+
+@broker
+def test_call_monitor_heartbeats_only_while_the_call_runs(names, raw):
+    """``_timeout=2``: heartbeats every second while the method runs, none after (5.7a)."""
+    import time
+
+    exchange, topic, created = names
+    peer = Peer("bridge")
+    reply_q = unique("reply")
+    created.append(reply_q)
+    raw.queue_declare(reply_q, auto_delete=False)
+    try:
+        peer.server(exchange, topic, "s1", queue.Queue())
+        _publish(raw, exchange, topic, {"method": "sleep", "args": {"seconds": 2.5},
+                                        "_msg_id": "long", "_reply_q": reply_q,
+                                        "_timeout": 2, "_unique_id": "hb1"})
+        _publish(raw, exchange, topic, {"method": "missing", "args": {}, "_msg_id": "nosuch",
+                                        "_reply_q": reply_q, "_timeout": 2,
+                                        "_unique_id": "hb2"})
+        replies: list[dict] = []
+        deadline = time.monotonic() + 15
+        while len([r for r in replies if r["ending"]]) < 2 and time.monotonic() < deadline:
+            replies.append(json.loads(json.loads(_get(raw, reply_q, 150).body)["oslo.message"]))
+        time.sleep(2.5)  # a watchdog that was never stopped would send more by now
+        assert raw.basic_get(reply_q, no_ack=True) is None
+        long_call = [r for r in replies if r["_msg_id"] == "long"]
+        assert long_call[-1]["ending"] is True and long_call[-1]["result"] == 2.5
+        beats = long_call[:-1]
+        assert beats and all(r == {"result": None, "failure": None, "ending": False,
+                                   "_msg_id": "long", "_unique_id": r["_unique_id"]}
+                             for r in beats)
+        missing = [r for r in replies if r["_msg_id"] == "nosuch"]
+        assert len(missing) == 1 and json.loads(missing[0]["failure"])["class"] == "NoSuchMethod"
+    finally:
+        peer.close()
