@@ -169,11 +169,12 @@ def test_shared_topic_between_oslo_and_bridge_servers(broker_available):
                       [exchange])
 
 
-def test_oslo_declares_first_with_durable_queues(broker_available):
+@pytest.mark.parametrize("options", ["amqp_durable_queues=true&rabbit_transient_queues_ttl=600",
+                                     "rabbit_quorum_queue=true"])
+def test_oslo_declares_first_with_other_flags(broker_available, options):
     """Non-default flags under oslo's option names match oslo's declarations exactly."""
-    exchange, topic = unique("bx"), unique("durable")
-    options = "?amqp_durable_queues=true&rabbit_transient_queues_ttl=600"
-    url = "rabbit://guest:guest@127.0.0.1:5672/" + options
+    exchange, topic = unique("bx"), unique("flags")
+    url = "rabbit://guest:guest@127.0.0.1:5672/?" + options
     events: queue.Queue = queue.Queue()
     oslo, ours = Peer("oslo", url), Peer("bridge", url)
     try:

@@ -81,6 +81,7 @@ OPTIONS: dict[str, tuple[Callable[[Any], Any], Any, bool]] = {
     "hostname": (str, socket.gethostname(), False),
     "processname": (str, os.path.basename(sys.argv[0] or "python"), False),
     "rabbit_stream_fanout": (_bool, False, False),
+    "heartbeat_in_pthread": (_bool, False, False),  # removed from oslo; still in old configs
 }
 
 
