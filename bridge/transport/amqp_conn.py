@@ -447,8 +447,10 @@ class AmqpConnection:
         conn = kconn.connection
         heartbeat = self.options.heartbeat_timeout_threshold
         rate = self.options.heartbeat_rate
-        # Wake often enough to send heartbeats at ``rate`` per timeout, and to notice close().
-        tick = min(1.0, heartbeat / rate / 2) if heartbeat else 1.0
+        # Wake often enough to send heartbeats at ``rate`` per timeout (every 10 s by default,
+        # as oslo.messaging does). This is also the socket's timeout, which bounds a single
+        # write, so it is not made shorter than needed; close() wakes the thread itself.
+        tick = max(0.2, heartbeat / rate / 2) if heartbeat else 10.0
         next_check = time.monotonic() + tick
         transport = conn.transport
         # A fixed socket timeout, instead of drain_events(timeout=...), which would set and
