@@ -392,3 +392,23 @@ def test_call_monitor_heartbeats_only_while_the_call_runs(names, raw):
         assert len(missing) == 1 and json.loads(missing[0]["failure"])["class"] == "NoSuchMethod"
     finally:
         peer.close()
+
+
+@broker
+def test_a_stopped_server_takes_nothing_more(names):
+    exchange, topic, _ = names
+    events: queue.Queue = queue.Queue()
+    peer = Peer("bridge")
+    try:
+        first = peer.server(exchange, topic, "s1", events)
+        peer.server(exchange, topic, "s2", events)
+        first.stop()
+        client = peer.client(exchange, topic, timeout=10)
+        for i in range(10):
+            client.cast({}, "record", token=str(i))
+        got = drain(events, 10)
+        assert sorted(token for _, token in got) == sorted(str(i) for i in range(10))
+        assert {name for name, _ in got} == {"s2"}
+        assert client.call({}, "whoami") == "s2"
+    finally:
+        peer.close()
