@@ -691,7 +691,7 @@ class AmqpDriver(Driver):
         conn = self._connection()
         if not conn.connected:
             # The first use starts the connection: let its first attempt finish.
-            conn.wait_first_attempt(30.0)
+            conn.wait_first_attempt(min(30.0, timeout) if wait_for_reply and timeout else 30.0)
         opts = self.options
         inner: dict[str, Any] = {"method": message.get("method"), "args": message.get("args", {})}
         for key in ("namespace", "version"):
