@@ -412,3 +412,21 @@ def test_a_stopped_server_takes_nothing_more(names):
         assert client.call({}, "whoami") == "s2"
     finally:
         peer.close()
+
+
+def test_tls_options_map_to_kombu_ssl_parameters():
+    import ssl
+
+    plain = AmqpOptions.build({}, {})
+    assert plain.ssl_params() is False
+    assert AmqpOptions.build({}, {"ssl": "true"}).ssl_params() == {"cert_reqs": ssl.CERT_NONE}
+    params = AmqpOptions.build({}, {"ssl": "1", "ssl_ca_file": "/ca.pem",
+                                    "ssl_cert_file": "/c.pem", "ssl_key_file": "/k.pem",
+                                    "ssl_version": "TLSv1_2"}).ssl_params()
+    assert params["ca_certs"] == "/ca.pem" and params["cert_reqs"] == ssl.CERT_REQUIRED
+    assert params["certfile"] == "/c.pem" and params["keyfile"] == "/k.pem"
+    assert params["ssl_version"] == ssl.PROTOCOL_TLSv1_2
+    assert "server_hostname" in params
+    no_check = AmqpOptions.build({}, {"ssl": "1", "ssl_ca_file": "/ca.pem",
+                                      "ssl_enforce_hostname_verification": "false"})
+    assert "server_hostname" not in no_check.ssl_params()
