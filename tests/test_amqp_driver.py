@@ -220,8 +220,9 @@ def test_reply_on_the_wire_and_duplicates(names, raw):
 def _publish(raw, exchange, key, inner=None, body=None, **props):
     if body is None:
         body = json.dumps({"oslo.version": "2.0", "oslo.message": json.dumps(inner)})
-    props.setdefault("content_type", "application/json")
-    raw.basic_publish(raw.prepare_message(body.encode(), **props), exchange=exchange,
+    content_type = props.pop("content_type", "application/json")
+    raw.basic_publish(raw.prepare_message(body.encode(), content_type=content_type,
+                                          properties=props), exchange=exchange,
                       routing_key=key)
 
 
@@ -433,3 +434,34 @@ def test_tls_options_map_to_kombu_ssl_parameters():
     no_check = AmqpOptions.build({}, {"ssl": "1", "ssl_ca_file": "/ca.pem",
                                       "ssl_enforce_hostname_verification": "false"})
     assert "server_hostname" not in no_check.ssl_params()
+
+
+@broker
+def test_reply_to_a_missing_queue_is_retried_then_dropped(names, raw, caplog):
+    """NO_ROUTE replies are retried, but not past the caller's deadline (+1 s)."""
+    import time
+
+    exchange, topic, _ = names
+    peer = Peer("bridge")
+    try:
+        peer.server(exchange, topic, "s1", queue.Queue())
+        caplog.set_level(logging.INFO, logger="bridge.transport.amqp")
+        gone = unique("reply_gone")
+        request = {"method": "echo", "args": {"value": 1}, "_msg_id": "m1", "_reply_q": gone,
+                   "_timeout": None, "_unique_id": "r1"}
+        _publish(raw, exchange, topic, request, expiration="1000")
+
+        def logged(text: str) -> bool:
+            return any(text in record.getMessage() for record in caplog.records)
+
+        deadline = time.monotonic() + 15
+        while not logged(f"The reply queue {gone} doesn't exist") and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert logged(f"The reply queue {gone} doesn't exist")
+        _publish(raw, exchange, topic, dict(request, _unique_id="r2"))
+        while not logged(f"The reply queue {gone} is gone") and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert logged(f"The reply queue {gone} is gone")  # remembered: dropped at once
+        assert peer.client(exchange, topic, timeout=10).call({}, "echo", value=2) == 2
+    finally:
+        peer.close()
