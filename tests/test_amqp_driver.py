@@ -465,3 +465,21 @@ def test_reply_to_a_missing_queue_is_retried_then_dropped(names, raw, caplog):
         assert peer.client(exchange, topic, timeout=10).call({}, "echo", value=2) == 2
     finally:
         peer.close()
+
+
+def test_oslo_config_group_is_read():
+    from amqp_support import oslo_conf
+    from oslo_messaging._drivers import amqp as oslo_amqp
+    from oslo_messaging._drivers import impl_rabbit
+
+    conf = oslo_conf()
+    conf.register_opts(impl_rabbit.rabbit_opts, group="oslo_messaging_rabbit")
+    conf.register_opts(oslo_amqp.amqp_opts, group="oslo_messaging_rabbit")
+    conf.set_override("rabbit_qos_prefetch_count", 3, group="oslo_messaging_rabbit")
+    conf.set_override("heartbeat_timeout_threshold", 20, group="oslo_messaging_rabbit")
+    transport = bridge.get_transport(conf, "rabbit://h/?heartbeat_timeout_threshold=10")
+    try:
+        assert transport.driver.options.rabbit_qos_prefetch_count == 3
+        assert transport.driver.options.heartbeat_timeout_threshold == 10
+    finally:
+        transport.cleanup()
