@@ -483,3 +483,14 @@ def test_oslo_config_group_is_read():
         assert transport.driver.options.heartbeat_timeout_threshold == 10
     finally:
         transport.cleanup()
+
+
+@broker
+def test_unknown_virtual_host_fails_the_server_start(names):
+    exchange, topic, _ = names
+    peer = Peer("bridge", f"rabbit://guest:guest@127.0.0.1:5672/{unique('no_such_vhost')}")
+    try:
+        with pytest.raises(bridge.ServerListenError):
+            peer.server(exchange, topic, "s1", queue.Queue())
+    finally:
+        peer.close()

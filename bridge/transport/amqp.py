@@ -294,11 +294,13 @@ class AmqpListener(Listener):
         self._conn = AmqpConnection(driver.hosts, opts, f"listen-{self.server_key}",
                                     setup=self._setup)
         self._conn.start()
-        # Report declare conflicts (PRECONDITION_FAILED...) at once; an unreachable broker
+        # Report declare conflicts (PRECONDITION_FAILED...), refused logins and unknown
+        # virtual hosts at once; an unreachable broker
         # is retried in the background while ``healthy`` stays False.
         self._conn.wait_first_attempt(max(5.0, opts.heartbeat_timeout_threshold / 2))
         error = self._conn.last_error
-        if not self._conn.connected and isinstance(error, amqp.exceptions.ChannelError):
+        if not self._conn.connected and isinstance(error, (
+                amqp.exceptions.ChannelError, amqp.exceptions.IrrecoverableConnectionError)):
             self._conn.close()
             raise error
 

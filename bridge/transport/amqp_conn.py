@@ -91,6 +91,7 @@ class AmqpConnection:
         self._channel_id = 1
         self._frame_max = 131072
         self._host_index = 0
+        self._host = self.hosts[0]
         if len(self.hosts) > 1:
             random.shuffle(self.hosts)  # as oslo.messaging does with several hosts
         self.last_error: BaseException | None = None
@@ -387,12 +388,12 @@ class AmqpConnection:
         self._discard()
 
     def _host_label(self) -> str:
-        host = self.hosts[self._host_index % len(self.hosts)]
+        host = self._host
         return f"{host['hostname']}:{host['port']}"
 
     def _connect(self) -> None:
         opts = self.options
-        host = self.hosts[self._host_index % len(self.hosts)]
+        host = self._host = self.hosts[self._host_index % len(self.hosts)]
         if len(self.hosts) > 1:
             if opts.kombu_failover_strategy == "shuffle":
                 self._host_index = random.randrange(len(self.hosts))
