@@ -16,7 +16,10 @@ import bridge
 from bridge.transport.amqp_options import AmqpOptions, kombu_urls
 from bridge.transport.url import TransportURL
 
-broker = pytest.mark.usefixtures("broker_available")
+
+def broker(test):
+    """Mark a test as needing RabbitMQ (skipped without it, failed under CI=true)."""
+    return pytest.mark.broker(pytest.mark.usefixtures("broker_available")(test))
 
 
 @pytest.fixture
@@ -217,8 +220,9 @@ def test_reply_on_the_wire_and_duplicates(names, raw):
 def _publish(raw, exchange, key, inner=None, body=None, **props):
     if body is None:
         body = json.dumps({"oslo.version": "2.0", "oslo.message": json.dumps(inner)})
-    props.setdefault("content_type", "application/json")
-    raw.basic_publish(raw.prepare_message(body.encode(), **props), exchange=exchange,
+    content_type = props.pop("content_type", "application/json")
+    raw.basic_publish(raw.prepare_message(body.encode(), content_type=content_type,
+                                          properties=props), exchange=exchange,
                       routing_key=key)
 
 
@@ -353,6 +357,140 @@ def test_declare_conflict_fails_the_server_start(names, raw):
     peer = Peer("bridge")
     try:
         with pytest.raises(bridge.ServerListenError, match="PRECONDITION_FAILED|inequivalent"):
+            peer.server(exchange, topic, "s1", queue.Queue())
+    finally:
+        peer.close()
+
+
+@broker
+def test_call_monitor_heartbeats_only_while_the_call_runs(names, raw):
+    """``_timeout=2``: heartbeats every second while the method runs, none after (5.7a)."""
+    import time
+
+    exchange, topic, created = names
+    peer = Peer("bridge")
+    reply_q = unique("reply")
+    created.append(reply_q)
+    raw.queue_declare(reply_q, auto_delete=False)
+    try:
+        peer.server(exchange, topic, "s1", queue.Queue())
+        _publish(raw, exchange, topic, {"method": "sleep", "args": {"seconds": 2.5},
+                                        "_msg_id": "long", "_reply_q": reply_q,
+                                        "_timeout": 2, "_unique_id": "hb1"})
+        _publish(raw, exchange, topic, {"method": "missing", "args": {}, "_msg_id": "nosuch",
+                                        "_reply_q": reply_q, "_timeout": 2,
+                                        "_unique_id": "hb2"})
+        replies: list[dict] = []
+        deadline = time.monotonic() + 15
+        while len([r for r in replies if r["ending"]]) < 2 and time.monotonic() < deadline:
+            replies.append(json.loads(json.loads(_get(raw, reply_q, 150).body)["oslo.message"]))
+        time.sleep(2.5)  # a watchdog that was never stopped would send more by now
+        assert raw.basic_get(reply_q, no_ack=True) is None
+        long_call = [r for r in replies if r["_msg_id"] == "long"]
+        assert long_call[-1]["ending"] is True and long_call[-1]["result"] == 2.5
+        beats = long_call[:-1]
+        assert beats and all(r == {"result": None, "failure": None, "ending": False,
+                                   "_msg_id": "long", "_unique_id": r["_unique_id"]}
+                             for r in beats)
+        missing = [r for r in replies if r["_msg_id"] == "nosuch"]
+        assert len(missing) == 1 and json.loads(missing[0]["failure"])["class"] == "NoSuchMethod"
+    finally:
+        peer.close()
+
+
+@broker
+def test_a_stopped_server_takes_nothing_more(names):
+    exchange, topic, _ = names
+    events: queue.Queue = queue.Queue()
+    peer = Peer("bridge")
+    try:
+        first = peer.server(exchange, topic, "s1", events)
+        peer.server(exchange, topic, "s2", events)
+        first.stop()
+        client = peer.client(exchange, topic, timeout=10)
+        for i in range(10):
+            client.cast({}, "record", token=str(i))
+        got = drain(events, 10)
+        assert sorted(token for _, token in got) == sorted(str(i) for i in range(10))
+        assert {name for name, _ in got} == {"s2"}
+        assert client.call({}, "whoami") == "s2"
+    finally:
+        peer.close()
+
+
+def test_tls_options_map_to_kombu_ssl_parameters():
+    import ssl
+
+    plain = AmqpOptions.build({}, {})
+    assert plain.ssl_params() is False
+    assert AmqpOptions.build({}, {"ssl": "true"}).ssl_params() == {"cert_reqs": ssl.CERT_NONE}
+    params = AmqpOptions.build({}, {"ssl": "1", "ssl_ca_file": "/ca.pem",
+                                    "ssl_cert_file": "/c.pem", "ssl_key_file": "/k.pem",
+                                    "ssl_version": "TLSv1_2"}).ssl_params()
+    assert params["ca_certs"] == "/ca.pem" and params["cert_reqs"] == ssl.CERT_REQUIRED
+    assert params["certfile"] == "/c.pem" and params["keyfile"] == "/k.pem"
+    assert params["ssl_version"] == ssl.PROTOCOL_TLSv1_2
+    assert "server_hostname" in params
+    no_check = AmqpOptions.build({}, {"ssl": "1", "ssl_ca_file": "/ca.pem",
+                                      "ssl_enforce_hostname_verification": "false"})
+    assert "server_hostname" not in no_check.ssl_params()
+
+
+@broker
+def test_reply_to_a_missing_queue_is_retried_then_dropped(names, raw, caplog):
+    """NO_ROUTE replies are retried, but not past the caller's deadline (+1 s)."""
+    import time
+
+    exchange, topic, _ = names
+    peer = Peer("bridge")
+    try:
+        peer.server(exchange, topic, "s1", queue.Queue())
+        caplog.set_level(logging.INFO, logger="bridge.transport.amqp")
+        gone = unique("reply_gone")
+        request = {"method": "echo", "args": {"value": 1}, "_msg_id": "m1", "_reply_q": gone,
+                   "_timeout": None, "_unique_id": "r1"}
+        _publish(raw, exchange, topic, request, expiration="1000")
+
+        def logged(text: str) -> bool:
+            return any(text in record.getMessage() for record in caplog.records)
+
+        deadline = time.monotonic() + 15
+        while not logged(f"The reply queue {gone} doesn't exist") and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert logged(f"The reply queue {gone} doesn't exist")
+        _publish(raw, exchange, topic, dict(request, _unique_id="r2"))
+        while not logged(f"The reply queue {gone} is gone") and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert logged(f"The reply queue {gone} is gone")  # remembered: dropped at once
+        assert peer.client(exchange, topic, timeout=10).call({}, "echo", value=2) == 2
+    finally:
+        peer.close()
+
+
+def test_oslo_config_group_is_read():
+    from amqp_support import oslo_conf
+    from oslo_messaging._drivers import amqp as oslo_amqp
+    from oslo_messaging._drivers import impl_rabbit
+
+    conf = oslo_conf()
+    conf.register_opts(impl_rabbit.rabbit_opts, group="oslo_messaging_rabbit")
+    conf.register_opts(oslo_amqp.amqp_opts, group="oslo_messaging_rabbit")
+    conf.set_override("rabbit_qos_prefetch_count", 3, group="oslo_messaging_rabbit")
+    conf.set_override("heartbeat_timeout_threshold", 20, group="oslo_messaging_rabbit")
+    transport = bridge.get_transport(conf, "rabbit://h/?heartbeat_timeout_threshold=10")
+    try:
+        assert transport.driver.options.rabbit_qos_prefetch_count == 3
+        assert transport.driver.options.heartbeat_timeout_threshold == 10
+    finally:
+        transport.cleanup()
+
+
+@broker
+def test_unknown_virtual_host_fails_the_server_start(names):
+    exchange, topic, _ = names
+    peer = Peer("bridge", f"rabbit://guest:guest@127.0.0.1:5672/{unique('no_such_vhost')}")
+    try:
+        with pytest.raises(bridge.ServerListenError):
             peer.server(exchange, topic, "s1", queue.Queue())
     finally:
         peer.close()

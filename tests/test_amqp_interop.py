@@ -169,11 +169,12 @@ def test_shared_topic_between_oslo_and_bridge_servers(broker_available):
                       [exchange])
 
 
-def test_oslo_declares_first_with_durable_queues(broker_available):
+@pytest.mark.parametrize("options", ["amqp_durable_queues=true&rabbit_transient_queues_ttl=600",
+                                     "rabbit_quorum_queue=true"])
+def test_oslo_declares_first_with_other_flags(broker_available, options):
     """Non-default flags under oslo's option names match oslo's declarations exactly."""
-    exchange, topic = unique("bx"), unique("durable")
-    options = "?amqp_durable_queues=true&rabbit_transient_queues_ttl=600"
-    url = "rabbit://guest:guest@127.0.0.1:5672/" + options
+    exchange, topic = unique("bx"), unique("flags")
+    url = "rabbit://guest:guest@127.0.0.1:5672/?" + options
     events: queue.Queue = queue.Queue()
     oslo, ours = Peer("oslo", url), Peer("bridge", url)
     try:
@@ -188,3 +189,22 @@ def test_oslo_declares_first_with_durable_queues(broker_available):
         oslo.close()
         delete_queues([topic, f"{topic}.oslo-1", f"{topic}.bridge-1"], [exchange])
 
+
+
+@pytest.mark.parametrize("direction", ["oslo->bridge", "bridge->oslo"])
+def test_compressed_requests(broker_available, direction):
+    """``kombu_compression=gzip`` on the client: the other library's server reads it."""
+    client_kind, server_kind = direction.split("->")
+    exchange, topic = unique("bx"), unique("gzip")
+    events: queue.Queue = queue.Queue()
+    servers = Peer(server_kind)
+    clients = Peer(client_kind, "rabbit://guest:guest@127.0.0.1:5672/?kombu_compression=gzip")
+    try:
+        servers.server(exchange, topic, "s1", events)
+        client = clients.client(exchange, topic, timeout=10)
+        value = {"text": "x" * 2000, "n": [1, 2, 3]}
+        assert client.call({"user": "u"}, "echo", value=value) == value
+    finally:
+        servers.close()
+        clients.close()
+        delete_queues([topic, f"{topic}.s1"], [exchange])

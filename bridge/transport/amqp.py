@@ -19,13 +19,13 @@ import heapq
 import itertools
 import json
 import logging
+import os
 import threading
 import time
 import uuid
 import zlib
 from collections import OrderedDict, deque
 from concurrent.futures import Future, InvalidStateError
-from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any
 
 import amqp.exceptions
@@ -64,6 +64,26 @@ def _settle(future: Future, result: Any = None, exc: BaseException | None = None
             future.set_result(result)
     except InvalidStateError:
         pass  # cancelled meanwhile
+
+
+class _Ids:
+    """Unique 32-hex-digit ids, like uuid4().hex, without a system call per id.
+
+    80 random bits per process (renewed after a fork) followed by a 48-bit counter.
+    """
+
+    def __init__(self) -> None:
+        self._pid = -1
+        self._prefix = ""
+        self._counter = itertools.count()
+
+    def __call__(self) -> str:
+        if self._pid != os.getpid():
+            self._pid, self._prefix = os.getpid(), os.urandom(10).hex()
+        return f"{self._prefix}{next(self._counter) & 0xFFFFFFFFFFFF:012x}"
+
+
+new_id = _Ids()
 
 
 class BadMessage(ValueError):
@@ -232,7 +252,7 @@ class AmqpIncoming(IncomingMessage):
 
     def _reply_body(self, result: Any, failure: str | None, ending: bool) -> bytes:
         return encode_envelope({"result": result, "failure": failure, "ending": ending,
-                                "_msg_id": self.msg_id, "_unique_id": uuid.uuid4().hex})
+                                "_msg_id": self.msg_id, "_unique_id": new_id()})
 
 
 class _ObsoleteQueues:
@@ -282,14 +302,18 @@ class AmqpListener(Listener):
         self._consumed_generation = -1
         self._seen: deque[str] = deque(maxlen=16)
         self._obsolete = _ObsoleteQueues(ttl=max(1.0, opts.kombu_missing_consumer_retry_timeout))
+        self._replies_cond = threading.Condition()
+        self._replies_pending = 0
         self._conn = AmqpConnection(driver.hosts, opts, f"listen-{self.server_key}",
                                     setup=self._setup)
         self._conn.start()
-        # Report declare conflicts (PRECONDITION_FAILED...) at once; an unreachable broker
+        # Report declare conflicts (PRECONDITION_FAILED...), refused logins and unknown
+        # virtual hosts at once; an unreachable broker
         # is retried in the background while ``healthy`` stays False.
         self._conn.wait_first_attempt(max(5.0, opts.heartbeat_timeout_threshold / 2))
         error = self._conn.last_error
-        if not self._conn.connected and isinstance(error, amqp.exceptions.ChannelError):
+        if not self._conn.connected and isinstance(error, (
+                amqp.exceptions.ChannelError, amqp.exceptions.IrrecoverableConnectionError)):
             self._conn.close()
             raise error
 
@@ -350,9 +374,13 @@ class AmqpListener(Listener):
         """
         self._conn.force_reconnect()
 
-    def cleanup(self) -> None:
+    def cleanup(self, reply_grace: float = 10.0) -> None:
         with self._lock:
             self._stopped = True
+        with self._replies_cond:  # let the replies already sent reach the broker
+            if not self._replies_cond.wait_for(lambda: self._replies_pending <= 0, reply_grace):
+                LOG.warning("Closing %s with %d replies not confirmed", self.address,
+                            self._replies_pending)
         try:
             self._conn.delete_queue(self.fanout_queue)
         except ConnectionLost:
@@ -363,17 +391,35 @@ class AmqpListener(Listener):
 
     def _on_delivery(self, msg: Any) -> None:
         tag = msg.delivery_info["delivery_tag"]
+        settled = [False]
+        try:
+            self._handle_delivery(msg, tag, settled)
+        except ConnectionLost:
+            pass  # the I/O thread reconnects; an unsettled message is redelivered
+        except Exception:
+            # Never let one message break the I/O thread (it would be redelivered forever).
+            LOG.exception("Unexpected error handling a message on %s", self.address)
+            if not settled[0]:
+                try:
+                    self._conn.reject(tag, requeue=False)
+                except ConnectionLost:
+                    pass
+
+    def _handle_delivery(self, msg: Any, tag: int, settled: list[bool]) -> None:
         with self._lock:
             if self._stopped or self._on_incoming is None:
+                settled[0] = True
                 self._conn.reject(tag, requeue=True)  # taken after stop(): back to the queue
                 return
             try:
                 incoming, unique_id = self._parse(msg)
             except BadMessage as exc:
+                settled[0] = True
                 self._conn.reject(tag, requeue=False)
                 self._bad_message(msg, exc)
                 return
-            self._conn.ack(tag)
+            settled[0] = True
+            self._conn.ack_soon(tag)
             if unique_id is not None:
                 if unique_id in self._seen:
                     LOG.warning("Ignoring duplicate message %s (method %s)", unique_id,
@@ -445,34 +491,63 @@ class AmqpListener(Listener):
     # -- replies (executor threads) -------------------------------------------------------------
 
     def send_reply(self, reply_q: str, body: bytes, deadline: float | None, method: str) -> None:
-        """Publish a final reply; retry while the reply queue is missing (bounded)."""
+        """Publish a final reply without waiting for it; a missing reply queue is retried.
+
+        The I/O thread follows the confirm: a return (NO_ROUTE) is retried every 0.25 s
+        for ``kombu_missing_consumer_retry_timeout`` but never past the caller's deadline
+        + 1 s; a lost connection re-sends after reconnecting. :meth:`cleanup` waits for
+        the replies still on their way (bounded).
+        """
         if reply_q in self._obsolete:
             LOG.info("The reply queue %s is gone; dropping the reply to %s", reply_q, method)
             return
         limit = time.monotonic() + self.options.kombu_missing_consumer_retry_timeout
         if deadline is not None:
             limit = min(limit, deadline + 1.0)
-        mandatory = self.options.direct_mandatory_flag
-        while True:
-            remaining = limit - time.monotonic()
-            try:
-                self._conn.publish("", reply_q, body, mandatory=mandatory).result(
-                    max(remaining, 1.0))
-                return
-            except MessageUndeliverable:
-                if time.monotonic() + _REPLY_RETRY_INTERVAL > limit:
-                    LOG.error("The reply queue %s doesn't exist; dropping the reply to %s",
-                              reply_q, method)
-                    self._obsolete.add(reply_q)
-                    return
-                time.sleep(_REPLY_RETRY_INTERVAL)
-            except ConnectionLost:
-                if remaining <= 0 or not self._conn.wait_connected(remaining):
-                    LOG.error("Could not send the reply to %s: the broker is unreachable", method)
-                    return
-            except (FutureTimeout, MessageDeliveryFailure) as exc:
-                LOG.error("Could not send the reply to %s: %s", method, exc or "no confirm")
-                return
+        with self._replies_cond:
+            self._replies_pending += 1
+        self._reply_attempt(reply_q, body, limit, method)
+
+    def _reply_attempt(self, reply_q: str, body: bytes, limit: float, method: str) -> None:
+        try:
+            published = self._conn.publish("", reply_q, body,
+                                           mandatory=self.options.direct_mandatory_flag)
+        except ConnectionLost:
+            if time.monotonic() > limit or self._conn.closed:
+                self._reply_done(f"Could not send the reply to {method}: the broker is "
+                                 "unreachable")
+            else:
+                self._conn.when_connected(
+                    lambda: self._reply_attempt(reply_q, body, limit, method))
+            return
+        published.add_done_callback(
+            lambda done: self._reply_confirmed(done, reply_q, body, limit, method))
+
+    def _reply_confirmed(self, done: Future, reply_q: str, body: bytes, limit: float,
+                         method: str) -> None:
+        exc = done.exception()
+        if exc is None:
+            self._reply_done(None)
+        elif isinstance(exc, MessageUndeliverable):
+            if time.monotonic() + _REPLY_RETRY_INTERVAL > limit:
+                self._obsolete.add(reply_q)
+                self._reply_done(f"The reply queue {reply_q} doesn't exist; dropping the "
+                                 f"reply to {method}")
+            else:
+                self.driver._timer.schedule(
+                    time.monotonic() + _REPLY_RETRY_INTERVAL,
+                    lambda: self._reply_attempt(reply_q, body, limit, method))
+        elif isinstance(exc, ConnectionLost):
+            self._reply_attempt(reply_q, body, limit, method)
+        else:
+            self._reply_done(f"Could not send the reply to {method}: {exc}")
+
+    def _reply_done(self, error: str | None) -> None:
+        if error is not None:
+            LOG.error("%s", error)
+        with self._replies_cond:
+            self._replies_pending -= 1
+            self._replies_cond.notify_all()
 
     def send_heartbeat(self, reply_q: str, body: bytes) -> None:
         """Publish a call-monitor heartbeat without waiting for its confirm."""
@@ -558,10 +633,13 @@ class AmqpDriver(Driver):
         """Route one reply to its call (I/O thread)."""
         conn = self._conn
         if conn is not None:
-            try:
-                conn.ack(msg.delivery_info["delivery_tag"])
-            except ConnectionLost:
-                pass
+            conn.ack_soon(msg.delivery_info["delivery_tag"])
+        try:
+            self._route_reply(msg)
+        except Exception:
+            LOG.exception("Dropping a reply that could not be handled")
+
+    def _route_reply(self, msg: Any) -> None:
         try:
             data = decode_body(msg.body, msg.properties)
         except BadMessage as exc:
@@ -641,7 +719,7 @@ class AmqpDriver(Driver):
         conn = self._connection()
         if not conn.connected:
             # The first use starts the connection: let its first attempt finish.
-            conn.wait_first_attempt(30.0)
+            conn.wait_first_attempt(min(30.0, timeout) if wait_for_reply and timeout else 30.0)
         opts = self.options
         inner: dict[str, Any] = {"method": message.get("method"), "args": message.get("args", {})}
         for key in ("namespace", "version"):
@@ -653,12 +731,12 @@ class AmqpDriver(Driver):
         future: Future = Future()
         call = None
         if wait_for_reply:
-            msg_id = uuid.uuid4().hex
+            msg_id = new_id()
             inner["_msg_id"] = msg_id
             inner["_reply_q"] = self.reply_queue
             inner["_timeout"] = call_monitor_timeout
             call = _Call(future, msg_id, call_monitor_timeout)
-        inner["_unique_id"] = uuid.uuid4().hex
+        inner["_unique_id"] = new_id()
         for key, value in ctxt.items():
             inner[_CONTEXT_PREFIX + str(key)] = value
         body = encode_envelope(inner)

@@ -18,11 +18,13 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
+from struct import pack
 from typing import Any
 
 import amqp
 import kombu
 from amqp import spec
+from amqp.serialization import dumps
 
 from bridge.exceptions import MessageDeliveryFailure, MessageUndeliverable
 from bridge.metrics import record_reconnect
@@ -31,6 +33,8 @@ from bridge.transport.amqp_options import AmqpOptions, connection_name
 LOG = logging.getLogger(__name__)
 
 _PUBLISH_ARGSIG = "Bssbb"
+_METHOD_HEAD = pack(">HH", *spec.Basic.Publish)
+_FRAME_END = b"\xce"
 
 
 def _buffer_reads(transport: Any) -> None:
@@ -82,7 +86,13 @@ class AmqpConnection:
         self._kombu: kombu.Connection | None = None
         self._channel: Any = None
         self._when_connected: list[Callable[[], None]] = []
+        self._ack_upto = 0
+        self._outbox: list[bytes] = []
+        self._properties_cache: dict[Any, bytes] = {}
+        self._channel_id = 1
+        self._frame_max = 131072
         self._host_index = 0
+        self._host = self.hosts[0]
         if len(self.hosts) > 1:
             random.shuffle(self.hosts)  # as oslo.messaging does with several hosts
         self.last_error: BaseException | None = None
@@ -103,6 +113,10 @@ class AmqpConnection:
             if not self._started:
                 self._started = True
                 self._thread.start()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed.is_set()
 
     @property
     def connected(self) -> bool:
@@ -151,45 +165,102 @@ class AmqpConnection:
         per connection unless ``always_declare``); declares are pipelined (nowait).
         Raises :class:`ConnectionLost` at once when not connected.
         """
-        properties: dict[str, Any] = {
-            "content_type": "application/json", "content_encoding": "utf-8",
-            "delivery_mode": 2, "priority": 0, "application_headers": headers or {},
-        }
-        if expiration is not None:
-            properties["expiration"] = expiration
-        msg = amqp.Message(body, **properties)
+        data = self._frames(exchange, routing_key, body, mandatory, expiration, headers)
         future: Future = Future()
-        with self._write_lock:
-            channel = self._channel
-            if not self._connected.is_set() or channel is None:
-                raise ConnectionLost(f"not connected to the AMQP broker ({self.last_error})")
-            try:
-                if declare is not None and (always_declare or declare[0] not in self._declared):
+        if declare is not None and (always_declare or declare[0] not in self._declared):
+            with self._write_lock:
+                channel = self._channel
+                if not self._connected.is_set() or channel is None:
+                    raise ConnectionLost(f"not connected to the AMQP broker ({self.last_error})")
+                try:
+                    self._flush()  # what is queued goes out before the declare
                     name, type_, durable, auto_delete = declare
                     channel.exchange_declare(name, type_, durable=durable,
                                              auto_delete=auto_delete, nowait=True)
-                    self._declared.add(name)
-                with self._pending_lock:
-                    self._seq += 1
-                    tag = self._seq
-                    self._pending[tag] = future
-                    if mandatory:
-                        self._mandatory[body] = tag
-                        self._mandatory_body[tag] = body
-                channel.send_method(spec.Basic.Publish, _PUBLISH_ARGSIG,
-                                    (0, exchange, routing_key, mandatory, False), msg)
-            except Exception as exc:
-                with self._pending_lock:
-                    self._pending.pop(self._seq, None)
-                    self._mandatory.pop(body, None)
-                    self._mandatory_body.pop(self._seq, None)
-                self._break(exc)
-                raise ConnectionLost(f"publish failed: {exc}") from exc
+                except Exception as exc:
+                    self._break(exc)
+                    raise ConnectionLost(f"declare failed: {exc}") from exc
+                self._declared.add(name)
+                self._enqueue(future, data, body if mandatory else None)
+                self._flush()
+            return future
+        self._enqueue(future, data, body if mandatory else None)
+        with self._write_lock:
+            self._flush()
         return future
+
+    def _frames(self, exchange: str, routing_key: str, body: bytes, mandatory: bool,
+                expiration: str | None, headers: dict[str, Any] | None) -> bytes:
+        """The method, header and body frames of one publish, ready for the socket."""
+        key = (expiration, tuple(sorted(headers.items())) if headers else None)
+        properties = self._properties_cache.get(key)
+        if properties is None:
+            values: dict[str, Any] = {
+                "content_type": "application/json", "content_encoding": "utf-8",
+                "application_headers": headers or {}, "delivery_mode": 2, "priority": 0,
+            }
+            if expiration is not None:
+                values["expiration"] = expiration
+            properties = amqp.Message(b"", **values)._serialize_properties()
+            if len(self._properties_cache) < 256:
+                self._properties_cache[key] = properties
+        channel_id = self._channel_id
+        method = _METHOD_HEAD + dumps(_PUBLISH_ARGSIG, (0, exchange, routing_key, mandatory,
+                                                        False))
+        header = pack(">HHQ", 60, 0, len(body)) + properties
+        parts = [pack(">BHI", 1, channel_id, len(method)), method, _FRAME_END,
+                 pack(">BHI", 2, channel_id, len(header)), header, _FRAME_END]
+        chunk = self._frame_max - 8
+        for offset in range(0, len(body), chunk):
+            piece = body[offset:offset + chunk]
+            parts += [pack(">BHI", 3, channel_id, len(piece)), piece, _FRAME_END]
+        return b"".join(parts)
+
+    def _enqueue(self, future: Future, data: bytes, mandatory_body: bytes | None) -> None:
+        """Give a publish its delivery tag and queue its bytes, in the same order."""
+        with self._pending_lock:
+            if not self._connected.is_set() or self._channel is None:
+                raise ConnectionLost(f"not connected to the AMQP broker ({self.last_error})")
+            self._seq += 1
+            tag = self._seq
+            self._pending[tag] = future
+            if mandatory_body is not None:
+                self._mandatory[mandatory_body] = tag
+                self._mandatory_body[tag] = mandatory_body
+            self._outbox.append(data)
+
+    def _flush(self) -> None:
+        """Write every queued publish in one system call (the write lock is held).
+
+        Whoever holds the lock sends what other threads queued meanwhile, so under
+        load many publishes share one ``sendall``.
+        """
+        with self._pending_lock:
+            if not self._outbox:
+                return
+            outbox, self._outbox = self._outbox, []
+        kconn = self._kombu
+        try:
+            if kconn is None:
+                raise ConnectionLost("not connected")
+            conn = kconn.connection
+            conn.transport.write(outbox[0] if len(outbox) == 1 else b"".join(outbox))
+            conn.bytes_sent += 1
+        except Exception as exc:
+            # The futures fail with ConnectionLost when the I/O thread sees the drop.
+            self._break(exc)
 
     def ack(self, delivery_tag: int) -> None:
         """Acknowledge a delivery (I/O thread or any thread)."""
         self._write("basic_ack", delivery_tag)
+
+    def ack_soon(self, delivery_tag: int) -> None:
+        """Acknowledge a delivery (I/O thread only) together with the ones before it.
+
+        The I/O thread sends one ``basic.ack`` with ``multiple`` once it has handled
+        every delivery already read from the socket, instead of one ack per message.
+        """
+        self._ack_upto = delivery_tag
 
     def reject(self, delivery_tag: int, requeue: bool) -> None:
         """Reject a delivery, requeued or dropped."""
@@ -320,12 +391,12 @@ class AmqpConnection:
         self._discard()
 
     def _host_label(self) -> str:
-        host = self.hosts[self._host_index % len(self.hosts)]
+        host = self._host
         return f"{host['hostname']}:{host['port']}"
 
     def _connect(self) -> None:
         opts = self.options
-        host = self.hosts[self._host_index % len(self.hosts)]
+        host = self._host = self.hosts[self._host_index % len(self.hosts)]
         if len(self.hosts) > 1:
             if opts.kombu_failover_strategy == "shuffle":
                 self._host_index = random.randrange(len(self.hosts))
@@ -355,8 +426,13 @@ class AmqpConnection:
         if opts.rabbit_qos_prefetch_count > 0:
             channel.basic_qos(0, opts.rabbit_qos_prefetch_count, False)
         self._channel = channel
+        self._channel_id = channel.channel_id
+        self._frame_max = kconn.connection.frame_max
         self._declared = set()
-        self._seq = 0
+        with self._pending_lock:
+            self._seq = 0
+            self._outbox = []
+        self._ack_upto = 0
         self.generation += 1
         if self._setup is not None:
             self._setup(self, channel)
@@ -375,14 +451,24 @@ class AmqpConnection:
         conn = kconn.connection
         heartbeat = self.options.heartbeat_timeout_threshold
         rate = self.options.heartbeat_rate
-        # Wake often enough to send heartbeats at ``rate`` per timeout, and to notice close().
-        tick = min(1.0, heartbeat / rate / 2) if heartbeat else 1.0
+        # Wake often enough to send heartbeats at ``rate`` per timeout (every 10 s by default,
+        # as oslo.messaging does). This is also the socket's timeout, which bounds a single
+        # write, so it is not made shorter than needed; close() wakes the thread itself.
+        tick = max(0.2, heartbeat / rate / 2) if heartbeat else 10.0
         next_check = time.monotonic() + tick
+        transport = conn.transport
+        # A fixed socket timeout, instead of drain_events(timeout=...), which would set and
+        # reset it (two system calls) around every frame read.
+        transport.sock.settimeout(tick)
         while not self._closed.is_set():
             try:
-                conn.drain_events(timeout=tick)
+                conn.drain_events()
             except TimeoutError:
                 pass
+            if self._ack_upto and not transport._read_buffer:
+                tag, self._ack_upto = self._ack_upto, 0
+                with self._write_lock:
+                    self._channel.send_method(spec.Basic.Ack, "Lb", (tag, True))
             now = time.monotonic()
             if heartbeat and now >= next_check:
                 next_check = now + tick
@@ -395,6 +481,7 @@ class AmqpConnection:
             kconn, self._kombu, self._channel = self._kombu, None, None
         with self._pending_lock:
             pending, self._pending = self._pending, {}
+            self._outbox = []
             self._mandatory.clear()
             self._mandatory_body.clear()
             self._returned.clear()

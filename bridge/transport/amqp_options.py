@@ -81,6 +81,7 @@ OPTIONS: dict[str, tuple[Callable[[Any], Any], Any, bool]] = {
     "hostname": (str, socket.gethostname(), False),
     "processname": (str, os.path.basename(sys.argv[0] or "python"), False),
     "rabbit_stream_fanout": (_bool, False, False),
+    "heartbeat_in_pthread": (_bool, False, False),  # removed from oslo; still in old configs
 }
 
 
@@ -187,7 +188,9 @@ class AmqpOptions:
         if self.ssl_key_file:
             params["keyfile"] = self.ssl_key_file
         if self.ssl_version:
-            version = getattr(ssl, "PROTOCOL_" + self.ssl_version.replace(".", "_").upper(), None)
+            wanted = "PROTOCOL_" + self.ssl_version.replace(".", "_").upper()
+            version = next((getattr(ssl, name) for name in dir(ssl)
+                            if name.upper() == wanted), None)
             if version is None:
                 raise InvalidTransportURL("", f"Unknown ssl_version {self.ssl_version!r}")
             params["ssl_version"] = version
