@@ -8,33 +8,15 @@ objects on both wires.
 
 from __future__ import annotations
 
-import os
-import pathlib
-import shutil
 import signal
 import subprocess
 import uuid
 
 import pytest
+from node_support import NODE_DIR, node_binary
 from serving import ServeProcess
 
-NODE_DIR = pathlib.Path(__file__).resolve().parent / "node"
-
 pytestmark = [pytest.mark.broker, pytest.mark.node]
-
-
-def node_binary() -> str:
-    node = shutil.which("node")
-    missing = None
-    if node is None:
-        missing = "node is not installed"
-    elif not (NODE_DIR / "node_modules" / "@grpc" / "grpc-js").is_dir():
-        missing = "tests/node/node_modules is missing (npm ci --prefix tests/node)"
-    if missing:
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"{missing}; CI=true requires the Node client")
-        pytest.skip(missing)
-    return str(node)
 
 
 def node_counter(node: str, address: str, topic: str, name: str, *call: str) -> int:

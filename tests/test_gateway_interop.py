@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import queue
-import subprocess
 import threading
 import time
 
 import pytest
 from amqp_support import BROKER_URL, FAST_RECONNECT, Peer, rabbitmqctl, unique
-from test_grpc_node import NODE_DIR, _node
+from node_support import run_node
 
 import bridge
 from bridge.gateway import Forwarder, GatewayServer, Route
@@ -143,11 +142,8 @@ def test_concurrent_calls_share_one_connection_and_the_limit_holds(legacy):
 
 
 def test_node_client_through_the_gateway(legacy, front):
-    node = _node()
     address = front.address.split("://", 1)[1]
-    done = subprocess.run([node, str(NODE_DIR / "gateway.js"), address, legacy["exchange"],
-                           legacy["topic"]], cwd=NODE_DIR, capture_output=True, text=True,
-                          timeout=90)
+    done = run_node("gateway.js", address, legacy["exchange"], legacy["topic"])
     assert done.returncode == 0, f"{done.stdout}\n{done.stderr}"
     assert done.stdout.split() == [w for check in (
         "gateway-call", "gateway-context", "gateway-typed-error", "gateway-unimplemented",

@@ -7,16 +7,7 @@
 // error and exits 1. Used by tests/test_end_to_end.py; the deadline bounds every call.
 'use strict';
 
-const path = require('path');
-const grpc = require('@grpc/grpc-js');
-const protoLoader = require('@grpc/proto-loader');
-
-const PROTO_ROOT = path.resolve(__dirname, '..', '..', 'proto');
-const definition = protoLoader.loadSync('bridge/v1/bridge.proto', {
-  includeDirs: [PROTO_ROOT], keepCase: true, longs: String, enums: String,
-  defaults: false, oneofs: true,
-});
-const bridgeV1 = grpc.loadPackageDefinition(definition).bridge.v1;
+const { grpc, bridgeV1 } = require('./bridge');
 
 function main() {
   const [address, topic, name, method, by] = process.argv.slice(2);

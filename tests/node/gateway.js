@@ -7,68 +7,10 @@
 // or prints the failure and exits 1. Every wait is bounded.
 'use strict';
 
-const path = require('path');
 const assert = require('assert');
-const grpc = require('@grpc/grpc-js');
-const protoLoader = require('@grpc/proto-loader');
-const protobuf = require('protobufjs');
-
-const PROTO_ROOT = path.resolve(__dirname, '..', '..', 'proto');
-const PROTO_FILE = 'bridge/v1/bridge.proto';
-const definition = protoLoader.loadSync(PROTO_FILE, {
-  includeDirs: [PROTO_ROOT], keepCase: true, longs: String, enums: String, defaults: false, oneofs: true,
-});
-const bridgeV1 = grpc.loadPackageDefinition(definition).bridge.v1;
-
-const types = new protobuf.Root().loadSync(path.join(PROTO_ROOT, PROTO_FILE), { keepCase: true });
-types.add(protobuf.parse(`
-  syntax = "proto3";
-  package google.rpc;
-  message Any { string type_url = 1; bytes value = 2; }
-  message Status { int32 code = 1; string message = 2; repeated Any details = 3; }
-`, { keepCase: true }).root.lookup('google'));
-types.resolveAll();
-const Status = types.lookupType('google.rpc.Status');
-const Failure = types.lookupType('bridge.v1.Failure');
-
-function failureOf(err) {
-  const raw = err.metadata && err.metadata.get('grpc-status-details-bin');
-  assert.ok(raw && raw.length, `no grpc-status-details-bin in: ${err.message}`);
-  const detail = Status.decode(raw[0]).details.find((d) => d.type_url.endsWith('/bridge.v1.Failure'));
-  assert.ok(detail, 'no bridge.v1.Failure detail');
-  return Failure.toObject(Failure.decode(detail.value), { enums: String, longs: String });
-}
-
-const V = {
-  int: (n) => ({ integer_value: String(n) }),
-  str: (s) => ({ string_value: s }),
-  dbl: (x) => ({ double_value: x }),
-  list: (...items) => ({ list_value: { values: items } }),
-  map: (fields) => ({ map_value: { fields } }),
-};
-
-function plain(value) {
-  const kind = value.kind;
-  if (kind === 'list_value') return { list_value: { values: (value.list_value.values || []).map(plain) } };
-  if (kind === 'map_value') {
-    const fields = {};
-    for (const [k, v] of Object.entries(value.map_value.fields || {})) fields[k] = plain(v);
-    return { map_value: { fields } };
-  }
-  return { [kind]: value[kind] };
-}
-
-function unary(client, method, request, ms = 10000) {
-  return new Promise((resolve, reject) => {
-    client[method](request, { deadline: new Date(Date.now() + ms) },
-      (err, reply) => (err ? reject(err) : resolve(reply)));
-  });
-}
-
-async function expectError(promise) {
-  try { await promise; } catch (err) { return err; }
-  throw new Error('expected an error status');
-}
+const {
+  grpc, bridgeV1, failureOf, V, plain, deadline, unary, expectError, run,
+} = require('./bridge');
 
 async function main() {
   const [address, exchange, topic] = process.argv.slice(2);
@@ -120,7 +62,4 @@ async function main() {
   client.close();
 }
 
-main().then(() => process.exit(0), (err) => {
-  console.error(`FAILED: ${err && err.stack ? err.stack : err}`);
-  process.exit(1);
-});
+run(main);
