@@ -31,6 +31,9 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
+
+from amqp_support import oslo_conf  # noqa: E402 - after the path set-up
 
 DEFAULT_URL = "rabbit://guest:guest@127.0.0.1:5672/"
 KOMBU_URL = "amqp://guest:guest@127.0.0.1:5672//"
@@ -41,18 +44,6 @@ CAST_THREADS = 8
 class Echo:
     def echo(self, ctxt: Any, value: Any) -> Any:
         return value
-
-
-def _oslo_conf() -> Any:
-    from oslo_config import cfg
-    from oslo_messaging._metrics import client as metrics
-    from oslo_messaging._tracing import client as tracing
-
-    conf = cfg.ConfigOpts()
-    conf([], project="bridge-bench")
-    conf.register_opts(tracing.oslo_messaging_tracing, group="oslo_messaging_tracing")
-    conf.register_opts(metrics.oslo_messaging_metrics, group="oslo_messaging_metrics")
-    return conf
 
 
 # -- servers (subprocesses) -----------------------------------------------------------------
@@ -67,7 +58,7 @@ def serve(kind: str, url: str, exchange: str, topic: str) -> None:
     if kind == "oslo":
         import oslo_messaging as lib
 
-        transport = lib.get_rpc_transport(_oslo_conf(), url=url)
+        transport = lib.get_rpc_transport(oslo_conf(), url=url)
     else:
         import bridge as lib
 
@@ -170,7 +161,7 @@ def make_client(kind: str, url: str, exchange: str, topic: str) -> tuple[Any, An
     if kind == "oslo":
         import oslo_messaging as lib
 
-        transport = lib.get_rpc_transport(_oslo_conf(), url=url)
+        transport = lib.get_rpc_transport(oslo_conf(), url=url)
     else:
         import bridge as lib
 

@@ -31,23 +31,13 @@ import uuid
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
+
+from amqp_support import oslo_conf  # noqa: E402 - after the path set-up
 
 BROKER = "rabbit://guest:guest@127.0.0.1:5672/"
 PAYLOAD = {"id": 1, "name": "bench", "tags": ["a", "b"], "ratio": 0.5}
 CONCURRENCY = (1, 8, 32)
-
-
-def oslo_conf():
-    from oslo_config import cfg
-    from oslo_messaging._metrics import client as metrics
-    from oslo_messaging._tracing import client as tracing
-
-    conf = cfg.ConfigOpts()
-    conf([], project="bridge-bench")
-    # oslo.messaging 18.3 registers these on the global CONF only.
-    conf.register_opts(tracing.oslo_messaging_tracing, group="oslo_messaging_tracing")
-    conf.register_opts(metrics.oslo_messaging_metrics, group="oslo_messaging_metrics")
-    return conf
 
 
 # -- the two server processes --------------------------------------------------------------
