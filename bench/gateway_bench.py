@@ -61,12 +61,12 @@ def serve_oslo(broker: str, exchange: str, topic: str) -> None:
     transport.cleanup()
 
 
-def serve_gateway(broker: str, topic: str) -> None:
+def serve_gateway(broker: str, topic: str, flavour: str = "sync") -> None:
     import bridge
     from bridge.gateway import Forwarder, GatewayServer, Route
     from endpoints import default_endpoints
 
-    transport = bridge.get_transport(None, "grpc://127.0.0.1:0")
+    transport = bridge.get_transport(None, f"grpc://127.0.0.1:0?server_flavour={flavour}")
     local = bridge.get_rpc_server(transport, bridge.Target(topic="bridge", server="bench"),
                                   default_endpoints())
     local.start()
@@ -166,20 +166,23 @@ def main() -> None:
     parser.add_argument("--broker", default=BROKER)
     parser.add_argument("--serve-oslo", nargs=2, metavar=("EXCHANGE", "TOPIC"),
                         help=argparse.SUPPRESS)
+    parser.add_argument("--flavour", choices=["sync", "aio"], default="sync",
+                        help="the gateway's gRPC server flavour (server_flavour)")
     parser.add_argument("--serve-gateway", metavar="TOPIC", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_oslo:
         serve_oslo(args.broker, *args.serve_oslo)
         return
     if args.serve_gateway:
-        serve_gateway(args.broker, args.serve_gateway)
+        serve_gateway(args.broker, args.serve_gateway, args.flavour)
         return
 
     import oslo_messaging
 
     exchange, topic = f"bench_{uuid.uuid4().hex[:8]}", f"legacy_{uuid.uuid4().hex[:8]}"
     oslo_proc, _ = _spawn("--broker", args.broker, "--serve-oslo", exchange, topic)
-    gateway_proc, address = _spawn("--broker", args.broker, "--serve-gateway", topic)
+    gateway_proc, address = _spawn("--broker", args.broker, "--flavour", args.flavour,
+                                   "--serve-gateway", topic)
     transport = oslo_messaging.get_rpc_transport(oslo_conf(), url=args.broker)
     client = oslo_messaging.get_rpc_client(
         transport, oslo_messaging.Target(exchange=exchange, topic=topic), timeout=30)
