@@ -36,6 +36,12 @@ class IncomingMessage(abc.ABC):
     * ``wants_reply``: False for a cast, whose reply() sends nothing.
     * ``target``: where the caller sent it (topic, server, fanout, exchange), when the wire
       tells; a gateway forwards to the same place.
+    * ``may_run_inline``: True when the thread that calls ``on_incoming`` with this message
+      would otherwise only wait for its reply (a gRPC sync handler thread serving
+      ``Call``), so an executor may run the dispatch on that thread, within
+      ``on_incoming``, instead of handing it to a worker. Never set it for a thread that
+      has other work to do (a consumer or listener thread, an event loop): that thread
+      would stop taking messages while the method runs.
 
     Set by the server before ``reply(failure=...)``:
 
@@ -50,6 +56,7 @@ class IncomingMessage(abc.ABC):
     wire: str = "unknown"
     wants_reply: bool = True
     target: Target | None = None
+    may_run_inline: bool = False
     failure_expected: bool = False
 
     #: Context keys a driver adds on receipt; a gateway removes them before forwarding.
