@@ -120,7 +120,12 @@ class Listener(abc.ABC):
 
     @abc.abstractmethod
     def start(self, on_incoming: OnIncoming) -> None:
-        """Start handing each message taken from the wire to ``on_incoming``."""
+        """Start handing each message taken from the wire to ``on_incoming``.
+
+        ``on_incoming`` may run the whole method before it returns (a message with
+        ``may_run_inline``, or the blocking executor), so a listener should not hold a
+        lock of its own across it that ``stop()`` also takes.
+        """
 
     @abc.abstractmethod
     def stop(self) -> None:
