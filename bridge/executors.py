@@ -83,7 +83,10 @@ class ThreadingExecutor(Executor):
 
     def __init__(self, max_workers: int, process: SyncWork, process_async: AsyncWork) -> None:
         super().__init__(max_workers, process, process_async)
-        self._cond = threading.Condition(threading.Lock())
+        # The hot paths take the bare lock (cheaper than entering the Condition); the
+        # Condition, on the same lock, is for the pool threads waiting for a permit.
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._threads: list[threading.Thread] = []
         self._running = 0  # permits held: messages running, inline or on the pool
@@ -98,7 +101,7 @@ class ThreadingExecutor(Executor):
 
     def submit(self, incoming: Any) -> None:
         """Run ``incoming`` inline if it may and a permit is free; else queue it."""
-        with self._cond:
+        with self._lock:
             if self._closed:
                 raise RuntimeError("cannot submit a message after shutdown")
             inline = (getattr(incoming, "may_run_inline", False) and not self._pending
@@ -110,7 +113,11 @@ class ThreadingExecutor(Executor):
                 if self._idle:
                     self._idle -= 1  # that thread will take this message
                 elif len(self._threads) < self.max_workers:
-                    self._spawn()
+                    try:
+                        self._spawn()
+                    except BaseException:  # no thread to be had: refuse the message
+                        self._pending -= 1
+                        raise
         if not inline:
             self._queue.put(incoming)
             return
@@ -122,8 +129,8 @@ class ThreadingExecutor(Executor):
     def _spawn(self) -> None:
         thread = threading.Thread(target=self._work, daemon=True,
                                   name=f"bridge-worker_{len(self._threads)}")
-        self._threads.append(thread)
         thread.start()
+        self._threads.append(thread)
 
     def _run(self, incoming: Any) -> None:
         try:
@@ -132,18 +139,18 @@ class ThreadingExecutor(Executor):
             LOG.exception("Error while processing %r", incoming)
 
     def _release(self) -> None:
-        with self._cond:
+        with self._lock:
             self._running -= 1
             if self._pending or self._closed:
                 self._cond.notify_all()
 
     def _work(self) -> None:
-        cond = self._cond
+        cond, lock = self._cond, self._lock
         while True:
             incoming = self._queue.get()
             if incoming is None:  # shutdown
                 return
-            with cond:
+            with lock:
                 while self._running >= self.max_workers:
                     cond.wait()
                 self._running += 1
@@ -151,7 +158,7 @@ class ThreadingExecutor(Executor):
             try:
                 self._run(incoming)
             finally:
-                with cond:
+                with lock:
                     self._running -= 1
                     self._idle += 1
                     if self._pending or self._closed:
