@@ -23,6 +23,7 @@ LOG = logging.getLogger(__name__)
 DEFAULT_VERSION = "1.0"
 
 
+@functools.lru_cache(maxsize=256)  # a handful of distinct versions, parsed on every message
 def _parse_version(version: str) -> tuple[int, int, int]:
     parts = str(version).split(".")
     if len(parts) not in (2, 3):

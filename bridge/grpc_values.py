@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from bridge._proto.bridge.v1 import bridge_pb2 as pb
-from bridge.values import MAX_DEPTH, NotPrimitiveError
+from bridge.values import MAX_DEPTH, NotPrimitiveError, path_text
 
 INT64_MIN = -(2**63)
 INT64_MAX = 2**63 - 1
@@ -22,16 +22,18 @@ _BIG_INTEGER = re.compile(r"-?[0-9]+\Z")
 class InvalidValueError(ValueError):
     """A ``Value`` received from the wire that has no Python meaning; names where it sits."""
 
-    def __init__(self, path: str, reason: str) -> None:
+    def __init__(self, path: Any, reason: str) -> None:
+        path = path_text(path)
         self.path = path
         super().__init__(f"{path} {reason}")
 
 
-def fill_value(msg: pb.Value, obj: Any, path: str = "value", depth: int = 0) -> None:
+def fill_value(msg: pb.Value, obj: Any, path: Any = "value", depth: int = 0) -> None:
     """Write ``obj`` into the empty ``Value`` message ``msg``.
 
-    Raise :class:`~bridge.values.NotPrimitiveError` naming ``path`` when ``obj``
-    is not made of None, bool, int, float, str, list/tuple and dict with str keys.
+    Raise :class:`~bridge.values.NotPrimitiveError` naming ``path`` (a str, or a lazy
+    path: see :func:`bridge.values.path_text`) when ``obj`` is not made of None, bool,
+    int, float, str, list/tuple and dict with str keys.
     """
     kind = type(obj)
     if kind is str:
@@ -49,23 +51,25 @@ def fill_value(msg: pb.Value, obj: Any, path: str = "value", depth: int = 0) -> 
         msg.bool_value = obj
     elif isinstance(obj, (list, tuple)):
         if depth >= MAX_DEPTH:
-            raise NotPrimitiveError(path, obj, f"nests deeper than {MAX_DEPTH} levels")
+            raise NotPrimitiveError(path_text(path), obj,
+                                    f"nests deeper than {MAX_DEPTH} levels")
         values = msg.list_value.values
         if not obj:
             msg.list_value.SetInParent()
         for index, item in enumerate(obj):
-            fill_value(values.add(), item, f"{path}[{index}]", depth + 1)
+            fill_value(values.add(), item, (path, index), depth + 1)
     elif isinstance(obj, Mapping):
         if depth >= MAX_DEPTH:
-            raise NotPrimitiveError(path, obj, f"nests deeper than {MAX_DEPTH} levels")
+            raise NotPrimitiveError(path_text(path), obj,
+                                    f"nests deeper than {MAX_DEPTH} levels")
         fields = msg.map_value.fields
         if not obj:
             msg.map_value.SetInParent()
         for key, item in obj.items():
             if type(key) is not str:
-                raise NotPrimitiveError(f"{path} key {key!r}", key,
+                raise NotPrimitiveError(f"{path_text(path)} key {key!r}", key,
                                         f"is a {type(key).__name__}; dict keys must be str")
-            fill_value(fields[key], item, f"{path}[{key!r}]", depth + 1)
+            fill_value(fields[key], item, (path, key), depth + 1)
     elif isinstance(obj, bool):
         msg.bool_value = bool(obj)
     elif isinstance(obj, int):
@@ -75,7 +79,7 @@ def fill_value(msg: pb.Value, obj: Any, path: str = "value", depth: int = 0) -> 
     elif isinstance(obj, str):
         msg.string_value = str(obj)
     else:
-        raise NotPrimitiveError(path, obj)
+        raise NotPrimitiveError(path_text(path), obj)
 
 
 def to_value(obj: Any, path: str = "value") -> pb.Value:
@@ -91,10 +95,10 @@ def fill_map(fields: Any, mapping: Mapping[str, Any], path: str) -> None:
         if type(key) is not str:
             raise NotPrimitiveError(f"{path} key {key!r}", key,
                                     f"is a {type(key).__name__}; dict keys must be str")
-        fill_value(fields[key], item, f"{path}[{key!r}]", 1)
+        fill_value(fields[key], item, (path, key), 1)
 
 
-def from_value(msg: pb.Value, path: str = "value", depth: int = 0) -> Any:
+def from_value(msg: pb.Value, path: Any = "value", depth: int = 0) -> Any:
     """The Python value of ``msg``; a ``Value`` with no kind set is None.
 
     Raise :class:`InvalidValueError` for a malformed ``big_integer_value`` or
@@ -114,10 +118,10 @@ def from_value(msg: pb.Value, path: str = "value", depth: int = 0) -> Any:
     if depth >= MAX_DEPTH:
         raise InvalidValueError(path, f"nests deeper than {MAX_DEPTH} levels")
     if kind == "list_value":
-        return [from_value(item, f"{path}[{index}]", depth + 1)
+        return [from_value(item, (path, index), depth + 1)
                 for index, item in enumerate(msg.list_value.values)]
     if kind == "map_value":
-        return {key: from_value(item, f"{path}[{key!r}]", depth + 1)
+        return {key: from_value(item, (path, key), depth + 1)
                 for key, item in msg.map_value.fields.items()}
     if kind == "big_integer_value":
         text = msg.big_integer_value
@@ -130,4 +134,4 @@ def from_value(msg: pb.Value, path: str = "value", depth: int = 0) -> Any:
 
 def from_map(fields: Any, path: str) -> dict[str, Any]:
     """The dict of a ``map<string, Value>`` field."""
-    return {key: from_value(item, f"{path}[{key!r}]", 1) for key, item in fields.items()}
+    return {key: from_value(item, (path, key), 1) for key, item in fields.items()}

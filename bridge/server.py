@@ -175,9 +175,11 @@ class MessageHandlingServer:
                 from bridge.exceptions import TaskTimeout
 
                 raise TaskTimeout(f"{self._in_flight} messages still running after {timeout} s")
-        if self._executor is not None:
-            self._executor.shutdown(wait=True)
-            self._executor = None
+            # In the same hold of the lock as the count: from here on a late hand-over
+            # sees no executor (see _on_incoming).
+            executor, self._executor = self._executor, None
+        if executor is not None:
+            executor.shutdown(wait=True)
         if self._heartbeats is not None:
             self._heartbeats.close()
             self._heartbeats = None
@@ -211,12 +213,16 @@ class MessageHandlingServer:
     # -- processing ------------------------------------------------------------------------
 
     def _on_incoming(self, incoming: IncomingMessage) -> None:
+        # May run the whole dispatch before it returns (the threading executor runs a
+        # message with may_run_inline on this thread when a permit is free).
         with self._cond:
+            # Counted only while the executor is there: a listener that hands a message
+            # over while wait() releases it gets a failure, not a shut-down executor.
+            executor = self._executor
             self._in_flight += 1
             if self._observers:
                 self._accepted_at[id(incoming)] = time.monotonic()
         try:
-            executor = self._executor
             if executor is None:
                 raise MessagingServerError("the server is not running")
             executor.submit(incoming)

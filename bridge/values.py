@@ -30,25 +30,41 @@ def is_primitive(value: Any) -> bool:
     return True
 
 
-def check_primitive(value: Any, path: str, _depth: int = 0) -> None:
-    """Raise :class:`NotPrimitiveError` naming ``path`` if ``value`` is not a primitive tree."""
+def path_text(path: Any) -> str:
+    """The text of a path built lazily: a str, or ``(parent path, index or key)``.
+
+    Walkers of nested values pass ``(path, key)`` down instead of formatting
+    ``f"{path}[{key!r}]"`` for every element: the text is only needed for an error.
+    """
+    parts = []
+    while isinstance(path, tuple):
+        path, key = path
+        parts.append(f"[{key!r}]")
+    return str(path) + "".join(reversed(parts))
+
+
+def check_primitive(value: Any, path: Any, _depth: int = 0) -> None:
+    """Raise :class:`NotPrimitiveError` naming ``path`` if ``value`` is not a primitive tree.
+
+    ``path`` is a str, or a lazy path (see :func:`path_text`).
+    """
     if isinstance(value, _SCALARS):
         return
     if _depth >= MAX_DEPTH:
-        raise NotPrimitiveError(path, value, f"nests deeper than {MAX_DEPTH} levels")
+        raise NotPrimitiveError(path_text(path), value, f"nests deeper than {MAX_DEPTH} levels")
     if isinstance(value, (list, tuple)):
         for index, item in enumerate(value):
-            check_primitive(item, f"{path}[{index}]", _depth + 1)
+            check_primitive(item, (path, index), _depth + 1)
         return
     if isinstance(value, dict):
         for key, item in value.items():
             if not isinstance(key, str):
                 raise NotPrimitiveError(
-                    f"{path} key {key!r}", key,
+                    f"{path_text(path)} key {key!r}", key,
                     f"is a {type(key).__name__}; dict keys must be str")
-            check_primitive(item, f"{path}[{key!r}]", _depth + 1)
+            check_primitive(item, (path, key), _depth + 1)
         return
-    raise NotPrimitiveError(path, value)
+    raise NotPrimitiveError(path_text(path), value)
 
 
 def check_arguments(args: dict[str, Any]) -> None:

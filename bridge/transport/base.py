@@ -36,6 +36,12 @@ class IncomingMessage(abc.ABC):
     * ``wants_reply``: False for a cast, whose reply() sends nothing.
     * ``target``: where the caller sent it (topic, server, fanout, exchange), when the wire
       tells; a gateway forwards to the same place.
+    * ``may_run_inline``: True when the thread that calls ``on_incoming`` with this message
+      would otherwise only wait for its reply (a gRPC sync handler thread serving
+      ``Call``), so an executor may run the dispatch on that thread, within
+      ``on_incoming``, instead of handing it to a worker. Never set it for a thread that
+      has other work to do (a consumer or listener thread, an event loop): that thread
+      would stop taking messages while the method runs.
 
     Set by the server before ``reply(failure=...)``:
 
@@ -50,6 +56,7 @@ class IncomingMessage(abc.ABC):
     wire: str = "unknown"
     wants_reply: bool = True
     target: Target | None = None
+    may_run_inline: bool = False
     failure_expected: bool = False
 
     #: Context keys a driver adds on receipt; a gateway removes them before forwarding.
@@ -113,7 +120,12 @@ class Listener(abc.ABC):
 
     @abc.abstractmethod
     def start(self, on_incoming: OnIncoming) -> None:
-        """Start handing each message taken from the wire to ``on_incoming``."""
+        """Start handing each message taken from the wire to ``on_incoming``.
+
+        ``on_incoming`` may run the whole method before it returns (a message with
+        ``may_run_inline``, or the blocking executor), so a listener should not hold a
+        lock of its own across it that ``stop()`` also takes.
+        """
 
     @abc.abstractmethod
     def stop(self) -> None:

@@ -718,16 +718,22 @@ class GrpcServer:
         incoming = self.decode(request.envelope, None, None, _call_reply)
         self.deliver(request.envelope.target, incoming)
 
-    def _start_call(self, data: bytes, remaining: float | None,
-                    answer: Callable[[Any], None]) -> GrpcIncoming:
-        """Decode and deliver a Call; the admission was entered by the caller."""
+    def _decode_call(self, data: bytes, remaining: float | None,
+                     answer: Callable[[Any], None]) -> tuple[pb.Target, GrpcIncoming]:
+        """Decode a Call into its target and IncomingMessage; raise Rejection if malformed."""
         try:
             request = pb.CallRequest.FromString(data)
         except Exception as exc:
             raise Rejection(pb.Failure.REASON_INVALID_ARGUMENT,
                             f"undecodable CallRequest: {exc}") from None
-        incoming = self.decode(request.envelope, remaining, answer, _call_reply)
-        self.deliver(request.envelope.target, incoming)
+        envelope = request.envelope
+        return envelope.target, self.decode(envelope, remaining, answer, _call_reply)
+
+    def _start_call(self, data: bytes, remaining: float | None,
+                    answer: Callable[[Any], None]) -> GrpcIncoming:
+        """Decode and deliver a Call; the admission was entered by the caller."""
+        target, incoming = self._decode_call(data, remaining, answer)
+        self.deliver(target, incoming)
         return incoming
 
     # -- sync handlers (grpc.server threads) -------------------------------------------------
@@ -740,7 +746,10 @@ class GrpcServer:
         context.abort(code, message)
 
     def _sync_call(self, data: bytes, context: grpc.ServicerContext) -> bytes:
-        # A bare lock is the cheapest way to wait for the worker's answer.
+        # This thread only waits for the answer, so the executor may run the method right
+        # here (may_run_inline): then reply() has filled the box before deliver() returns
+        # and the answer goes back without a wake-up. Otherwise a pool worker answers and
+        # a bare lock, the cheapest wait, hands it over.
         done = _thread.allocate_lock()
         done.acquire()
         box: list[Any] = []
@@ -756,13 +765,17 @@ class GrpcServer:
         try:
             remaining = _remaining(context)
             try:
-                incoming = self._start_call(data, remaining, answer)
+                target, incoming = self._decode_call(data, remaining, answer)
+                incoming.may_run_inline = True
+                # Runs when the RPC ends; before the answer, that means the caller went
+                # away. Added before delivery so that it also reaches an inline run.
+                context.add_callback(lambda: None if box else incoming.caller_cancelled())
+                self.deliver(target, incoming)
             except Rejection as rejection:
                 self._sync_abort(context, rejection.failure, "Call")
-            # Runs when the RPC ends; before the answer, that means the caller went away.
-            context.add_callback(lambda: None if box else incoming.caller_cancelled())
-            # Past the deadline gRPC has answered the caller already: stop waiting.
-            done.acquire(timeout=-1 if remaining is None else remaining + 1.0)
+            if not box:
+                # Past the deadline gRPC has answered the caller already: stop waiting.
+                done.acquire(timeout=-1 if remaining is None else remaining + 1.0)
         finally:
             self.admission.leave()
         if not box:
@@ -932,12 +945,19 @@ class _GrpcListener(Listener):
         self._cleaned = False
 
     def deliver(self, incoming: IncomingMessage) -> bool:
-        """Hand ``incoming`` over; False when the listener is not started."""
+        """Hand ``incoming`` over; False when the listener is not started.
+
+        The lock is not held while ``on_incoming`` runs: with ``may_run_inline`` that
+        call may run the whole method, and a method may stop its own server. A hand-over
+        that races with ``stop()`` and the server's release gets a failure reply from
+        the server (it counts a message only while its executor is there).
+        """
         with self._lock:
-            if not self.started or self._on_incoming is None:
-                return False
-            self._on_incoming(incoming)
-            return True
+            on_incoming = self._on_incoming if self.started else None
+        if on_incoming is None:
+            return False
+        on_incoming(incoming)
+        return True
 
     def start(self, on_incoming: OnIncoming) -> None:
         with self._lock:
