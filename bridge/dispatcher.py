@@ -129,7 +129,7 @@ class Invocation:
     def run(self) -> Any:
         """Call the method and return its serialized, checked result."""
         result = self.method(self.ctxt, **self.args)
-        if inspect.isawaitable(result):
+        if type(result) not in _NEVER_AWAITABLE and inspect.isawaitable(result):
             import asyncio
 
             result = asyncio.run(_await(result))
@@ -137,9 +137,16 @@ class Invocation:
 
     def finish(self, result: Any) -> Any:
         """Serialize and check a result the method returned."""
-        result = self.serializer.serialize_entity(self.ctxt, result)
+        if type(self.serializer) is not NoOpSerializer:
+            result = self.serializer.serialize_entity(self.ctxt, result)
         check_primitive(result, "the result")
         return result
+
+
+#: Results that need no awaitable check (the common ones, cheaply told apart).
+_NEVER_AWAITABLE = frozenset({type(None), bool, int, float, str, list, tuple, dict})
+#: Distinct (namespace, version) pairs whose compatible endpoints are remembered.
+_MAX_REMEMBERED = 256
 
 
 async def _await(awaitable: Any) -> Any:
@@ -193,24 +200,37 @@ class RPCDispatcher:
         self.serializer = serializer or NoOpSerializer()
         self.access_policy = access_policy()
         self._targets = [getattr(e, "target", None) or Target() for e in self.endpoints]
+        # (namespace, version) -> the endpoints that accept it, in list order. Depends
+        # only on the endpoints' targets, which are read once above.
+        self._compatible: dict[tuple[Any, Any], list[Any]] = {}
+        self._noop = type(self.serializer) is NoOpSerializer
+
+    def _endpoints_for(self, namespace: Any, version: Any) -> list[Any]:
+        key = (namespace, version)
+        found = self._compatible.get(key)
+        if found is None:
+            found = [endpoint for endpoint, target in zip(self.endpoints, self._targets,
+                                                          strict=True)
+                     if namespace in target.accepted_namespaces
+                     and version_is_compatible(target.version or DEFAULT_VERSION, version)]
+            if len(self._compatible) < _MAX_REMEMBERED:
+                self._compatible[key] = found
+        return found
 
     def resolve(self, ctxt: dict[str, Any], message: dict[str, Any]) -> Invocation:
         """Find the method for ``message``; raise NoSuchMethod or UnsupportedVersion."""
         method, args, namespace, version = _validate(message)
-        found_compatible = False
-        for endpoint, target in zip(self.endpoints, self._targets, strict=True):
-            if namespace not in target.accepted_namespaces:
-                continue
-            if not version_is_compatible(target.version or DEFAULT_VERSION, version):
-                continue
-            found_compatible = True
+        compatible = self._endpoints_for(namespace, version)
+        for endpoint in compatible:
             if hasattr(endpoint, method) and self.access_policy.is_allowed(endpoint, method):
+                if self._noop:
+                    return Invocation(getattr(endpoint, method), ctxt, args, self.serializer)
                 new_ctxt = self.serializer.deserialize_context(ctxt)
                 new_args = {name: self.serializer.deserialize_entity(new_ctxt, value)
                             for name, value in args.items()}
                 return Invocation(getattr(endpoint, method), new_ctxt, new_args,
                                   self.serializer)
-        if found_compatible:
+        if compatible:
             raise NoSuchMethod(method)
         raise UnsupportedVersion(version, method=method)
 

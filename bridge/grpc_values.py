@@ -17,6 +17,8 @@ from bridge.values import MAX_DEPTH, NotPrimitiveError, path_text
 INT64_MIN = -(2**63)
 INT64_MAX = 2**63 - 1
 _BIG_INTEGER = re.compile(r"-?[0-9]+\Z")
+#: The kinds whose field holds the Python value as it is.
+_SCALAR_KINDS = frozenset({"string_value", "integer_value", "double_value", "bool_value"})
 
 
 class InvalidValueError(ValueError):
@@ -57,7 +59,10 @@ def fill_value(msg: pb.Value, obj: Any, path: Any = "value", depth: int = 0) -> 
         if not obj:
             msg.list_value.SetInParent()
         for index, item in enumerate(obj):
-            fill_value(values.add(), item, (path, index), depth + 1)
+            if type(item) is str:  # the commonest leaf, without a call
+                values.add().string_value = item
+            else:
+                fill_value(values.add(), item, (path, index), depth + 1)
     elif isinstance(obj, Mapping):
         if depth >= MAX_DEPTH:
             raise NotPrimitiveError(path_text(path), obj,
@@ -69,7 +74,13 @@ def fill_value(msg: pb.Value, obj: Any, path: Any = "value", depth: int = 0) -> 
             if type(key) is not str:
                 raise NotPrimitiveError(f"{path_text(path)} key {key!r}", key,
                                         f"is a {type(key).__name__}; dict keys must be str")
-            fill_value(fields[key], item, (path, key), depth + 1)
+            kind = type(item)
+            if kind is str:  # the commonest leaves, without a call
+                fields[key].string_value = item
+            elif kind is float:
+                fields[key].double_value = item
+            else:
+                fill_value(fields[key], item, (path, key), depth + 1)
     elif isinstance(obj, bool):
         msg.bool_value = bool(obj)
     elif isinstance(obj, int):
@@ -118,11 +129,14 @@ def from_value(msg: pb.Value, path: Any = "value", depth: int = 0) -> Any:
     if depth >= MAX_DEPTH:
         raise InvalidValueError(path, f"nests deeper than {MAX_DEPTH} levels")
     if kind == "list_value":
-        return [from_value(item, (path, index), depth + 1)
-                for index, item in enumerate(msg.list_value.values)]
+        items = []
+        for index, item in enumerate(msg.list_value.values):
+            kind = item.WhichOneof("kind")
+            items.append(getattr(item, kind) if kind in _SCALAR_KINDS
+                         else from_value(item, (path, index), depth + 1))
+        return items
     if kind == "map_value":
-        return {key: from_value(item, (path, key), depth + 1)
-                for key, item in msg.map_value.fields.items()}
+        return _from_fields(msg.map_value.fields, path, depth + 1)
     if kind == "big_integer_value":
         text = msg.big_integer_value
         if not _BIG_INTEGER.match(text):
@@ -134,4 +148,16 @@ def from_value(msg: pb.Value, path: Any = "value", depth: int = 0) -> Any:
 
 def from_map(fields: Any, path: str) -> dict[str, Any]:
     """The dict of a ``map<string, Value>`` field."""
-    return {key: from_value(item, (path, key), 1) for key, item in fields.items()}
+    return _from_fields(fields, path, 1)
+
+
+def _from_fields(fields: Any, path: Any, depth: int) -> dict[str, Any]:
+    # Scalar leaves are read in the loop, without a call each; keys then lookups,
+    # because a protobuf map's items() goes through a Python-level ItemsView.
+    result = {}
+    for key in fields:
+        item = fields[key]
+        kind = item.WhichOneof("kind")
+        result[key] = (getattr(item, kind) if kind in _SCALAR_KINDS
+                       else from_value(item, (path, key), depth))
+    return result

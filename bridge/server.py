@@ -278,14 +278,16 @@ class MessageHandlingServer:
             except Exception:
                 LOG.exception("Can not acknowledge %s", incoming.method)
         finally:
-            with self._cond:
-                accepted = self._accepted_at.pop(id(incoming), None)
-            if self._observers:
-                seconds = time.monotonic() - accepted if accepted is not None else 0.0
-                self._notify("on_finish", incoming, outcome, seconds)
+            if self._accepted_at:
+                with self._cond:
+                    accepted = self._accepted_at.pop(id(incoming), None)
+                if self._observers:
+                    seconds = time.monotonic() - accepted if accepted is not None else 0.0
+                    self._notify("on_finish", incoming, outcome, seconds)
             with self._cond:
                 self._in_flight -= 1
-                self._cond.notify_all()
+                if self._in_flight == 0:  # only wait() waits, and only for zero
+                    self._cond.notify_all()
 
 
     def _report_failure(self, incoming: IncomingMessage,

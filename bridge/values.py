@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 _SCALARS = (type(None), bool, int, float, str)
+_SCALAR_TYPES = frozenset(_SCALARS)
 MAX_DEPTH = 64
 
 
@@ -48,21 +49,25 @@ def check_primitive(value: Any, path: Any, _depth: int = 0) -> None:
 
     ``path`` is a str, or a lazy path (see :func:`path_text`).
     """
-    if isinstance(value, _SCALARS):
+    kind = type(value)
+    if kind in _SCALAR_TYPES or isinstance(value, _SCALARS):
         return
     if _depth >= MAX_DEPTH:
         raise NotPrimitiveError(path_text(path), value, f"nests deeper than {MAX_DEPTH} levels")
+    # Scalar elements are checked in the loops: no call per leaf.
     if isinstance(value, (list, tuple)):
         for index, item in enumerate(value):
-            check_primitive(item, (path, index), _depth + 1)
+            if type(item) not in _SCALAR_TYPES:
+                check_primitive(item, (path, index), _depth + 1)
         return
     if isinstance(value, dict):
         for key, item in value.items():
-            if not isinstance(key, str):
+            if type(key) is not str and not isinstance(key, str):
                 raise NotPrimitiveError(
                     f"{path_text(path)} key {key!r}", key,
                     f"is a {type(key).__name__}; dict keys must be str")
-            check_primitive(item, (path, key), _depth + 1)
+            if type(item) not in _SCALAR_TYPES:
+                check_primitive(item, (path, key), _depth + 1)
         return
     raise NotPrimitiveError(path_text(path), value)
 

@@ -194,3 +194,22 @@ def test_target_copy_keeps_legacy_namespaces():
     assert target != copy
     with pytest.raises(TypeError):
         target(colour="red")
+
+
+def test_many_distinct_versions_and_namespaces_keep_the_rule():
+    """The dispatcher remembers which endpoints accept a (namespace, version); past its
+    bound it still decides each message by the rule, and the remembered answers stay right."""
+    dispatcher = RPCDispatcher([make_endpoint("v1", version="1.5", methods=("hello",)),
+                                make_endpoint("v2", "ns", "2.3", methods=("hello",))])
+    for round_ in range(2):  # the second round reads what the first remembered
+        for minor in range(300):
+            message = {"method": "hello", "args": {}, "version": f"1.{minor}"}
+            if minor <= 5:
+                assert dispatcher.dispatch({}, message) == "v1"
+            else:
+                with pytest.raises(bridge.UnsupportedVersion):
+                    dispatcher.dispatch({}, message)
+        message = {"method": "hello", "args": {}, "namespace": "ns", "version": "2.1"}
+        assert dispatcher.dispatch({}, message) == "v2"
+        with pytest.raises(bridge.NoSuchMethod):
+            dispatcher.dispatch({}, dict(message, method="missing"))
