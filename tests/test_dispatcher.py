@@ -201,7 +201,7 @@ def test_many_distinct_versions_and_namespaces_keep_the_rule():
     bound it still decides each message by the rule, and the remembered answers stay right."""
     dispatcher = RPCDispatcher([make_endpoint("v1", version="1.5", methods=("hello",)),
                                 make_endpoint("v2", "ns", "2.3", methods=("hello",))])
-    for round_ in range(2):  # the second round reads what the first remembered
+    for _ in range(2):  # the second round reads what the first remembered
         for minor in range(300):
             message = {"method": "hello", "args": {}, "version": f"1.{minor}"}
             if minor <= 5:

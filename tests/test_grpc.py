@@ -423,6 +423,30 @@ def test_reflection_lists_services(grpc_server):
     chan.close()
 
 
+def test_call_stream_timeouts_share_one_thread(grpc_server):
+    """Per-call timeouts on a stream cost no thread each: 100 held calls with a
+    timeout add far fewer threads than 100 (the pool's workers, one timer thread)."""
+    gate = Gate()
+    srv = grpc_server(endpoints=[*make_endpoints(), gate])
+    chan = channel(srv.addresses[0])
+    stream = chan.stream_stream("/bridge.v1.Bridge/CallStream")
+    before = threading.active_count()
+    requests = [pb.StreamRequest(id=n, envelope=envelope(method="wait", namespace="gate"),
+                                 timeout=30).SerializeToString() for n in range(1, 101)]
+    responses = stream(iter(requests), timeout=30)
+    deadline = time.monotonic() + 10
+    while srv.in_flight < 100 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert srv.in_flight == 100
+    during = threading.active_count()
+    gate.event.set()
+    replies = [pb.StreamResponse.FromString(data) for data in responses]
+    assert sorted(r.id for r in replies) == list(range(1, 101))
+    assert all(from_value(r.result) == "opened" for r in replies)
+    # 64 pool workers at most (the default pool size), a few gRPC and timer threads.
+    assert during - before < 64 + 16, (before, during)
+
+
 def test_call_stream_completion_order_and_errors(grpc_server):
     gate = Gate()
     srv = grpc_server(endpoints=[*make_endpoints(), gate])

@@ -19,6 +19,7 @@ import asyncio
 import collections
 import copy
 import dataclasses
+import functools
 import itertools
 import logging
 import queue
@@ -46,6 +47,7 @@ from bridge.grpc_errors import (
 )
 from bridge.grpc_values import InvalidValueError, fill_map, fill_value, from_map, from_value
 from bridge.target import Target
+from bridge.timer import Timer
 from bridge.transport.base import Driver, IncomingMessage, Listener, OnIncoming
 
 LOG = logging.getLogger(__name__)
@@ -349,8 +351,8 @@ class _StreamCalls:
     """The calls of one CallStream: start each request, emit each answer once.
 
     ``emit(bytes)`` queues a response for the stream; ``hand_back(resolve, outcome)``
-    runs ``resolve`` where ``emit`` may be called; ``schedule(delay, fn)`` returns
-    something with ``cancel()``.
+    runs ``resolve`` where ``emit`` may be called; ``schedule(delay, fn)`` returns a
+    callable that cancels it.
     """
 
     def __init__(self, server: GrpcServer, remaining: float | None,
@@ -382,7 +384,7 @@ class _StreamCalls:
                     return
                 state["answered"] = True
             if state["timer"] is not None:
-                state["timer"].cancel()
+                state["timer"]()
             server.admission.leave()
             self.emit(payload)
 
@@ -438,6 +440,8 @@ class GrpcServer:
         #: False while the process says it cannot serve (set through a listener).
         self.process_serving = True
         self._pool: Any = None
+        # Per-call timeouts of sync CallStreams: one thread for all of them.
+        self._timeouts = Timer("bridge-grpc-timeouts")
         self.loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         # aio: answers from worker threads, drained on the loop, one wake-up per batch.
@@ -639,6 +643,7 @@ class GrpcServer:
         if self.flavour != "aio":
             if server is not None:
                 server.stop(grace).wait(grace + 10)
+            self._timeouts.close()
             self._pool.shutdown(wait=False)
             return
         if self._on_loop():
@@ -799,11 +804,10 @@ class GrpcServer:
         out: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
         counts = {"started": 0, "done_reading": False}
 
-        def schedule(delay: float, fn: Callable[[], None]) -> threading.Timer:
-            timer = threading.Timer(delay, fn)
-            timer.daemon = True
-            timer.start()
-            return timer
+        def schedule(delay: float, fn: Callable[[], None]) -> Callable[[], None]:
+            timeouts = self._timeouts
+            return functools.partial(timeouts.cancel,
+                                     timeouts.schedule(time.monotonic() + delay, fn))
 
         calls = _StreamCalls(self, _remaining(context), out.put,
                              lambda resolve, outcome: resolve(outcome), schedule)
@@ -884,7 +888,7 @@ class GrpcServer:
         out: asyncio.Queue = asyncio.Queue()
         counts = {"started": 0, "done_reading": False}
         calls = _StreamCalls(self, _remaining(context), out.put_nowait, self.hand_back,
-                             lambda delay, fn: loop.call_later(delay, fn))
+                             lambda delay, fn: loop.call_later(delay, fn).cancel)
 
         async def read() -> None:
             try:
