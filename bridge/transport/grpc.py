@@ -45,6 +45,7 @@ from bridge.grpc_errors import (
     status_of,
 )
 from bridge.grpc_values import InvalidValueError, fill_map, fill_value, from_map, from_value
+from bridge.metrics import record_refusal
 from bridge.target import Target
 from bridge.transport.base import Driver, IncomingMessage, Listener, OnIncoming
 
@@ -57,6 +58,15 @@ MIB = 1024 * 1024
 _CALL = f"/{SERVICE_NAME}/Call"
 _CAST = f"/{SERVICE_NAME}/Cast"
 _STREAM = f"/{SERVICE_NAME}/CallStream"
+
+#: bridge_refusals_total's reason label of each Failure reason: "target_not_found"...
+_REASON_LABELS = {value: name.removeprefix("REASON_").lower()
+                  for name, value in pb.Failure.Reason.items()}
+
+
+def _count_refusal(failure: pb.Failure) -> None:
+    """Count a request refused before any listener took it (bridge_refusals_total)."""
+    record_refusal("grpc", _REASON_LABELS.get(failure.reason, "unspecified"))
 
 
 # -- options -------------------------------------------------------------------------------
@@ -370,13 +380,15 @@ class _StreamCalls:
             request = pb.StreamRequest.FromString(data)
         except Exception as exc:
             LOG.warning("gRPC CallStream request refused: undecodable: %s", exc)
-            self.emit(_error_response(0, Rejection(
-                pb.Failure.REASON_INVALID_ARGUMENT, f"undecodable StreamRequest: {exc}").failure))
+            failure = Rejection(pb.Failure.REASON_INVALID_ARGUMENT,
+                                f"undecodable StreamRequest: {exc}").failure
+            _count_refusal(failure)
+            self.emit(_error_response(0, failure))
             return
         call_id = request.id
         state: dict[str, Any] = {"answered": False, "timer": None}
 
-        def finish(payload: bytes) -> None:
+        def finish(payload: bytes, refused: pb.Failure | None = None) -> None:
             with self.lock:
                 if state["answered"]:
                     return
@@ -384,6 +396,8 @@ class _StreamCalls:
             if state["timer"] is not None:
                 state["timer"].cancel()
             server.admission.leave()
+            if refused is not None:
+                _count_refusal(refused)
             self.emit(payload)
 
         def resolve(outcome: Any) -> None:
@@ -402,6 +416,7 @@ class _StreamCalls:
             server.admission.enter()
         except Rejection as rejection:
             LOG.warning("gRPC CallStream call %s refused: %s", call_id, rejection)
+            _count_refusal(rejection.failure)
             self.emit(_error_response(call_id, rejection.failure))
             return
         remaining = None if self.deadline is None else self.deadline - time.monotonic()
@@ -415,7 +430,7 @@ class _StreamCalls:
             server.deliver(request.envelope.target, incoming)
         except Rejection as rejection:
             LOG.warning("gRPC CallStream call %s refused: %s", call_id, rejection)
-            resolve(rejection.failure)
+            finish(_error_response(call_id, rejection.failure), refused=rejection.failure)
 
 
 class GrpcServer:
@@ -740,6 +755,8 @@ class GrpcServer:
 
     def _sync_abort(self, context: grpc.ServicerContext, failure: pb.Failure,
                     what: str) -> None:
+        """Refuse a request no listener took: count it, log it, end the RPC (raises)."""
+        _count_refusal(failure)
         code, message, metadata = status_of(failure)
         LOG.warning("gRPC %s refused: %s", what, message)
         context.set_trailing_metadata(metadata)
@@ -836,6 +853,8 @@ class GrpcServer:
 
     async def _aio_abort(self, context: aio.ServicerContext, failure: pb.Failure,
                          what: str) -> None:
+        """Refuse a request no listener took: count it, log it, end the RPC (raises)."""
+        _count_refusal(failure)
         code, message, metadata = status_of(failure)
         LOG.warning("gRPC %s refused: %s", what, message)
         await context.abort(code, message, metadata)
