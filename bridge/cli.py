@@ -168,6 +168,9 @@ def check_health(url: str, timeout: float = 5.0, service: str = "",
                  tls: dict[str, str] | None = None) -> str:
     """Ask the gRPC health service at ``url``; return the status name (``SERVING``, ...).
 
+    With several hosts in ``url`` the first one that accepts a connection answers, as
+    for an RPC client of that URL.
+
     Raises ``grpc.RpcError`` when the server cannot be reached or has no health service.
     """
     import grpc
@@ -176,10 +179,17 @@ def check_health(url: str, timeout: float = 5.0, service: str = "",
     parsed = bridge.TransportURL.parse(url)
     if parsed.transport not in ("grpc", "grpcs") or not parsed.hosts:
         raise UsageError(f"health needs a grpc:// or grpcs:// URL with a host, not {url!r}")
-    host = parsed.hosts[0]
-    hostname = host.hostname or "127.0.0.1"
-    address = f"[{hostname}]" if ":" in hostname else hostname
-    address += f":{host.port or 50051}"
+    from bridge.transport.grpc import channel_target
+
+    hosts = [(host.hostname or "127.0.0.1", host.port or 50051) for host in parsed.hosts]
+    if parsed.transport == "grpcs" and len(hosts) > 1 and not (tls or {}).get(
+            "tls_server_name"):
+        raise UsageError("health over grpcs:// with several hosts needs --tls-server-name "
+                         "(the name every server's certificate holds)")
+    try:
+        address = channel_target(hosts)
+    except OSError as exc:
+        raise UsageError(f"cannot resolve {url!r}: {exc}") from None
     if parsed.transport == "grpcs":
         tls = tls or {}
         credentials = grpc.ssl_channel_credentials(
@@ -233,7 +243,7 @@ def _add_tls_client_options(parser: argparse.ArgumentParser) -> None:
                         help="grpcs://: client private key (mutual TLS)")
     parser.add_argument("--tls-server-name", dest="tls_server_name", metavar="NAME",
                         help="grpcs://: the name expected in the server's certificate "
-                             "(default: the URL's host)")
+                             "(default: the URL's host; required with several hosts)")
 
 
 def _add_send_options(parser: argparse.ArgumentParser, call: bool) -> None:

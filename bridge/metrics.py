@@ -12,11 +12,22 @@ Exposed series (all in one registry per server, served on ``/metrics``):
 * ``bridge_requests_in_flight``: messages taken and not yet answered, all wires together.
 * ``bridge_healthy``: 1 while the server runs and every listener can take messages.
 * ``bridge_reconnects_total{wire}``: reconnections made by drivers in this process.
+* ``bridge_refusals_total{wire, reason}``: requests a driver of this process refused
+  before any server saw them, so they are not in ``bridge_requests_total``. The reason
+  is the ``bridge.v1.Failure`` reason without its ``REASON_`` prefix, lower-cased:
+  ``invalid_argument`` (undecodable request, malformed envelope or value; on AMQP, a
+  bad message rejected without requeue), ``target_not_found`` (no
+  local server of the target), ``resource_exhausted`` (over ``max_concurrent_calls``),
+  ``unavailable`` (the target's servers are stopping or not started); ``internal`` is
+  an AMQP delivery dropped after an unexpected error while taking it.
 
-The reconnect hook is for drivers: after re-establishing a lost connection a driver
-calls :func:`record_reconnect` (``record_reconnect("amqp")``). It is a plain function
-with no prometheus import behind it, cheap enough to call from any thread, and it
-counts whether or not metrics are served.
+The reconnect and refusal hooks are for drivers: after re-establishing a lost
+connection a driver calls :func:`record_reconnect` (``record_reconnect("amqp")``), and
+where it refuses a request before handing it over, :func:`record_refusal`
+(``record_refusal("grpc", "target_not_found")``). They are plain functions with no
+prometheus import behind them, cheap enough to call from any thread, and they count
+whether or not metrics are served. Their labels must come from a fixed set (never from
+the request), since every value is a series of every scrape.
 """
 
 from __future__ import annotations
@@ -54,6 +65,27 @@ def reconnect_counts() -> dict[str, int]:
         return dict(_reconnects)
 
 
+_refusals: dict[tuple[str, str], int] = {}
+_refusals_lock = threading.Lock()
+
+
+def record_refusal(wire: str, reason: str) -> None:
+    """Count one request a ``wire`` driver refused before dispatch, for ``reason``.
+
+    ``reason`` is a bounded name such as ``"target_not_found"``; never pass text taken
+    from the request.
+    """
+    key = (wire, reason)
+    with _refusals_lock:
+        _refusals[key] = _refusals.get(key, 0) + 1
+
+
+def refusal_counts() -> dict[tuple[str, str], int]:
+    """Refusals counted so far in this process, by ``(wire, reason)``."""
+    with _refusals_lock:
+        return dict(_refusals)
+
+
 class _ReconnectCollector:
     """Reports :func:`record_reconnect`'s counts at scrape time."""
 
@@ -64,6 +96,20 @@ class _ReconnectCollector:
                                      labels=["wire"])
         for wire, count in sorted(reconnect_counts().items()):
             family.add_metric([wire], count)
+        yield family
+
+
+class _RefusalCollector:
+    """Reports :func:`record_refusal`'s counts at scrape time."""
+
+    def collect(self) -> Iterator[Any]:
+        from prometheus_client.core import CounterMetricFamily
+
+        family = CounterMetricFamily("bridge_refusals",
+                                     "Requests refused before dispatch, by wire and reason",
+                                     labels=["wire", "reason"])
+        for (wire, reason), count in sorted(refusal_counts().items()):
+            family.add_metric([wire, reason], count)
         yield family
 
 
@@ -90,6 +136,7 @@ class ServerMetrics:
                         registry=self.registry)
         healthy.set_function(lambda: 1 if server.healthy else 0)
         self.registry.register(_ReconnectCollector())  # type: ignore[arg-type]
+        self.registry.register(_RefusalCollector())  # type: ignore[arg-type]
 
     def on_start(self, incoming: IncomingMessage) -> None:
         """Nothing to do before dispatch (in-flight is read from the server)."""

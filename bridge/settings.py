@@ -204,8 +204,9 @@ OPTIONS: tuple[Option, ...] = (
            default_text="the host name"),
     Option("exchange", "the AMQP exchange of the target", None, _optional_text, "EXCHANGE",
            default_text="openstack (control_exchange)"),
-    Option("grpc_url", "where gRPC listens: grpc://HOST:PORT, or grpcs://HOST:PORT with "
-           "the TLS files; port 0 picks a free port; 'none' turns gRPC off",
+    Option("grpc_url", "where gRPC listens: grpc://HOST:PORT (on several addresses: "
+           "grpc://HOST1:PORT1,HOST2:PORT2), or grpcs://... with the TLS files; port 0 picks "
+           "a free port; 'none' turns gRPC off",
            "grpc://127.0.0.1:50051", _optional_text, "URL"),
     Option("amqp_urls", "an AMQP transport URL to serve on, such as "
            "rabbit://user:pass@host:5672/ (repeatable); memory:// is the in-process "

@@ -131,3 +131,23 @@ def test_cast_to_an_unreachable_broker_gives_up_after_its_timeout():
                           env=source_env(), timeout=60)
     assert done.returncode == 1
     assert "not accepted within 1.0 s" in done.stderr
+
+
+def test_health_of_several_hosts_is_answered_by_the_first_that_connects(capsys):
+    import socket
+
+    transport = bridge.get_transport(None, "grpc://127.0.0.2:0")
+    server = bridge.get_rpc_server(transport, bridge.Target(topic="t", server="s"),
+                                   default_endpoints())
+    server.start()
+    try:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            closed = sock.getsockname()[1]
+        live = server.addresses[0].split("://", 1)[1]
+        code, out, _ = run(capsys, "health", f"grpc://127.0.0.1:{closed},{live}")
+        assert code == 0 and "SERVING" in out
+    finally:
+        server.stop()
+        server.wait()
+        transport.cleanup()

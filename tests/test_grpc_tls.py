@@ -126,3 +126,31 @@ def test_mutual_tls(tls_server, pki):
     with pytest.raises(bridge.MessageDeliveryFailure):  # not signed by the server's CA
         _call(_url(address, tls_ca_file=pki["ca"], tls_cert_file=rogue_cert,
                    tls_key_file=rogue_key))
+
+
+def test_several_hosts_need_the_server_name(pki):
+    from bridge import cli
+
+    cert, key = pki["server"]
+    transport = bridge.get_transport(None, _url("grpcs://127.0.0.1:0,127.0.0.2:0",
+                                                tls_cert_file=cert, tls_key_file=key))
+    srv = bridge.get_rpc_server(transport, bridge.Target(topic="topic", server="s"),
+                                default_endpoints())
+    srv.start()
+    try:
+        (address,) = srv.addresses
+        assert address.startswith("grpcs://127.0.0.1:") and ",127.0.0.2:" in address
+        # Every server holds a certificate for "localhost"; the hosts are addresses.
+        assert _call(_url(address, tls_ca_file=pki["ca"], tls_server_name="localhost")) == (
+            "pong")
+        with pytest.raises(bridge.InvalidTransportURL, match="tls_server_name"):
+            _call(_url(address, tls_ca_file=pki["ca"]))
+        tls = {"tls_ca_file": pki["ca"]}
+        assert cli.check_health(address, tls={**tls, "tls_server_name": "localhost"}) == (
+            "SERVING")
+        with pytest.raises(cli.UsageError, match="tls-server-name"):
+            cli.check_health(address, tls=tls)
+    finally:
+        srv.stop()
+        srv.wait()
+        transport.cleanup()

@@ -6,15 +6,20 @@ import io
 import json
 import logging
 import threading
+import time
 import urllib.request
 
+import grpc
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 import bridge
 from bridge import metrics
+from bridge._proto.bridge.v1 import bridge_pb2 as pb
+from bridge.grpc_values import from_value
 from bridge.logs import RequestIdObserver, configure_logging
 from endpoints import default_endpoints
+from tests.grpc_helpers import channel, envelope, raw_call
 
 LOG = logging.getLogger("tests.endpoint")
 
@@ -213,3 +218,224 @@ def test_request_id_of_any_context(ctxt, expected):
     from bridge.logs import request_id_of
 
     assert request_id_of(ctxt) == expected
+
+
+# -- refusals before dispatch (bridge_refusals_total) -----------------------------------------
+
+class Refusals:
+    """Follows ``bridge_refusals_total`` of one wire: ``moved()`` is the change by reason."""
+
+    def __init__(self, wire: str) -> None:
+        self.wire = wire
+        self.last = metrics.refusal_counts()
+
+    def moved(self) -> dict[str, int]:
+        now = metrics.refusal_counts()
+        changed = {reason: count - self.last.get((wire, reason), 0)
+                   for (wire, reason), count in now.items()
+                   if wire == self.wire and count != self.last.get((wire, reason), 0)}
+        self.last = now
+        return changed
+
+
+def _grpc_server(flavour, endpoints, **options):
+    transport = bridge.get_transport(
+        {"grpc": {"server_flavour": flavour, **options}}, "grpc://127.0.0.1:0")
+    server = bridge.get_rpc_server(transport, bridge.Target(topic="topic", server="s"),
+                                   endpoints)
+    observed = metrics.ServerMetrics(server)
+    server.add_observer(observed)
+    server.start()
+    return transport, server, observed
+
+
+def _refused(chan, data, method="Call"):
+    """The status code of a raw request that must fail."""
+    with pytest.raises(grpc.RpcError) as info:
+        chan.unary_unary(f"/bridge.v1.Bridge/{method}")(data, timeout=10)
+    return info.value.code()
+
+
+def _call(env):
+    return pb.CallRequest(envelope=env).SerializeToString()
+
+
+def _cast(env):
+    return pb.CastRequest(envelope=env).SerializeToString()
+
+
+def _stream_errors(chan, *requests):
+    """Send CallStream requests (bytes) on one stream; the error codes of the answers."""
+    replies = chan.stream_stream("/bridge.v1.Bridge/CallStream")(iter(requests), timeout=10)
+    return sorted(grpc.StatusCode.OK.value[0] if not reply.HasField("error")
+                  else reply.error.code
+                  for reply in map(pb.StreamResponse.FromString, replies))
+
+
+def _stream_request(env, call_id=1):
+    return pb.StreamRequest(id=call_id, envelope=env).SerializeToString()
+
+
+@pytest.mark.parametrize("flavour", ["sync", "aio"])
+def test_grpc_bad_requests_and_unknown_targets_are_counted_once(flavour):
+    transport, server, observed = _grpc_server(flavour, default_endpoints())
+    chan = channel(server.addresses[0])
+    refusals = Refusals("grpc")
+    bad_value = envelope(method="echo")
+    bad_value.args["value"].big_integer_value = "12x"
+    invalid = grpc.StatusCode.INVALID_ARGUMENT.value[0]
+    not_found = grpc.StatusCode.NOT_FOUND.value[0]
+    try:
+        for data, method in [(b"\xff\xff\xff", "Call"), (b"\x0a\x05garbage", "Cast"),
+                             (_call(envelope(topic="")), "Call"),
+                             (_call(envelope(method="")), "Call"),
+                             (_call(envelope(fanout=True)), "Call"),
+                             (_call(bad_value), "Call"), (_cast(bad_value), "Cast")]:
+            assert _refused(chan, data, method) == grpc.StatusCode.INVALID_ARGUMENT
+            assert refusals.moved() == {"invalid_argument": 1}, (method, data)
+        assert _refused(chan, _call(envelope(topic="nobody"))) == grpc.StatusCode.NOT_FOUND
+        assert refusals.moved() == {"target_not_found": 1}
+        assert _refused(chan, _cast(envelope(server="nobody")), "Cast") == (
+            grpc.StatusCode.NOT_FOUND)
+        assert refusals.moved() == {"target_not_found": 1}
+
+        assert _stream_errors(chan, b"\xff\xff") == [invalid]
+        assert refusals.moved() == {"invalid_argument": 1}
+        assert _stream_errors(chan, _stream_request(bad_value, 1),
+                              _stream_request(envelope(topic="nobody"), 2),
+                              _stream_request(envelope(), 3)) == [0, invalid, not_found]
+        assert refusals.moved() == {"invalid_argument": 1, "target_not_found": 1}
+
+        # What reaches the dispatcher is counted by the server's observers instead.
+        raw_call(chan, _call(envelope()))
+        assert _refused(chan, _call(envelope(version="x.y"))) == (
+            grpc.StatusCode.INVALID_ARGUMENT)
+        assert _refused(chan, _call(envelope(method="made_up"))) == (
+            grpc.StatusCode.UNIMPLEMENTED)
+        assert refusals.moved() == {}
+    finally:
+        chan.close()
+        server.stop()
+        server.wait()
+        transport.cleanup()
+    got = samples(observed.render())
+
+    def requests(outcome):
+        return sum(value for (name, labels), value in got.items()
+                   if name == "bridge_requests_total" and ("outcome", outcome) in labels)
+
+    assert (requests("ok"), requests("malformed"), requests("no_such_method")) == (2, 1, 1)
+    served = metrics.refusal_counts()
+    for reason in ("invalid_argument", "target_not_found"):
+        key = ("bridge_refusals_total", (("reason", reason), ("wire", "grpc")))
+        assert got[key] == served[("grpc", reason)]
+    assert not any("nobody" in str(labels) for _, labels in got)
+
+
+@pytest.mark.parametrize("flavour", ["sync", "aio"])
+def test_grpc_calls_over_the_limit_and_to_stopping_servers_are_counted_once(flavour):
+    gate = Gate()
+    transport, server, _ = _grpc_server(flavour, [*default_endpoints(), gate],
+                                        max_concurrent_calls=1)
+    chan = channel(server.addresses[0])
+    refusals = Refusals("grpc")
+    exhausted = grpc.StatusCode.RESOURCE_EXHAUSTED
+    unavailable = grpc.StatusCode.UNAVAILABLE
+    try:
+        held = chan.unary_unary("/bridge.v1.Bridge/Call").future(
+            _call(envelope(method="hold")), timeout=20)
+        assert gate.entered.wait(10)
+        assert _refused(chan, _call(envelope())) == exhausted
+        assert refusals.moved() == {"resource_exhausted": 1}
+        assert _stream_errors(chan, _stream_request(envelope())) == [exhausted.value[0]]
+        assert refusals.moved() == {"resource_exhausted": 1}
+        gate.release.set()
+        assert from_value(pb.CallResponse.FromString(held.result()).result) == "released"
+
+        server.stop()  # the port stays open until wait(): new requests are refused
+        assert _refused(chan, _call(envelope())) == unavailable
+        assert refusals.moved() == {"unavailable": 1}
+        assert _refused(chan, _cast(envelope()), "Cast") == unavailable
+        assert refusals.moved() == {"unavailable": 1}
+        assert _stream_errors(chan, _stream_request(envelope())) == [unavailable.value[0]]
+        assert refusals.moved() == {"unavailable": 1}
+    finally:
+        gate.release.set()
+        chan.close()
+        server.stop()
+        server.wait()
+        transport.cleanup()
+
+
+
+def _wait_moved(refusals: Refusals, expected: dict[str, int]) -> dict[str, int]:
+    """What ``refusals`` moved by, once it reaches ``expected`` (at most 10 s)."""
+    moved: dict[str, int] = {}
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        for reason, count in refusals.moved().items():
+            moved[reason] = moved.get(reason, 0) + count
+        if moved == expected:
+            break
+        time.sleep(0.02)
+    return moved
+
+
+@pytest.mark.broker
+@pytest.mark.usefixtures("broker_available")
+def test_amqp_bad_messages_are_counted_once_as_refusals(monkeypatch):
+    import kombu
+    from amqp_support import BROKER_URL, delete_queues, unique
+
+    from bridge.transport.amqp import AmqpListener
+
+    exchange, topic, reply_q = unique("bx"), unique("obs"), unique("reply")
+    transport = bridge.get_transport(None, BROKER_URL)
+    server = bridge.get_rpc_server(
+        transport, bridge.Target(exchange=exchange, topic=topic, server="s"),
+        default_endpoints())
+    observed = metrics.ServerMetrics(server)
+    server.add_observer(observed)
+    server.start()
+    refusals = Refusals("amqp")
+    rpc = bridge.get_rpc_client(transport, bridge.Target(exchange=exchange, topic=topic),
+                                timeout=10)
+    try:
+        with kombu.Connection("amqp://guest:guest@127.0.0.1:5672//",
+                              connect_timeout=5) as conn:
+            raw = conn.channel()
+            raw.queue_declare(reply_q, auto_delete=False)
+
+            def publish(body: str) -> None:
+                raw.basic_publish(raw.prepare_message(body.encode(),
+                                                      content_type="application/json"),
+                                  exchange=exchange, routing_key=topic)
+
+            publish("not json {")
+            publish(json.dumps({"oslo.version": "2.0", "oslo.message": json.dumps(
+                {"method": "echo", "args": [1], "_msg_id": "m1", "_reply_q": reply_q})}))
+            assert _wait_moved(refusals, {"invalid_argument": 2}) == {"invalid_argument": 2}
+
+            real_parse = AmqpListener._parse
+            broken = {"left": 1}
+
+            def parse_once_broken(self, msg):
+                if broken["left"]:
+                    broken["left"] -= 1
+                    raise RuntimeError("listener bug")
+                return real_parse(self, msg)
+
+            monkeypatch.setattr(AmqpListener, "_parse", parse_once_broken)
+            rpc.cast({}, "ping")
+            assert _wait_moved(refusals, {"internal": 1}) == {"internal": 1}
+            assert rpc.call({}, "ping") == "pong"
+            assert refusals.moved() == {}
+    finally:
+        server.stop()
+        server.wait()
+        transport.cleanup()
+        delete_queues([topic, f"{topic}.s", reply_q], [exchange])
+    got = samples(observed.render())
+    outcomes = {dict(labels)["outcome"]: value for (name, labels), value in got.items()
+                if name == "bridge_requests_total"}
+    assert outcomes == {"ok": 1}

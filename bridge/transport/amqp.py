@@ -39,6 +39,7 @@ from bridge.exceptions import (
     deserialize_failure,
     serialize_failure,
 )
+from bridge.metrics import record_refusal
 from bridge.target import Target
 from bridge.timer import Timer
 from bridge.transport.amqp_conn import AmqpConnection, ConnectionLost
@@ -339,7 +340,8 @@ class AmqpListener(Listener):
                 try:
                     self._conn.reject(tag, requeue=False)
                 except ConnectionLost:
-                    pass
+                    return
+                record_refusal("amqp", "internal")
 
     def _handle_delivery(self, msg: Any, tag: int, settled: list[bool]) -> None:
         with self._lock:
@@ -352,6 +354,8 @@ class AmqpListener(Listener):
             except BadMessage as exc:
                 settled[0] = True
                 self._conn.reject(tag, requeue=False)
+                # The dispatcher never sees it, so it is in no observer's count.
+                record_refusal("amqp", "invalid_argument")
                 self._bad_message(msg, exc)
                 return
             settled[0] = True

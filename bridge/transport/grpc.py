@@ -1,4 +1,4 @@
-"""``grpc://HOST:PORT`` and ``grpcs://HOST:PORT`` (TLS): the gRPC wire (docs/grpc.md).
+"""``grpc://HOST:PORT[,HOST:PORT...]`` and ``grpcs://...`` (TLS): the gRPC wire (docs/grpc.md).
 
 Server side: one gRPC server per bound address in the process (grpc.server, or
 grpc.aio on an event loop thread: ``server_flavour``), shared by every listener on
@@ -8,6 +8,9 @@ no local listener serves goes to the router's fallback hook, else NOT_FOUND.
 Each request becomes a :class:`GrpcIncoming` handed to the server's
 ``on_incoming`` (the server's executor runs the dispatcher); ``reply()`` hands
 the encoded answer back to the gRPC handler waiting for it.
+
+A URL with several hosts makes one server listen on every address, and a client
+fail over between them (see :func:`channel_target`).
 
 Client side: one channel per transport, reused by every call and cast.
 """
@@ -23,9 +26,10 @@ import functools
 import itertools
 import logging
 import queue
+import socket
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 import grpc
@@ -46,6 +50,7 @@ from bridge.grpc_errors import (
     status_of,
 )
 from bridge.grpc_values import InvalidValueError, fill_map, fill_value, from_map, from_value
+from bridge.metrics import record_refusal
 from bridge.target import Target
 from bridge.timer import Timer
 from bridge.transport.base import Driver, IncomingMessage, Listener, OnIncoming
@@ -59,6 +64,63 @@ MIB = 1024 * 1024
 _CALL = f"/{SERVICE_NAME}/Call"
 _CAST = f"/{SERVICE_NAME}/Cast"
 _STREAM = f"/{SERVICE_NAME}/CallStream"
+
+#: bridge_refusals_total's reason label of each Failure reason: "target_not_found"...
+_REASON_LABELS = {value: name.removeprefix("REASON_").lower()
+                  for name, value in pb.Failure.Reason.items()}
+
+
+def _count_refusal(failure: pb.Failure) -> None:
+    """Count a request refused before any listener took it (bridge_refusals_total)."""
+    record_refusal("grpc", _REASON_LABELS.get(failure.reason, "unspecified"))
+
+
+def _host_port(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _client_host(host: str) -> str:
+    """Where a client reaches a server listening on ``host`` (a wildcard: this machine)."""
+    if host in ("", "0.0.0.0"):
+        return "127.0.0.1"
+    if host == "::":
+        return "::1"
+    return host
+
+
+def channel_target(hosts: Sequence[tuple[str, int]]) -> str:
+    """The gRPC channel target that reaches the servers at ``hosts``, ``(host, port)`` pairs.
+
+    A wildcard host (``0.0.0.0``, ``::``) means this machine. One host gives
+    ``host:port``, which gRPC's DNS resolver resolves. Several give every address
+    they resolve to now (``socket.getaddrinfo``, in the URL's order), as
+    ``ipv4:a:p,b:p``, or ``ipv6:[a]:p,...`` with IPv4 addresses IPv4-mapped when
+    some are IPv6; the channel's default ``pick_first`` policy then connects to the
+    first address that accepts, and to the next when that connection fails. A host
+    that does not resolve is skipped; :class:`OSError` when none does.
+    """
+    hosts = [(_client_host(host), port) for host, port in hosts]
+    if len(hosts) == 1:
+        return _host_port(*hosts[0])
+    addresses: list[tuple[int, str, int]] = []
+    failures = []
+    for host, port in hosts:
+        try:
+            infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        except OSError as exc:
+            LOG.warning("gRPC host %s does not resolve, skipped: %s", host, exc)
+            failures.append(f"{host}: {exc}")
+            continue
+        for family, _, _, _, sockaddr in infos:
+            address = (family, str(sockaddr[0]), int(sockaddr[1]))
+            if family in (socket.AF_INET, socket.AF_INET6) and address not in addresses:
+                addresses.append(address)
+    if not addresses:
+        raise OSError(f"none of the gRPC hosts resolve ({'; '.join(failures)})")
+    if all(family == socket.AF_INET for family, _, _ in addresses):
+        return "ipv4:" + ",".join(f"{ip}:{port}" for _, ip, port in addresses)
+    return "ipv6:" + ",".join(f"[{ip}]:{port}" if family == socket.AF_INET6
+                              else f"[::ffff:{ip}]:{port}" for family, ip, port in addresses)
 
 
 # -- options -------------------------------------------------------------------------------
@@ -372,13 +434,15 @@ class _StreamCalls:
             request = pb.StreamRequest.FromString(data)
         except Exception as exc:
             LOG.warning("gRPC CallStream request refused: undecodable: %s", exc)
-            self.emit(_error_response(0, Rejection(
-                pb.Failure.REASON_INVALID_ARGUMENT, f"undecodable StreamRequest: {exc}").failure))
+            failure = Rejection(pb.Failure.REASON_INVALID_ARGUMENT,
+                                f"undecodable StreamRequest: {exc}").failure
+            _count_refusal(failure)
+            self.emit(_error_response(0, failure))
             return
         call_id = request.id
         state: dict[str, Any] = {"answered": False, "timer": None}
 
-        def finish(payload: bytes) -> None:
+        def finish(payload: bytes, refused: pb.Failure | None = None) -> None:
             with self.lock:
                 if state["answered"]:
                     return
@@ -386,6 +450,8 @@ class _StreamCalls:
             if state["timer"] is not None:
                 state["timer"]()
             server.admission.leave()
+            if refused is not None:
+                _count_refusal(refused)
             self.emit(payload)
 
         def resolve(outcome: Any) -> None:
@@ -404,6 +470,7 @@ class _StreamCalls:
             server.admission.enter()
         except Rejection as rejection:
             LOG.warning("gRPC CallStream call %s refused: %s", call_id, rejection)
+            _count_refusal(rejection.failure)
             self.emit(_error_response(call_id, rejection.failure))
             return
         remaining = None if self.deadline is None else self.deadline - time.monotonic()
@@ -417,20 +484,23 @@ class _StreamCalls:
             server.deliver(request.envelope.target, incoming)
         except Rejection as rejection:
             LOG.warning("gRPC CallStream call %s refused: %s", call_id, rejection)
-            resolve(rejection.failure)
+            finish(_error_response(call_id, rejection.failure), refused=rejection.failure)
 
 
 class GrpcServer:
-    """One gRPC server on one address, shared by its listeners, with its router.
+    """One gRPC server on its addresses, shared by its listeners, with its router.
 
-    ``server_flavour`` picks grpc.server (``sync``: handlers on grpc's thread pool)
-    or grpc.aio (``aio``: handlers on an event loop in a thread of its own).
+    ``endpoints`` are the ``(host, port)`` pairs it listens on (the bound port where
+    port 0 was asked for); ``host`` and ``port`` are the first. ``server_flavour``
+    picks grpc.server (``sync``: handlers on grpc's thread pool) or grpc.aio
+    (``aio``: handlers on an event loop in a thread of its own).
     """
 
-    def __init__(self, scheme: str, host: str, port: int, options: GrpcOptions,
-                 default_exchange: str) -> None:
+    def __init__(self, scheme: str, endpoints: Sequence[tuple[str, int]],
+                 options: GrpcOptions, default_exchange: str) -> None:
         self.scheme = scheme
-        self.host = host
+        self.endpoints: list[tuple[str, int]] = list(endpoints)
+        self.host, port = self.endpoints[0]
         self.options = options
         self.flavour = options.server_flavour
         self.router = Router(default_exchange)
@@ -454,18 +524,19 @@ class GrpcServer:
                                             name=f"bridge-grpc-{port}", daemon=True)
             self._thread.start()
             try:
-                self.port = self._run(self._start_aio(port))
+                self._run(self._start_aio())
             except BaseException:
                 self._stop_loop()
                 raise
         else:
-            self.port = self._start_sync(port)
+            self._start_sync()
+        self.port = self.endpoints[0][1]
         self.running = True
 
     @property
     def address(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{self.scheme}://{host}:{self.port}"
+        """``scheme://host:port``, or ``scheme://h1:p1,h2:p2`` (a URL clients can use)."""
+        return f"{self.scheme}://{','.join(_host_port(*item) for item in self.endpoints)}"
 
     # -- setting up --------------------------------------------------------------------------
 
@@ -498,8 +569,13 @@ class GrpcServer:
             names.append(reflection.SERVICE_NAME)
             reflection.enable_server_reflection(names, server)
 
-    def _bind(self, server: Any, port: int) -> int:
-        address = f"[{self.host}]:{port}" if ":" in self.host else f"{self.host}:{port}"
+    def _bind_all(self, server: Any) -> None:
+        """Add a port for every endpoint; the bound ports replace the ports asked for."""
+        self.endpoints = [(host, self._bind(server, host, port))
+                          for host, port in self.endpoints]
+
+    def _bind(self, server: Any, host: str, port: int) -> int:
+        address = _host_port(host, port)
         try:
             if self.scheme == "grpcs":
                 bound = server.add_secure_port(address, self._server_credentials())
@@ -511,7 +587,7 @@ class GrpcServer:
             raise OSError(f"cannot listen on {address} (in use, or not a local address?)")
         return bound
 
-    def _start_sync(self, port: int) -> int:
+    def _start_sync(self) -> None:
         from concurrent.futures import ThreadPoolExecutor
 
         from grpc_health.v1 import health, health_pb2
@@ -520,7 +596,8 @@ class GrpcServer:
         # spare ones answer health checks and refuse calls over the limit. Threads are
         # made only when needed.
         workers = (self.options.max_concurrent_calls or 1000) + 16
-        pool = ThreadPoolExecutor(workers, thread_name_prefix=f"bridge-grpc-{port}")
+        pool = ThreadPoolExecutor(workers,
+                                  thread_name_prefix=f"bridge-grpc-{self.endpoints[0][1]}")
         self._pool = pool
         server = grpc.server(pool, options=self._grpc_options())
         self._add_services(server, {
@@ -530,12 +607,18 @@ class GrpcServer:
         }, health.HealthServicer())
         for name in ("", SERVICE_NAME):
             self._health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
-        bound = self._bind(server, port)
+        try:
+            self._bind_all(server)
+        except BaseException:
+            # Only a server that started frees the ports bound before the failure.
+            server.start()
+            server.stop(None).wait(10)
+            pool.shutdown(wait=False)
+            raise
         server.start()
         self._server = server
-        return bound
 
-    async def _start_aio(self, port: int) -> int:
+    async def _start_aio(self) -> None:
         from grpc_health.v1 import health, health_pb2
 
         server = aio.server(options=self._grpc_options())
@@ -546,10 +629,15 @@ class GrpcServer:
         }, health.aio.HealthServicer())
         for name in ("", SERVICE_NAME):
             await self._health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
-        bound = self._bind(server, port)
+        try:
+            self._bind_all(server)
+        except BaseException:
+            # Only a server that started frees the ports bound before the failure.
+            await server.start()
+            await server.stop(None)
+            raise
         await server.start()
         self._server = server
-        return bound
 
     def _server_credentials(self) -> grpc.ServerCredentials:
         opts = self.options
@@ -745,6 +833,8 @@ class GrpcServer:
 
     def _sync_abort(self, context: grpc.ServicerContext, failure: pb.Failure,
                     what: str) -> None:
+        """Refuse a request no listener took: count it, log it, end the RPC (raises)."""
+        _count_refusal(failure)
         code, message, metadata = status_of(failure)
         LOG.warning("gRPC %s refused: %s", what, message)
         context.set_trailing_metadata(metadata)
@@ -840,6 +930,8 @@ class GrpcServer:
 
     async def _aio_abort(self, context: aio.ServicerContext, failure: pb.Failure,
                          what: str) -> None:
+        """Refuse a request no listener took: count it, log it, end the RPC (raises)."""
+        _count_refusal(failure)
         code, message, metadata = status_of(failure)
         LOG.warning("gRPC %s refused: %s", what, message)
         await context.abort(code, message, metadata)
@@ -921,9 +1013,9 @@ _SERVERS_LOCK = threading.Lock()
 
 
 def servers() -> list[GrpcServer]:
-    """The gRPC servers running in this process (one per bound address)."""
+    """The gRPC servers running in this process (one per set of bound addresses)."""
     with _SERVERS_LOCK:
-        return list(_SERVERS.values())
+        return list({id(server): server for server in _SERVERS.values()}.values())
 
 
 def set_fallback(address: str, fallback: Fallback | None) -> None:
@@ -1003,8 +1095,24 @@ class _GrpcListener(Listener):
 
 # -- the driver ----------------------------------------------------------------------------
 
+def _hosts_of(url: Any) -> tuple[tuple[str, int], ...]:
+    """The ``(host, port)`` of each host of ``url``; 127.0.0.1:50051 fills in what is missing."""
+    hosts = tuple((host.hostname or "127.0.0.1",
+                   DEFAULT_PORT if host.port is None else host.port) for host in url.hosts)
+    hosts = hosts or (("127.0.0.1", DEFAULT_PORT),)
+    for index, (host, port) in enumerate(hosts):
+        if port and (host, port) in hosts[:index]:
+            raise InvalidTransportURL(str(url), f"{_host_port(host, port)} is listed twice "
+                                      f"in {url}")
+    return hosts
+
+
 class GrpcDriver(Driver):
-    """The gRPC wire: ``grpc://HOST:PORT`` (plain) and ``grpcs://HOST:PORT`` (TLS)."""
+    """The gRPC wire: ``grpc://HOST:PORT`` (plain) and ``grpcs://HOST:PORT`` (TLS).
+
+    With several hosts (``grpc://h1:p1,h2:p2``) a server listens on each, and a
+    client connects to the first that answers (see :func:`channel_target`).
+    """
 
     wire = "grpc"
 
@@ -1012,31 +1120,48 @@ class GrpcDriver(Driver):
         super().__init__(url, settings, allowed_remote_exmods)
         self.options = parse_options(url, settings.group("grpc"))
         self.scheme = url.driver_name
-        host = url.hosts[0] if url.hosts else None
-        self.host = (host.hostname if host and host.hostname else "127.0.0.1")
-        self.port = host.port if host and host.port is not None else DEFAULT_PORT
-        self._bound_port: int | None = None  # the port port 0 was given
+        #: The URL's hosts as ``(host, port)``; port 0 asks for a free port.
+        self.hosts = _hosts_of(url)
+        self._bound_ports: tuple[int, ...] | None = None  # the ports port 0 was given
         self._lock = threading.Lock()
         self._channel: grpc.Channel | None = None
         self._stubs: dict[str, Any] = {}
 
     # -- server side ------------------------------------------------------------------------
 
+    def _endpoints(self) -> list[tuple[str, int]]:
+        """The URL's hosts, with the ports that port 0 was given once bound."""
+        if self._bound_ports is None:
+            return list(self.hosts)
+        return [(host, port) for (host, _), port in zip(self.hosts, self._bound_ports, strict=True)]
+
     def listen(self, target: Target) -> Listener:
         exchange = target.exchange or self.settings.control_exchange
         key = (exchange, str(target.topic), str(target.server))
         with _SERVERS_LOCK:
-            port = self._bound_port if self.port == 0 and self._bound_port else self.port
-            server = _SERVERS.get((self.host, port)) if port else None
+            endpoints = self._endpoints()
+            found = {id(item): item for item in (_SERVERS.get(endpoint)
+                                                 for endpoint in endpoints if endpoint[1])
+                     if item is not None}
+            server = None
+            if found:
+                existing = list(found.values())
+                if len(existing) > 1 or set(existing[0].endpoints) != set(endpoints):
+                    raise InvalidTransportURL(
+                        str(self.url), f"{self.url} shares addresses with the gRPC server(s) "
+                        f"{', '.join(item.address for item in existing)}: transports on the "
+                        "same addresses must list the same hosts")
+                server = existing[0]
             if server is not None and server.scheme != self.scheme:
                 raise InvalidTransportURL(str(self.url), f"{server.address} already serves "
                                           f"{server.scheme}://, not {self.scheme}://")
             if server is None:
-                server = GrpcServer(self.scheme, self.host, port, self.options,
+                server = GrpcServer(self.scheme, endpoints, self.options,
                                     self.settings.control_exchange)
-                _SERVERS[(self.host, server.port)] = server
-                if self.port == 0:
-                    self._bound_port = server.port
+                for endpoint in server.endpoints:
+                    _SERVERS[endpoint] = server
+                if any(port == 0 for _, port in self.hosts):
+                    self._bound_ports = tuple(port for _, port in server.endpoints)
                 LOG.info("gRPC server listening on %s", server.address)
             listener = _GrpcListener(server, key, self._release)
             server.router.add(listener)
@@ -1047,7 +1172,9 @@ class GrpcDriver(Driver):
         with _SERVERS_LOCK:
             remaining = server.router.remove(listener)
             if remaining == 0:
-                _SERVERS.pop((server.host, server.port), None)
+                for endpoint in server.endpoints:
+                    if _SERVERS.get(endpoint) is server:
+                        del _SERVERS[endpoint]
         if remaining == 0:
             server.shutdown()
             LOG.info("gRPC server on %s stopped", server.address)
@@ -1058,12 +1185,9 @@ class GrpcDriver(Driver):
 
     @property
     def connect_address(self) -> str:
-        """host:port this transport's clients connect to."""
-        port = self._bound_port if self.port == 0 and self._bound_port else self.port
-        host = "127.0.0.1" if self.host in ("0.0.0.0", "") else self.host
-        if host == "::":
-            host = "::1"
-        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        """host:port this transport's clients connect to (comma-separated, several hosts)."""
+        return ",".join(_host_port(_client_host(host), port)
+                        for host, port in self._endpoints())
 
     def _stub(self, method: str) -> Any:
         stub = self._stubs.get(method)
@@ -1071,12 +1195,23 @@ class GrpcDriver(Driver):
             return stub
         with self._lock:
             if self._channel is None:
-                self._channel = self._make_channel()
+                try:
+                    self._channel = self._make_channel()
+                except OSError as exc:
+                    raise MessageDeliveryFailure(
+                        f"cannot connect to gRPC {self.connect_address}: {exc}") from None
             stub = self._stubs[method] = self._channel.unary_unary(method)
             return stub
 
     def _make_channel(self) -> grpc.Channel:
         opts = self.options
+        endpoints = self._endpoints()
+        if self.scheme == "grpcs" and len(endpoints) > 1 and not opts.tls_server_name:
+            raise InvalidTransportURL(
+                str(self.url), f"a grpcs:// client of several hosts ({self.url}) needs "
+                "tls_server_name, the name every server's certificate holds: one channel "
+                "cannot check each server against its own host name")
+        target = channel_target(endpoints)
         channel_options = [
             ("grpc.max_receive_message_length", opts.max_receive_message_length),
             ("grpc.max_send_message_length", opts.max_send_message_length),
@@ -1085,14 +1220,14 @@ class GrpcDriver(Driver):
             ("grpc.enable_retries", 0),
         ]
         if self.scheme != "grpcs":
-            return grpc.insecure_channel(self.connect_address, channel_options)
+            return grpc.insecure_channel(target, channel_options)
         if opts.tls_server_name:
             channel_options.append(("grpc.ssl_target_name_override", opts.tls_server_name))
         credentials = grpc.ssl_channel_credentials(
             root_certificates=_read(opts.tls_ca_file) if opts.tls_ca_file else None,
             private_key=_read(opts.tls_key_file) if opts.tls_key_file else None,
             certificate_chain=_read(opts.tls_cert_file) if opts.tls_cert_file else None)
-        return grpc.secure_channel(self.connect_address, credentials, channel_options)
+        return grpc.secure_channel(target, credentials, channel_options)
 
     def send(self, target: Target, ctxt: dict[str, Any], message: dict[str, Any], *,
              wait_for_reply: bool, timeout: float | None,
