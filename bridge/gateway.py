@@ -14,12 +14,19 @@ from __future__ import annotations
 import dataclasses
 import logging
 import threading
+import time
 from collections.abc import Iterable, Sequence
 from concurrent.futures import Future, InvalidStateError, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from bridge.exceptions import InvalidTarget, NoRoute, TooManyRequests, log_failure
+from bridge.exceptions import (
+    InvalidTarget,
+    MessagingTimeout,
+    NoRoute,
+    TooManyRequests,
+    log_failure,
+)
 from bridge.server import MessageHandlingServer
 from bridge.target import Target
 from bridge.transport import Transport, get_transport
@@ -29,6 +36,12 @@ LOG = logging.getLogger(__name__)
 
 ANY = "*"
 DEFAULT_MAX_IN_FLIGHT = 1024
+#: Upstream dispatcher errors, by the class name they are relayed with: their outcome.
+_UPSTREAM_OUTCOMES = {"NoSuchMethod": "no_such_method",
+                      "UnsupportedVersion": "unsupported_version"}
+#: The gateway's own failures: their outcome (any other is ``gateway_error``).
+_OWN_OUTCOMES = ((MessagingTimeout, "timeout"), (NoRoute, "no_route"),
+                 (TooManyRequests, "resource_exhausted"))
 
 
 @dataclass(frozen=True)
@@ -249,6 +262,10 @@ class GatewayServer(MessageHandlingServer):
     def _forward(self, incoming: IncomingMessage, target: Target) -> None:
         with self._cond:
             self._in_flight += 1
+            if self._observers:
+                self._accepted_at[id(incoming)] = time.monotonic()
+        if self._observers:
+            self._notify("on_start", incoming)
         try:
             upstream = self.forwarder.forward(incoming, target)
         except Exception as exc:  # forward() reports through its future; this is a defect
@@ -263,6 +280,27 @@ class GatewayServer(MessageHandlingServer):
         else:
             failure = done.exception()
             self._answer(incoming, None if failure else done.result(), failure)
+
+    def route_topic(self, incoming: IncomingMessage) -> str:
+        """The topic of the route that forwards ``incoming`` (``*`` for a wildcard
+        route): a label from the configuration, never from the request."""
+        route = self.forwarder.route_for(incoming.target or self.target,
+                                         incoming.message.get("namespace"))
+        return str(route.topic) if route is not None else str(self.target.topic)
+
+    def _outcome_of(self, failure: BaseException | None) -> str:
+        # Upstream failures keep the outcome the upstream server gave them (its dispatcher
+        # errors by class name); the gateway's own failures get outcomes of their own.
+        # See docs/configuration.md, "Metrics".
+        if failure is None:
+            return "ok"
+        relayed = getattr(failure, "_bridge_failure", None)
+        if isinstance(relayed, dict):
+            return _UPSTREAM_OUTCOMES.get(relayed.get("class"), super()._outcome_of(failure))
+        for kind, outcome in _OWN_OUTCOMES:
+            if isinstance(failure, kind):
+                return outcome
+        return "gateway_error"
 
     def _report_failure(self, incoming: IncomingMessage,
                         failure: BaseException) -> BaseException:

@@ -12,6 +12,12 @@ Exposed series (all in one registry per server, served on ``/metrics``):
 * ``bridge_requests_in_flight``: messages taken and not yet answered, all wires together.
 * ``bridge_healthy``: 1 while the server runs and every listener can take messages.
 * ``bridge_reconnects_total{wire}``: reconnections made by drivers in this process.
+* ``bridge_forwarded_total{wire, route, method, outcome}``,
+  ``bridge_forwarded_duration_seconds{wire, route, method}`` and
+  ``bridge_forwarded_in_flight``: requests forwarded by the gateways registered with
+  :meth:`ServerMetrics.observe_gateway`; ``route`` is the configured topic of the route
+  that took the request, and the method label is kept only when an upstream server ran
+  the method (docs/configuration.md, "Metrics").
 * ``bridge_refusals_total{wire, reason}``: requests a driver of this process refused
   before any server saw them, so they are not in ``bridge_requests_total``. The reason
   is the ``bridge.v1.Failure`` reason without its ``REASON_`` prefix, lower-cased:
@@ -43,6 +49,10 @@ from bridge.transport.base import IncomingMessage
 
 _UNKNOWN_METHOD = "(unknown)"
 _UNBOUNDED_OUTCOMES = frozenset({"no_such_method", "unsupported_version", "malformed"})
+#: Forwarded requests keep their method label only when an upstream server ran the
+#: method (ok, or its own exception): any other outcome may carry whatever name a
+#: caller sent.
+_ANSWERED_UPSTREAM = frozenset({"ok", "expected_error", "error"})
 _MAX_LABEL = 100
 
 #: Latency buckets in seconds: sub-millisecond in-process calls up to slow methods.
@@ -137,6 +147,23 @@ class ServerMetrics:
         healthy.set_function(lambda: 1 if server.healthy else 0)
         self.registry.register(_ReconnectCollector())  # type: ignore[arg-type]
         self.registry.register(_RefusalCollector())  # type: ignore[arg-type]
+        self.forwarded = Counter("bridge_forwarded", "Requests forwarded by gateway routes "
+                                 "and answered", ["wire", "route", "method", "outcome"],
+                                 registry=self.registry)
+        self.forwarded_latency = Histogram(
+            "bridge_forwarded_duration_seconds",
+            "Seconds from a forwarded request's arrival to its answer",
+            ["wire", "route", "method"], buckets=LATENCY_BUCKETS, registry=self.registry)
+        self._gateways: list[Any] = []
+        forwarding = Gauge("bridge_forwarded_in_flight",
+                           "Forwarded requests taken and not yet answered",
+                           registry=self.registry)
+        forwarding.set_function(lambda: sum(item.in_flight for item in self._gateways))
+
+    def observe_gateway(self, gateway: Any) -> None:
+        """Count what ``gateway`` (a :class:`bridge.gateway.GatewayServer`) forwards."""
+        self._gateways.append(gateway)
+        gateway.add_observer(_GatewayObserver(self, gateway))
 
     def on_start(self, incoming: IncomingMessage) -> None:
         """Nothing to do before dispatch (in-flight is read from the server)."""
@@ -153,6 +180,25 @@ class ServerMetrics:
         from prometheus_client import generate_latest
 
         return generate_latest(self.registry)
+
+
+class _GatewayObserver:
+    """Counts one gateway's forwarded requests into its :class:`ServerMetrics`."""
+
+    def __init__(self, metrics: ServerMetrics, gateway: Any) -> None:
+        self.metrics = metrics
+        self.gateway = gateway
+
+    def on_start(self, incoming: IncomingMessage) -> None:
+        """Nothing to do before forwarding."""
+
+    def on_finish(self, incoming: IncomingMessage, outcome: str, seconds: float) -> None:
+        """Count the forwarded request under its route and observe its latency."""
+        method = incoming.method if outcome in _ANSWERED_UPSTREAM else _UNKNOWN_METHOD
+        labels = (str(incoming.wire)[:_MAX_LABEL], self.gateway.route_topic(incoming)[:_MAX_LABEL],
+                  method[:_MAX_LABEL])
+        self.metrics.forwarded.labels(*labels, outcome).inc()
+        self.metrics.forwarded_latency.labels(*labels).observe(max(0.0, seconds))
 
 
 class _QuietHandler(WSGIRequestHandler):

@@ -17,6 +17,7 @@ Lifecycle of the process:
 
 from __future__ import annotations
 
+import functools
 import importlib
 import logging
 import os
@@ -25,7 +26,7 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, TextIO
 
 import bridge
@@ -204,6 +205,7 @@ def run(settings: ServeSettings, out: TextIO | None = None) -> int:
                                        executor=settings.executor)
         holder["server"] = server
         server.add_observer(RequestIdObserver())
+        metrics = None
         if settings.metrics_port is not None:
             from bridge.metrics import MetricsHTTPServer, ServerMetrics
 
@@ -214,7 +216,8 @@ def run(settings: ServeSettings, out: TextIO | None = None) -> int:
             metrics_http.start()
         signals.install()
         server.start(override_pool_size=settings.pool_size)
-        gateways = start_gateways(settings, conf, server, transports)
+        gateways = start_gateways(settings, conf, server, transports,
+                                  observe=functools.partial(_observe_gateway, metrics))
     except (bridge.MessagingException, EndpointLoadError, OSError, ValueError) as exc:
         LOG.error("Cannot start: %s", exc)
         print(f"bridge: cannot start: {exc}", file=sys.stderr, flush=True)
@@ -249,9 +252,18 @@ def run(settings: ServeSettings, out: TextIO | None = None) -> int:
 _GRPC_SCHEMES = ("grpc", "grpcs")
 
 
+def _observe_gateway(metrics: Any, gateway: Any) -> None:
+    gateway.add_observer(RequestIdObserver())
+    if metrics is not None:
+        metrics.observe_gateway(gateway)
+
+
 def start_gateways(settings: ServeSettings, conf: dict[str, Any], server: Any,
-                   transports: list[bridge.Transport]) -> list[Any]:
+                   transports: list[bridge.Transport],
+                   observe: Callable[[Any], None] | None = None) -> list[Any]:
     """Start the gateway servers the routes ask for (docs/gateway.md); [] without routes.
+
+    ``observe(gateway)`` is called for each gateway before it starts (logs, metrics).
 
     Routes to an AMQP URL serve gRPC callers: one gateway is the fallback of the gRPC
     listener. Routes to a gRPC URL serve AMQP callers: one gateway per topic listens on
@@ -273,6 +285,8 @@ def start_gateways(settings: ServeSettings, conf: dict[str, Any], server: Any,
         if not grpc_addresses:
             raise ValueError("routes to AMQP serve gRPC callers, but gRPC is turned off")
         fallback = GatewayServer([], bridge.Target(topic="gateway", server=name), forwarder)
+        if observe is not None:
+            observe(fallback)
         fallback.start()
         for address in grpc_addresses:
             fallback.attach_grpc(address)
@@ -287,6 +301,8 @@ def start_gateways(settings: ServeSettings, conf: dict[str, Any], server: Any,
         exchange = route.exchange if route.exchange not in ("*", None) else settings.exchange
         gateway = GatewayServer(amqp_transports, bridge.Target(
             exchange=exchange, topic=route.topic, server=name), forwarder)
+        if observe is not None:
+            observe(gateway)
         gateway.start()
         gateways.append(gateway)
     for route in routes:

@@ -265,7 +265,7 @@ class MessageHandlingServer:
 
     def _answer(self, incoming: IncomingMessage, result: Any,
                 failure: BaseException | None) -> None:
-        outcome = outcome_of(failure)
+        outcome = self._outcome_of(failure)
         try:
             if failure is not None:
                 failure = self._report_failure(incoming, failure)
@@ -289,6 +289,10 @@ class MessageHandlingServer:
                 if self._in_flight == 0:  # only wait() waits, and only for zero
                     self._cond.notify_all()
 
+
+    def _outcome_of(self, failure: BaseException | None) -> str:
+        """How a message ended, for observers (see :func:`outcome_of`)."""
+        return outcome_of(failure)
 
     def _report_failure(self, incoming: IncomingMessage,
                         failure: BaseException) -> BaseException:

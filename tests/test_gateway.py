@@ -191,3 +191,38 @@ def test_route_settings_from_words_and_tables():
         resolve({"routes": ["compute"]}, {})
     with pytest.raises(SettingsError, match="unknown route keys"):
         resolve({"routes": [{"topic": "t", "url": "grpc://x:1", "colour": "red"}]}, {})
+
+
+def test_forwarded_requests_are_counted_by_route_method_and_outcome(sides):
+    from bridge import metrics
+
+    gateway = sides["gateway"]()
+    observed = metrics.ServerMetrics(gateway)
+    observed.observe_gateway(gateway)
+    front = client(sides["front"])
+    front.call({}, "boot", name="vm1", flavor=1)
+    with pytest.raises(bridge.RemoteError):
+        front.call({}, "fail")
+    with pytest.raises(bridge.RemoteError, match="NoSuchMethod"):
+        front.call({}, "made_up_name")
+    with pytest.raises(bridge.MessagingTimeout):
+        front.prepare(timeout=0.3).call({}, "slow", seconds=1.0)
+
+    def forwarded(method, outcome):
+        return observed.registry.get_sample_value("bridge_forwarded_total", {
+            "wire": "memory", "route": "compute", "method": method, "outcome": outcome})
+
+    assert forwarded("boot", "ok") == 1
+    assert forwarded("fail", "error") == 1
+    # A name no upstream serves, or a call that never came back, is not a label.
+    assert forwarded("made_up_name", "no_such_method") is None
+    assert forwarded("(unknown)", "no_such_method") == 1
+    deadline = time.monotonic() + 5  # the gateway answers the timeout on its own clock
+    while forwarded("(unknown)", "timeout") is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert forwarded("(unknown)", "timeout") == 1
+    assert observed.registry.get_sample_value("bridge_forwarded_duration_seconds_count", {
+        "wire": "memory", "route": "compute", "method": "boot"}) == 1
+    assert observed.registry.get_sample_value("bridge_forwarded_in_flight") == 0
+    # Not served locally: nothing in the local series.
+    assert "bridge_requests_total{" not in observed.render().decode()

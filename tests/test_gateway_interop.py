@@ -241,7 +241,7 @@ def test_bridge_serve_routes_both_ways(legacy, tmp_path):
     import signal
 
     from serving import ServeProcess
-    from test_serve_wires import cli
+    from test_serve_wires import cli, scrape
 
     backend_transport = bridge.get_transport(None, "grpc://127.0.0.1:0")
     backend = bridge.get_rpc_server(backend_transport,
@@ -254,7 +254,7 @@ def test_bridge_serve_routes_both_ways(legacy, tmp_path):
                       f'[[routes]]\ntopic = "{images}"\nurl = "{backend.addresses[0]}"\n'
                       f'upstream_topic = "backend"\n')
     proc = ServeProcess(["--config", str(config), "--grpc-url", "grpc://127.0.0.1:0",
-                         "--amqp-url", BROKER_URL, "--server", "gw1"])
+                         "--amqp-url", BROKER_URL, "--server", "gw1", "--metrics-port", "0"])
     try:
         proc.wait_ready()
         front = proc.address("grpc")
@@ -268,6 +268,17 @@ def test_bridge_serve_routes_both_ways(legacy, tmp_path):
         oslo_client = legacy["peer"].client("openstack", images, timeout=10)
         assert oslo_client.prepare(version="1.0").call({"user": "o"}, "add", a=1, b=2) == {
             "sum": 3, "user": "o"}
+        # Forwarded requests are counted by the route that took them, both ways.
+        metrics = scrape(proc.line_starting("bridge: metrics on "))
+
+        def forwarded(wire, route, method, outcome):
+            return metrics.get(("bridge_forwarded_total", (
+                ("method", method), ("outcome", outcome), ("route", route), ("wire", wire))))
+
+        assert forwarded("grpc", legacy["topic"], "echo", "ok") == 1
+        assert forwarded("grpc", legacy["topic"], "fail", "error") == 1
+        assert forwarded("amqp", images, "add", "ok") == 1
+        assert metrics[("bridge_forwarded_in_flight", ())] == 0
     finally:
         proc.signal(signal.SIGTERM)
         code = proc.wait()
