@@ -81,7 +81,10 @@ class MessageHandlingServer:
         self.executor_name = executor or "threading"
         self._executor_cls = executor_class(self.executor_name)
         self._state = _NEW
-        self._cond = threading.Condition()
+        # Per-message paths take the bare lock (cheaper than entering the Condition);
+        # the Condition, on the same lock, is for stop() and wait().
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
         self._in_flight = 0
         self._executor: Executor | None = None
         self._heartbeats: HeartbeatScheduler | None = None
@@ -215,7 +218,7 @@ class MessageHandlingServer:
     def _on_incoming(self, incoming: IncomingMessage) -> None:
         # May run the whole dispatch before it returns (the threading executor runs a
         # message with may_run_inline on this thread when a permit is free).
-        with self._cond:
+        with self._lock:
             # Counted only while the executor is there: a listener that hands a message
             # over while wait() releases it gets a failure, not a shut-down executor.
             executor = self._executor
@@ -279,12 +282,12 @@ class MessageHandlingServer:
                 LOG.exception("Can not acknowledge %s", incoming.method)
         finally:
             if self._accepted_at:
-                with self._cond:
+                with self._lock:
                     accepted = self._accepted_at.pop(id(incoming), None)
                 if self._observers:
                     seconds = time.monotonic() - accepted if accepted is not None else 0.0
                     self._notify("on_finish", incoming, outcome, seconds)
-            with self._cond:
+            with self._lock:
                 self._in_flight -= 1
                 if self._in_flight == 0:  # only wait() waits, and only for zero
                     self._cond.notify_all()
