@@ -404,7 +404,7 @@ class AmqpConnection:
                 self._host_index += 1
         heartbeat = opts.heartbeat_timeout_threshold
         kconn = kombu.Connection(
-            transport="pyamqp", heartbeat=heartbeat, ssl=opts.ssl_params(),
+            transport="pyamqp", heartbeat=heartbeat, ssl=opts.ssl_params(host["hostname"]),
             login_method=opts.rabbit_login_method,
             connect_timeout=max(1.0, min(heartbeat or 30, 30)),
             transport_options={"client_properties": {
