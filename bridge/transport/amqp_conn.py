@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import logging
 import random
+import select
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -48,6 +50,40 @@ def _buffer_reads(transport: Any) -> None:
         return
     recv = transport.sock.recv
     transport._quick_recv = lambda size: recv(max(size, 16384))
+
+
+def _serialize_tls_reads(transport: Any, lock: threading.Lock) -> None:
+    """Never read a TLS connection while another thread writes it.
+
+    OpenSSL does not let one TLS session be read and written from two threads at
+    once: under load (large messages, several callers), the I/O thread's reads, made
+    while publishers wrote, saw the stream end and the connection was lost. The I/O
+    thread now waits for input outside ``lock`` (the write lock), then, holding it,
+    reads what has arrived without blocking; so no write waits for input to come.
+    Reads take what is there (up to 16 KiB), as ``_buffer_reads`` does for TCP.
+    """
+    if type(transport).__name__ != "SSLTransport" or not hasattr(transport, "_quick_recv"):
+        return
+    sock = transport.sock
+    poller = select.poll()
+    poller.register(sock, select.POLLIN)
+
+    def recv(size: int) -> bytes:
+        while True:
+            timeout = sock.gettimeout()
+            if not sock.pending() and not poller.poll(
+                    None if timeout is None else timeout * 1000):
+                raise TimeoutError("The read operation timed out")
+            with lock:
+                sock.settimeout(0)  # a record may hold no data (a session ticket)
+                try:
+                    return sock.read(max(size, 16384))
+                except ssl.SSLWantReadError:
+                    continue
+                finally:
+                    sock.settimeout(timeout)
+
+    transport._quick_recv = recv
 
 
 class ConnectionLost(Exception):  # noqa: N818 - a state, not an error of the caller
@@ -418,6 +454,7 @@ class AmqpConnection:
         kconn.connect()
         self._kombu = kconn
         _buffer_reads(kconn.connection.transport)
+        _serialize_tls_reads(kconn.connection.transport, self._write_lock)
         channel = kconn.channel()
         channel.confirm_select()
         channel.events["basic_ack"].add(self._on_ack)
