@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import queue
 import subprocess
+import threading
 import time
 import uuid
 from typing import Any
@@ -20,14 +21,18 @@ def unique(prefix: str) -> str:
     return f"{prefix}_{uuid.uuid4().hex[:12]}"
 
 
-def oslo_conf() -> Any:
-    """A private oslo.config ConfigOpts usable by oslo.messaging 18.3 (WIRE.md 5.7b)."""
+def oslo_conf(config_file: str | None = None) -> Any:
+    """A private oslo.config ConfigOpts usable by oslo.messaging 18.3 (WIRE.md 5.7b).
+
+    ``config_file``: an oslo.config (INI) file to read, as a service's ``--config-file``.
+    """
     from oslo_config import cfg
     from oslo_messaging._metrics import client as metrics
     from oslo_messaging._tracing import client as tracing
 
     conf = cfg.ConfigOpts()
-    conf([], project="bridge-tests")
+    conf(["--config-file", config_file] if config_file else [], project="bridge-tests",
+         default_config_files=[], default_config_dirs=[])
     # oslo.messaging 18.3 registers these on the global CONF only.
     conf.register_opts(tracing.oslo_messaging_tracing, group="oslo_messaging_tracing")
     conf.register_opts(metrics.oslo_messaging_metrics, group="oslo_messaging_metrics")
@@ -170,6 +175,32 @@ def drain(events: queue.Queue, count: int, timeout: float = 10.0) -> list[Any]:
         except queue.Empty:
             break
     return items
+
+
+def call_in_thread(client: Any, method: str, **kwargs: Any) -> tuple[threading.Thread, dict]:
+    """Start ``client.call({}, method, **kwargs)`` in a thread; its outcome lands in the dict
+    (``result`` or ``error``) once the thread is joined."""
+    outcome: dict = {}
+
+    def run() -> None:
+        try:
+            outcome["result"] = client.call({}, method, **kwargs)
+        except Exception as exc:
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread, outcome
+
+
+def wait_for(predicate: Any, timeout: float) -> bool:
+    """Poll ``predicate`` every 0.05 s until it is true or ``timeout`` s have passed."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return bool(predicate())
 
 
 def rabbitmqctl(*args: str, timeout: float = 60) -> str:

@@ -423,14 +423,18 @@ def test_tls_options_map_to_kombu_ssl_parameters():
 
     plain = AmqpOptions.build({}, {})
     assert plain.ssl_params() is False
-    assert AmqpOptions.build({}, {"ssl": "true"}).ssl_params() == {"cert_reqs": ssl.CERT_NONE}
+    # Without a CA file: the system's CAs, no host name check (py-amqp's defaults).
+    assert AmqpOptions.build({}, {"ssl": "true"}).ssl_params("h") == \
+        {"cert_reqs": ssl.CERT_REQUIRED}
     params = AmqpOptions.build({}, {"ssl": "1", "ssl_ca_file": "/ca.pem",
                                     "ssl_cert_file": "/c.pem", "ssl_key_file": "/k.pem",
-                                    "ssl_version": "TLSv1_2"}).ssl_params()
+                                    "ssl_version": "TLSv1_2"}).ssl_params("localhost")
     assert params["ca_certs"] == "/ca.pem" and params["cert_reqs"] == ssl.CERT_REQUIRED
     assert params["certfile"] == "/c.pem" and params["keyfile"] == "/k.pem"
     assert params["ssl_version"] == ssl.PROTOCOL_TLSv1_2
-    assert "server_hostname" in params
+    assert params["server_hostname"] == "localhost"
+    assert AmqpOptions.build({}, {"ssl": "1", "ssl_ca_file": "/ca.pem"}).ssl_params(
+        "[::1]")["server_hostname"] == "::1"
     no_check = AmqpOptions.build({}, {"ssl": "1", "ssl_ca_file": "/ca.pem",
                                       "ssl_enforce_hostname_verification": "false"})
     assert "server_hostname" not in no_check.ssl_params()

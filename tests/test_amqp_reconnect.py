@@ -7,12 +7,9 @@ anyone else's. The single stop_app/start_app test is short and bounded.
 from __future__ import annotations
 
 import queue
-import threading
-import time
-from typing import Any
 
 import pytest
-from amqp_support import FAST_RECONNECT, Peer, drain, rabbitmqctl, unique
+from amqp_support import FAST_RECONNECT, Peer, call_in_thread, drain, rabbitmqctl, unique, wait_for
 
 pytestmark = [pytest.mark.broker, pytest.mark.usefixtures("broker_available")]
 
@@ -24,29 +21,6 @@ def vhost_url(broker_available):
     rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
     yield f"rabbit://guest:guest@127.0.0.1:5672/{vhost}?{FAST_RECONNECT}", vhost
     rabbitmqctl("delete_vhost", vhost)
-
-
-def _wait_for(predicate: Any, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.1)
-    return predicate()
-
-
-def _call_in_thread(client: Any, method: str, **kwargs: Any) -> tuple[threading.Thread, dict]:
-    outcome: dict = {}
-
-    def run() -> None:
-        try:
-            outcome["result"] = client.call({}, method, **kwargs)
-        except Exception as exc:
-            outcome["error"] = exc
-
-    thread = threading.Thread(target=run)
-    thread.start()
-    return thread, outcome
 
 
 def test_close_all_connections(vhost_url):
@@ -61,7 +35,7 @@ def test_close_all_connections(vhost_url):
         assert client.call({}, "echo", value=1) == 1
         assert oslo_client.call({}, "echo", value=2) == 2
 
-        thread, outcome = _call_in_thread(client, "slow", seconds=2)
+        thread, outcome = call_in_thread(client, "slow", seconds=2)
         assert drain(events, 1) == [("s1", "started")]
         rabbitmqctl("close_all_connections", "-p", vhost, "bridge reconnect test")
         thread.join(30)
@@ -91,12 +65,12 @@ def test_broker_app_restart(vhost_url):
         assert client.call({}, "echo", value=1) == 1
         rabbitmqctl("stop_app")
         try:
-            assert _wait_for(lambda: not server.healthy, 20)
+            assert wait_for(lambda: not server.healthy, 20)
         finally:
             rabbitmqctl("start_app")
             rabbitmqctl("await_startup", timeout=120)
         # Queues were not durable: the listener re-declares them when it is back.
-        assert _wait_for(lambda: server.healthy, 30)
+        assert wait_for(lambda: server.healthy, 30)
         assert client.call({}, "echo", value="after restart") == "after restart"
         client.cast({}, "record", token="cast-after")
         assert drain(events, 1) == [("s1", "cast-after")]

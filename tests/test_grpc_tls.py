@@ -2,68 +2,17 @@
 
 from __future__ import annotations
 
-import datetime
-import ipaddress
-
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from tls_certs import make_pki
 
 import bridge
 from endpoints import default_endpoints
 
 
-def _name(common_name: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-
-
-def _issue(subject: str, issuer_key, issuer_name, ca: bool = False, server: bool = False):
-    key = ec.generate_private_key(ec.SECP256R1())
-    now = datetime.datetime.now(datetime.timezone.utc)
-    builder = (x509.CertificateBuilder()
-               .subject_name(_name(subject))
-               .issuer_name(issuer_name or _name(subject))
-               .public_key(key.public_key())
-               .serial_number(x509.random_serial_number())
-               .not_valid_before(now - datetime.timedelta(minutes=5))
-               .not_valid_after(now + datetime.timedelta(days=1))
-               .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True))
-    if server:
-        builder = builder.add_extension(x509.SubjectAlternativeName([
-            x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False).add_extension(
-            x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-    elif not ca:
-        builder = builder.add_extension(
-            x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
-    cert = builder.sign(issuer_key or key, hashes.SHA256())
-    return key, cert
-
-
-def _write(directory, name, key, cert):
-    key_path, cert_path = directory / f"{name}.key", directory / f"{name}.pem"
-    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
-                                           serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    return str(cert_path), str(key_path)
-
-
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory):
     """A CA, a server certificate, a client certificate, and a rogue self-signed client."""
-    directory = tmp_path_factory.mktemp("pki")
-    ca_key, ca_cert = _issue("test CA", None, None, ca=True)
-    ca_path, _ = _write(directory, "ca", ca_key, ca_cert)
-    paths = {"ca": ca_path}
-    for name, server in (("server", True), ("client", False)):
-        key, cert = _issue(name, ca_key, ca_cert.subject, server=server)
-        paths[name] = _write(directory, name, key, cert)
-    rogue_key, rogue_cert = _issue("rogue", None, None)
-    paths["rogue"] = _write(directory, "rogue", rogue_key, rogue_cert)
-    return paths
+    return make_pki(tmp_path_factory.mktemp("pki"))
 
 
 def _url(base: str, **options: str) -> str:

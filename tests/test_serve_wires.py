@@ -17,10 +17,10 @@ import urllib.request
 import uuid
 
 import pytest
-import test_grpc_tls as grpc_tls
 from prometheus_client.parser import text_string_to_metric_families
 from serving import ROOT, ServeProcess, source_env
 from tcp_proxy import TcpProxy
+from tls_certs import make_pki
 
 import bridge
 from bridge.cli import check_health
@@ -248,14 +248,8 @@ def test_health_follows_the_amqp_broker(broker_available):
 
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory) -> dict:
-    """A throwaway CA with a server and a client certificate (the gRPC TLS tests' helpers)."""
-    directory = tmp_path_factory.mktemp("serve-pki")
-    ca_key, ca_cert = grpc_tls._issue("test CA", None, None, ca=True)
-    paths: dict = {"ca": grpc_tls._write(directory, "ca", ca_key, ca_cert)[0]}
-    for name, server in (("server", True), ("client", False)):
-        key, cert = grpc_tls._issue(name, ca_key, ca_cert.subject, server=server)
-        paths[name] = grpc_tls._write(directory, name, key, cert)
-    return paths
+    """A throwaway CA with a server and a client certificate."""
+    return make_pki(tmp_path_factory.mktemp("serve-pki"))
 
 
 def test_mutual_tls_from_the_settings(pki):

@@ -19,6 +19,7 @@ import itertools
 import json
 import logging
 import os
+import ssl
 import threading
 import time
 import uuid
@@ -85,6 +86,23 @@ class _Ids:
 
 
 new_id = _Ids()
+
+
+def _refused_for_good(error: BaseException | None) -> bool:
+    """Whether a connection failed for a reason that trying again will not change.
+
+    A refused login, an unknown virtual host, a declare conflict (PRECONDITION_FAILED),
+    or a TLS handshake that either side refused: a broker certificate not trusted or
+    for another host name, a client certificate missing or not trusted, TLS towards a
+    plain port. A TLS connection cut during the handshake (``SSLEOFError``) may be a
+    broker restarting, and is retried like an unreachable broker.
+    """
+    if isinstance(error, (amqp.exceptions.ChannelError,
+                          amqp.exceptions.IrrecoverableConnectionError)):
+        return True
+    return isinstance(error, ssl.SSLError) and not isinstance(error, (
+        ssl.SSLEOFError, ssl.SSLZeroReturnError, ssl.SSLSyscallError, ssl.SSLWantReadError,
+        ssl.SSLWantWriteError))
 
 
 class BadMessage(ValueError):
@@ -244,13 +262,12 @@ class AmqpListener(Listener):
         self._conn = AmqpConnection(driver.hosts, opts, f"listen-{self.server_key}",
                                     setup=self._setup)
         self._conn.start()
-        # Report declare conflicts (PRECONDITION_FAILED...), refused logins and unknown
-        # virtual hosts at once; an unreachable broker
-        # is retried in the background while ``healthy`` stays False.
+        # Report declare conflicts, refused logins, unknown virtual hosts and refused TLS
+        # handshakes at once; an unreachable broker is retried in the background while
+        # ``healthy`` stays False.
         self._conn.wait_first_attempt(max(5.0, opts.heartbeat_timeout_threshold / 2))
         error = self._conn.last_error
-        if not self._conn.connected and isinstance(error, (
-                amqp.exceptions.ChannelError, amqp.exceptions.IrrecoverableConnectionError)):
+        if not self._conn.connected and _refused_for_good(error):
             self._conn.close()
             raise error
 
@@ -637,8 +654,12 @@ class AmqpDriver(Driver):
             return
         self._finish_timers(call)
         reason = "call monitor" if monitor else "reply"
-        _settle(call.future, exc=MessagingTimeout(
-            f"Timed out waiting for a {reason} to message ID {msg_id}"))
+        text = f"Timed out waiting for a {reason} to message ID {msg_id}"
+        conn = self._conn
+        if conn is not None and not conn.connected and conn.last_error is not None:
+            # Say why, when the request never left (a refused TLS handshake, a login...).
+            text += f" (not connected to the AMQP broker: {conn.last_error})"
+        _settle(call.future, exc=MessagingTimeout(text))
 
     # -- sending --------------------------------------------------------------------------------
 

@@ -11,9 +11,12 @@ it. Many publishes are therefore in flight at once on one channel.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
+import select
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -50,6 +53,40 @@ def _buffer_reads(transport: Any) -> None:
     transport._quick_recv = lambda size: recv(max(size, 16384))
 
 
+def _serialize_tls_reads(transport: Any, lock: threading.Lock) -> None:
+    """Never read a TLS connection while another thread writes it.
+
+    OpenSSL does not let one TLS session be read and written from two threads at
+    once: under load (large messages, several callers), the I/O thread's reads, made
+    while publishers wrote, saw the stream end and the connection was lost. The I/O
+    thread now waits for input outside ``lock`` (the write lock), then, holding it,
+    reads what has arrived without blocking; so no write waits for input to come.
+    Reads take what is there (up to 16 KiB), as ``_buffer_reads`` does for TCP.
+    """
+    if type(transport).__name__ != "SSLTransport" or not hasattr(transport, "_quick_recv"):
+        return
+    sock = transport.sock
+    poller = select.poll()
+    poller.register(sock, select.POLLIN)
+
+    def recv(size: int) -> bytes:
+        while True:
+            timeout = sock.gettimeout()
+            if not sock.pending() and not poller.poll(
+                    None if timeout is None else timeout * 1000):
+                raise TimeoutError("The read operation timed out")
+            with lock:
+                sock.settimeout(0)  # a record may hold no data (a session ticket)
+                try:
+                    return sock.read(max(size, 16384))
+                except ssl.SSLWantReadError:
+                    continue
+                finally:
+                    sock.settimeout(timeout)
+
+    transport._quick_recv = recv
+
+
 class ConnectionLost(Exception):  # noqa: N818 - a state, not an error of the caller
     """The connection dropped (or is not up) before the broker confirmed a publish."""
 
@@ -84,6 +121,10 @@ class AmqpConnection:
         self._connected = threading.Event()
         self._closed = threading.Event()
         self._kombu: kombu.Connection | None = None
+        # py-amqp's connection and transport, used directly: kombu's ``connection``
+        # property (and py-amqp's ``transport``) reconnect when they find it down.
+        self._amqp: Any = None
+        self._transport: Any = None
         self._channel: Any = None
         self._when_connected: list[Callable[[], None]] = []
         self._ack_upto = 0
@@ -239,12 +280,11 @@ class AmqpConnection:
             if not self._outbox:
                 return
             outbox, self._outbox = self._outbox, []
-        kconn = self._kombu
+        conn, transport = self._amqp, self._transport
         try:
-            if kconn is None:
+            if conn is None:
                 raise ConnectionLost("not connected")
-            conn = kconn.connection
-            conn.transport.write(outbox[0] if len(outbox) == 1 else b"".join(outbox))
+            transport.write(outbox[0] if len(outbox) == 1 else b"".join(outbox))
             conn.bytes_sent += 1
         except Exception as exc:
             # The futures fail with ConnectionLost when the I/O thread sees the drop.
@@ -286,25 +326,24 @@ class AmqpConnection:
         """Close the connection and stop the I/O thread; pending publishes fail."""
         self._closed.set()
         with self._write_lock:
-            kconn = self._kombu
-            if kconn is not None and self._connected.is_set():
+            conn, transport = self._amqp, self._transport
+            if conn is not None and self._connected.is_set():
                 try:
                     # Ask the broker to close: its Close-Ok wakes the I/O thread.
-                    kconn.connection.send_method(spec.Connection.Close, "BsBB", (200, "", 0, 0))
+                    conn.send_method(spec.Connection.Close, "BsBB", (200, "", 0, 0))
                 except Exception:
-                    self._shutdown_socket(kconn)
+                    self._shutdown_socket(transport)
         if self._started and self._thread is not threading.current_thread():
             self._thread.join(timeout)
-            if self._thread.is_alive() and kconn is not None:
-                self._shutdown_socket(kconn)
+            if self._thread.is_alive():
+                self._shutdown_socket(transport)
                 self._thread.join(timeout)
 
     def force_reconnect(self) -> None:
         """Drop the current connection; the I/O thread reconnects."""
         with self._write_lock:
-            kconn = self._kombu
-        if kconn is not None:
-            self._shutdown_socket(kconn)
+            transport = self._transport
+        self._shutdown_socket(transport)
 
     # -- internals ------------------------------------------------------------------------
 
@@ -329,19 +368,22 @@ class AmqpConnection:
                 raise ConnectionLost(str(exc)) from exc
 
     @staticmethod
-    def _shutdown_socket(kconn: kombu.Connection) -> None:
-        try:
-            sock = kconn.connection.transport.sock
-            sock.shutdown(socket.SHUT_RDWR)
-        except Exception:
-            pass
+    def _shutdown_socket(transport: Any) -> None:
+        """Cut the connection under its I/O thread, which sees it end and reconnects.
+
+        ``socket.socket.shutdown`` on a TLS socket too: ``SSLSocket.shutdown`` drops
+        its TLS state, py-amqp's close then failed before closing the descriptor, and
+        each dropped TLS connection kept a socket open until garbage collection.
+        """
+        sock = getattr(transport, "sock", None)
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                socket.socket.shutdown(sock, socket.SHUT_RDWR)
 
     def _break(self, exc: BaseException) -> None:
         """A write failed half-way: the stream is unusable, make the I/O thread reconnect."""
         self._connected.clear()
-        kconn = self._kombu
-        if kconn is not None:
-            self._shutdown_socket(kconn)
+        self._shutdown_socket(self._transport)
 
     def _sleep(self, seconds: float) -> bool:
         """Sleep unless closed; True if closed meanwhile."""
@@ -404,7 +446,7 @@ class AmqpConnection:
                 self._host_index += 1
         heartbeat = opts.heartbeat_timeout_threshold
         kconn = kombu.Connection(
-            transport="pyamqp", heartbeat=heartbeat, ssl=opts.ssl_params(),
+            transport="pyamqp", heartbeat=heartbeat, ssl=opts.ssl_params(host["hostname"]),
             login_method=opts.rabbit_login_method,
             connect_timeout=max(1.0, min(heartbeat or 30, 30)),
             transport_options={"client_properties": {
@@ -416,8 +458,10 @@ class AmqpConnection:
             }},
             **host)
         kconn.connect()
-        self._kombu = kconn
-        _buffer_reads(kconn.connection.transport)
+        self._kombu, self._amqp = kconn, kconn.connection
+        self._transport = transport = self._amqp.transport
+        _buffer_reads(transport)
+        _serialize_tls_reads(transport, self._write_lock)
         channel = kconn.channel()
         channel.confirm_select()
         channel.events["basic_ack"].add(self._on_ack)
@@ -427,7 +471,7 @@ class AmqpConnection:
             channel.basic_qos(0, opts.rabbit_qos_prefetch_count, False)
         self._channel = channel
         self._channel_id = channel.channel_id
-        self._frame_max = kconn.connection.frame_max
+        self._frame_max = self._amqp.frame_max
         self._declared = set()
         with self._pending_lock:
             self._seq = 0
@@ -446,9 +490,8 @@ class AmqpConnection:
                 LOG.exception("Error in a reconnection callback of %s", self.name)
 
     def _drain(self) -> None:
-        kconn = self._kombu
-        assert kconn is not None
-        conn = kconn.connection
+        conn = self._amqp
+        assert conn is not None
         heartbeat = self.options.heartbeat_timeout_threshold
         rate = self.options.heartbeat_rate
         # Wake often enough to send heartbeats at ``rate`` per timeout (every 10 s by default,
@@ -456,7 +499,7 @@ class AmqpConnection:
         # write, so it is not made shorter than needed; close() wakes the thread itself.
         tick = max(0.2, heartbeat / rate / 2) if heartbeat else 10.0
         next_check = time.monotonic() + tick
-        transport = conn.transport
+        transport = self._transport
         # A fixed socket timeout, instead of drain_events(timeout=...), which would set and
         # reset it (two system calls) around every frame read.
         transport.sock.settimeout(tick)
@@ -479,6 +522,7 @@ class AmqpConnection:
         with self._write_lock:
             self._connected.clear()
             kconn, self._kombu, self._channel = self._kombu, None, None
+            self._amqp = self._transport = None
         with self._pending_lock:
             pending, self._pending = self._pending, {}
             self._outbox = []

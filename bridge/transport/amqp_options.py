@@ -176,13 +176,22 @@ class AmqpOptions:
 
     # -- kombu connection parameters --------------------------------------------------------
 
-    def ssl_params(self) -> dict[str, Any] | bool:
+    def ssl_params(self, hostname: str = "") -> dict[str, Any] | bool:
+        """py-amqp's ``ssl`` argument for a connection to ``hostname``, as oslo.messaging's.
+
+        The broker's certificate is always verified: against ``ssl_ca_file``, or
+        without one against the system's trusted CAs (py-amqp's default, and so
+        oslo.messaging's). Its host name is checked against ``hostname`` (the URL's)
+        when ``ssl_ca_file`` is set and ``ssl_enforce_hostname_verification`` is on.
+        """
         if not self.ssl:
             return False
-        params: dict[str, Any] = {}
+        params: dict[str, Any] = {"cert_reqs": ssl.CERT_REQUIRED}
         if self.ssl_ca_file:
             params["ca_certs"] = self.ssl_ca_file
-            params["cert_reqs"] = ssl.CERT_REQUIRED
+            if self.ssl_enforce_hostname_verification:
+                # Named here: kombu would check 127.0.0.1 for localhost.
+                params["server_hostname"] = hostname.strip("[]") or None
         if self.ssl_cert_file:
             params["certfile"] = self.ssl_cert_file
         if self.ssl_key_file:
@@ -194,11 +203,7 @@ class AmqpOptions:
             if version is None:
                 raise InvalidTransportURL("", f"Unknown ssl_version {self.ssl_version!r}")
             params["ssl_version"] = version
-        if not self.ssl_ca_file:
-            params["cert_reqs"] = ssl.CERT_NONE
-        elif self.ssl_enforce_hostname_verification:
-            params["server_hostname"] = None  # kombu fills in the host name
-        return params or True
+        return params
 
 
 def kombu_urls(url: TransportURL) -> list[dict[str, Any]]:
