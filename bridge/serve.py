@@ -220,7 +220,7 @@ def run(settings: ServeSettings, out: TextIO | None = None) -> int:
                                   observe=functools.partial(_observe_gateway, metrics))
     except (bridge.MessagingException, EndpointLoadError, OSError, ValueError) as exc:
         LOG.error("Cannot start: %s", exc)
-        print(f"bridge: cannot start: {exc}", file=sys.stderr, flush=True)
+        _say(sys.stderr, f"bridge: cannot start: {exc}")
         signals.restore()
         for item in (*gateways, server):
             if item is not None and item.running:
@@ -241,7 +241,7 @@ def run(settings: ServeSettings, out: TextIO | None = None) -> int:
             metrics_http.stop()
         for transport in transports:
             transport.cleanup()
-        print("bridge: stopped", file=out, flush=True)
+        _say(out, "bridge: stopped")
     except _ForcedExit as exc:
         LOG.error("%s again: exiting now", exc)
         _flush_and_exit(EXIT_FAILED)
@@ -310,19 +310,25 @@ def start_gateways(settings: ServeSettings, conf: dict[str, Any], server: Any,
     return gateways
 
 
+def _say(out: TextIO, line: str) -> None:
+    """One line in one write: endpoints' threads may print at the same time."""
+    out.write(line + "\n")
+    out.flush()
+
+
 def _announce(server: Any, settings: ServeSettings, metrics_http: Any, out: TextIO) -> None:
     target = server.target
-    print(f"bridge: serving topic {target.topic!r} as server {target.server!r} with "
-          f"{len(server.dispatcher.endpoints)} endpoints", file=out)
+    _say(out, f"bridge: serving topic {target.topic!r} as server {target.server!r} with "
+              f"{len(server.dispatcher.endpoints)} endpoints")
     hint = None
     for address in server.addresses:
-        print(f"bridge: listening on {address}", file=out)
+        _say(out, f"bridge: listening on {address}")
         hint = hint or call_hint(address, settings, target.topic)
     if metrics_http is not None:
-        print(f"bridge: metrics on {metrics_http.url}", file=out)
+        _say(out, f"bridge: metrics on {metrics_http.url}")
     if hint:
-        print(f"bridge: try: {hint}", file=out)
-    print("bridge: ready", file=out, flush=True)
+        _say(out, f"bridge: try: {hint}")
+    _say(out, "bridge: ready")
 
 
 def _main_loop(server: Any, settings: ServeSettings, signals: _Signals,

@@ -12,12 +12,19 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import threading
 import time
 from typing import Any
 
 import bridge
 from endpoints import default_endpoints
+
+
+def _say(line: str) -> None:
+    # One write per line: the server prints from its own thread at the same time.
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
 
 
 def _call_itself(server: Any, seconds: float) -> None:
@@ -32,7 +39,7 @@ def _call_itself(server: Any, seconds: float) -> None:
     def announce_accepted() -> None:
         for _ in range(400):
             if server.in_flight >= 1:
-                print("selfcall: accepted", flush=True)
+                _say("selfcall: accepted")
                 return
             time.sleep(0.025)
 
@@ -42,9 +49,9 @@ def _call_itself(server: Any, seconds: float) -> None:
     try:
         result = client.call({"request_id": "req-selfcall"}, method, **kwargs)
     except Exception as exc:  # noqa: BLE001 - reported to the test through stdout
-        print(f"selfcall: failed {type(exc).__name__}: {exc}", flush=True)
+        _say(f"selfcall: failed {type(exc).__name__}: {exc}")
         return
-    print(f"selfcall: result {json.dumps(result)}", flush=True)
+    _say(f"selfcall: result {json.dumps(result)}")
 
 
 def make(server: Any) -> list[Any]:
