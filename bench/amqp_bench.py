@@ -6,7 +6,8 @@
 Each server runs in a subprocess of its own (so it does not share the client's
 GIL); the clients run here. For every pair it measures calls/s with p50/p99 latency
 at concurrency 1, 8 and 32 (threads sharing one transport), and casts/s with 8
-threads; each figure is the median of ``--repeats`` runs of ``--duration`` s.
+threads; each figure is the median of ``--repeats`` runs of ``--duration`` s. Each call
+line also gives the client's and the server process's CPU time per call.
 Pairs: (i) oslo client -> oslo server (threading executor), (ii) oslo client ->
 rpc-bridge server, (iii) rpc-bridge client -> rpc-bridge server, and a raw kombu
 request/reply echo (one connection and exclusive reply queue per thread, a plain
@@ -34,6 +35,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
 from amqp_support import oslo_conf  # noqa: E402 - after the path set-up
+from grpc_bench import _cpu_seconds  # noqa: E402 - bench/ is this script's directory
 
 DEFAULT_URL = "rabbit://guest:guest@127.0.0.1:5672/"
 KOMBU_URL = "amqp://guest:guest@127.0.0.1:5672//"
@@ -243,11 +245,15 @@ def run_pair(name: str, client_kind: str, server_kind: str, url: str, duration: 
             call(0)  # warm-up: connections, reply queue
         for threads in CONCURRENCY:
             measure(lambda i: call(i), threads, min(0.5, duration))
+            server_cpu = _cpu_seconds(proc.pid)
             runs = [measure(lambda i: call(i), threads, duration) for _ in range(repeats)]
+            calls = sum(r[0] for r in runs) * duration
+            server_cpu = (_cpu_seconds(proc.pid) - server_cpu) / max(calls, 1) * 1e6
             rate, p50, p99, cpu = (statistics.median(r[k] for r in runs) for k in range(4))
-            results[f"c{threads}"] = (rate, p50, p99, cpu)
+            results[f"c{threads}"] = (rate, p50, p99, cpu, server_cpu)
             print(f"  {name:<28} c={threads:<3} {rate:9.0f} calls/s  p50 {p50:6.2f} ms  "
-                  f"p99 {p99:6.2f} ms  client CPU {cpu:5.0f} us/call", flush=True)
+                  f"p99 {p99:6.2f} ms  client CPU {cpu:5.0f} us/call  "
+                  f"server CPU {server_cpu:5.0f} us/call", flush=True)
         runs = [measure(lambda i: cast(i), CAST_THREADS, duration) for _ in range(repeats)]
         results["casts"] = statistics.median(r[0] for r in runs)
         cast_cpu = statistics.median(r[3] for r in runs)
