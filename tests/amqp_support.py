@@ -10,6 +10,7 @@ import uuid
 from typing import Any
 
 import bridge
+from tests.waiting import wait_for  # noqa: F401 - the AMQP tests import it from here
 
 BROKER_URL = "rabbit://guest:guest@127.0.0.1:5672/"
 #: Quick reconnection, so the fault tests stay short.
@@ -191,16 +192,6 @@ def call_in_thread(client: Any, method: str, **kwargs: Any) -> tuple[threading.T
     thread = threading.Thread(target=run)
     thread.start()
     return thread, outcome
-
-
-def wait_for(predicate: Any, timeout: float) -> bool:
-    """Poll ``predicate`` every 0.05 s until it is true or ``timeout`` s have passed."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return bool(predicate())
 
 
 def rabbitmqctl(*args: str, timeout: float = 60) -> str:

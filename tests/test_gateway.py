@@ -11,6 +11,7 @@ import pytest
 import bridge
 from bridge.exceptions import serialize_failure
 from bridge.gateway import Forwarder, GatewayServer, Route, routes_from_config
+from tests.waiting import wait_for
 
 
 class Legacy:
@@ -133,11 +134,11 @@ def test_unrouted_namespace_is_no_route(sides):
 
 
 def test_concurrency_limit_refuses_the_excess(sides):
-    sides["gateway"](max_in_flight=1)
+    server = sides["gateway"](max_in_flight=1)
     slow = threading.Thread(target=client(sides["front"]).call, args=({}, "slow"),
                             kwargs={"seconds": 1.0})
     slow.start()
-    time.sleep(0.3)  # let the first call occupy the only slot
+    wait_for(lambda: server.in_flight == 1, 5)  # the first call occupies the only slot
     with pytest.raises(bridge.RemoteError) as info:
         client(sides["front"]).call({}, "slow", seconds=0)
     assert info.value.exc_type == "TooManyRequests"
@@ -151,10 +152,7 @@ def test_stop_and_wait_answer_forwarded_calls_in_flight(sides):
     thread = threading.Thread(target=lambda: box.setdefault(
         "result", client(sides["front"]).call({}, "slow", seconds=0.8)))
     thread.start()
-    for _ in range(100):
-        if server.in_flight:
-            break
-        time.sleep(0.02)
+    wait_for(lambda: server.in_flight, 2)
     server.stop()
     server.wait()
     thread.join(5)
@@ -217,9 +215,8 @@ def test_forwarded_requests_are_counted_by_route_method_and_outcome(sides):
     # A name no upstream serves, or a call that never came back, is not a label.
     assert forwarded("made_up_name", "no_such_method") is None
     assert forwarded("(unknown)", "no_such_method") == 1
-    deadline = time.monotonic() + 5  # the gateway answers the timeout on its own clock
-    while forwarded("(unknown)", "timeout") is None and time.monotonic() < deadline:
-        time.sleep(0.05)
+    # The gateway answers the timeout on its own clock.
+    wait_for(lambda: forwarded("(unknown)", "timeout") is not None, 5)
     assert forwarded("(unknown)", "timeout") == 1
     assert observed.registry.get_sample_value("bridge_forwarded_duration_seconds_count", {
         "wire": "memory", "route": "compute", "method": "boot"}) == 1

@@ -15,6 +15,7 @@ from bridge._proto.bridge.v1 import bridge_pb2 as pb
 from bridge.grpc_values import from_value
 from endpoints import default_endpoints
 from tests.grpc_helpers import channel, envelope, failure_of, raw_call
+from tests.waiting import wait_for
 
 
 class AppError(Exception):
@@ -118,11 +119,7 @@ def test_call_cast_and_values(grpc_server, client_for):
     assert type(result["int"]) is int and type(result["float"]) is float
     assert client.prepare(namespace="counter").call({}, "increment", by=5) == 5
     client.prepare(namespace="counter").cast({}, "increment", by=2)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        if client.prepare(namespace="counter").call({}, "get") == 7:
-            break
-        time.sleep(0.02)
+    wait_for(lambda: client.prepare(namespace="counter").call({}, "get") == 7, 10)
     assert client.prepare(namespace="counter").call({}, "get") == 7
 
 
@@ -350,9 +347,7 @@ def test_message_size_limit_named(grpc_server, client_for):
 
 def _wait_in_flight(srv) -> None:
     """Wait (at most 10 s) until the server runs a call."""
-    deadline = time.monotonic() + 10
-    while not srv.in_flight and time.monotonic() < deadline:
-        time.sleep(0.01)
+    wait_for(lambda: srv.in_flight, 10, interval=0.01)
     assert srv.in_flight
 
 
@@ -434,9 +429,7 @@ def test_call_stream_timeouts_share_one_thread(grpc_server):
     requests = [pb.StreamRequest(id=n, envelope=envelope(method="wait", namespace="gate"),
                                  timeout=30).SerializeToString() for n in range(1, 101)]
     responses = stream(iter(requests), timeout=30)
-    deadline = time.monotonic() + 10
-    while srv.in_flight < 100 and time.monotonic() < deadline:
-        time.sleep(0.02)
+    wait_for(lambda: srv.in_flight >= 100, 10)
     assert srv.in_flight == 100
     during = threading.active_count()
     gate.event.set()
