@@ -51,10 +51,9 @@ def fill_value(msg: pb.Value, obj: Any, path: Any = "value", depth: int = 0) -> 
         msg.null_value = pb.NULL_VALUE
     elif kind is bool:
         msg.bool_value = obj
+    elif depth >= MAX_DEPTH and isinstance(obj, (list, tuple, Mapping)):
+        raise NotPrimitiveError(path_text(path), obj, f"nests deeper than {MAX_DEPTH} levels")
     elif isinstance(obj, (list, tuple)):
-        if depth >= MAX_DEPTH:
-            raise NotPrimitiveError(path_text(path), obj,
-                                    f"nests deeper than {MAX_DEPTH} levels")
         values = msg.list_value.values
         if not obj:
             msg.list_value.SetInParent()
@@ -64,9 +63,6 @@ def fill_value(msg: pb.Value, obj: Any, path: Any = "value", depth: int = 0) -> 
             else:
                 fill_value(values.add(), item, (path, index), depth + 1)
     elif isinstance(obj, Mapping):
-        if depth >= MAX_DEPTH:
-            raise NotPrimitiveError(path_text(path), obj,
-                                    f"nests deeper than {MAX_DEPTH} levels")
         fields = msg.map_value.fields
         if not obj:
             msg.map_value.SetInParent()

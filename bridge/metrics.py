@@ -171,9 +171,8 @@ class ServerMetrics:
     def on_finish(self, incoming: IncomingMessage, outcome: str, seconds: float) -> None:
         """Count the message and observe its latency."""
         method = _UNKNOWN_METHOD if outcome in _UNBOUNDED_OUTCOMES else incoming.method
-        labels = (str(incoming.wire)[:_MAX_LABEL], self.topic, method[:_MAX_LABEL])
-        self.requests.labels(*labels, outcome).inc()
-        self.latency.labels(*labels).observe(max(0.0, seconds))
+        _record(self.requests, self.latency, (incoming.wire, self.topic, method), outcome,
+                seconds)
 
     def render(self) -> bytes:
         """The current metrics in Prometheus' text format."""
@@ -195,10 +194,16 @@ class _GatewayObserver:
     def on_finish(self, incoming: IncomingMessage, outcome: str, seconds: float) -> None:
         """Count the forwarded request under its route and observe its latency."""
         method = incoming.method if outcome in _ANSWERED_UPSTREAM else _UNKNOWN_METHOD
-        labels = (str(incoming.wire)[:_MAX_LABEL], self.gateway.route_topic(incoming)[:_MAX_LABEL],
-                  method[:_MAX_LABEL])
-        self.metrics.forwarded.labels(*labels, outcome).inc()
-        self.metrics.forwarded_latency.labels(*labels).observe(max(0.0, seconds))
+        _record(self.metrics.forwarded, self.metrics.forwarded_latency,
+                (incoming.wire, self.gateway.route_topic(incoming), method), outcome, seconds)
+
+
+def _record(counter: Any, histogram: Any, labels: tuple[Any, ...], outcome: str,
+            seconds: float) -> None:
+    """Count one answered message under ``labels`` + ``outcome``; observe its latency."""
+    values = tuple(str(value)[:_MAX_LABEL] for value in labels)
+    counter.labels(*values, outcome).inc()
+    histogram.labels(*values).observe(max(0.0, seconds))
 
 
 class _QuietHandler(WSGIRequestHandler):
