@@ -63,7 +63,7 @@ def serve_oslo(broker: str, exchange: str, topic: str) -> None:
 
 def serve_gateway(broker: str, topic: str, flavour: str = "sync") -> None:
     import bridge
-    from bridge.gateway import Forwarder, GatewayServer, Route
+    from bridge.gateway import Forwarder, Route, gateway_server
     from endpoints import default_endpoints
 
     transport = bridge.get_transport(None, f"grpc://127.0.0.1:0?server_flavour={flavour}")
@@ -71,9 +71,9 @@ def serve_gateway(broker: str, topic: str, flavour: str = "sync") -> None:
                                   default_endpoints())
     local.start()
     forwarder = Forwarder([Route(topic=topic, url=broker)])
-    gateway = GatewayServer([], bridge.Target(topic="gateway", server="bench"), forwarder)
+    gateway = gateway_server([], bridge.Target(topic="gateway", server="bench"), forwarder)
     gateway.start()
-    gateway.attach_grpc(local.addresses[0])
+    gateway.serve_unrouted(transport)
     print(local.addresses[0].split("://", 1)[1], flush=True)
     sys.stdin.read()
     gateway.stop()
@@ -119,7 +119,7 @@ def run_direct(client, concurrency: int, duration: float) -> list[float]:
 
 def gateway_request(exchange: str, topic: str) -> bytes:
     from bridge._proto.bridge.v1 import bridge_pb2 as pb
-    from bridge.grpc_values import fill_map
+    from bridge.transport.grpc.values import fill_map
 
     envelope = pb.Envelope(target=pb.Target(topic=topic, exchange=exchange), method="echo")
     fill_map(envelope.args, {"value": PAYLOAD}, "argument")

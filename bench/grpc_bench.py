@@ -148,7 +148,7 @@ def _varint(value: int) -> bytes:
 
 def _envelope(value) -> bytes:
     from bridge._proto.bridge.v1 import bridge_pb2 as pb
-    from bridge.grpc_values import fill_map
+    from bridge.transport.grpc.values import fill_map
 
     env = pb.Envelope(target=pb.Target(topic="bench"), method="echo")
     fill_map(env.args, {"value": value}, "argument")

@@ -4,17 +4,6 @@ A program written against oslo.messaging's server and client API runs with only
 its import line changed: ``import bridge as oslo_messaging``.
 """
 
-from bridge.client import RPCClient, TransportOptions, get_rpc_client
-from bridge.dispatcher import (
-    DefaultRPCAccessPolicy,
-    ExplicitRPCAccessPolicy,
-    LegacyRPCAccessPolicy,
-    RPCAccessPolicyBase,
-    RPCDispatcher,
-    expected_exceptions,
-    expose,
-    version_is_compatible,
-)
 from bridge.exceptions import (
     ClientSendError,
     DriverLoadFailure,
@@ -36,8 +25,19 @@ from bridge.exceptions import (
     TaskTimeout,
     UnsupportedVersion,
 )
+from bridge.rpc.client import RPCClient, TransportOptions, get_rpc_client
+from bridge.rpc.dispatcher import (
+    DefaultRPCAccessPolicy,
+    ExplicitRPCAccessPolicy,
+    LegacyRPCAccessPolicy,
+    RPCAccessPolicyBase,
+    RPCDispatcher,
+    expected_exceptions,
+    expose,
+    version_is_compatible,
+)
+from bridge.rpc.server import MessageHandlingServer, RPCServer, get_rpc_server
 from bridge.serializer import JsonPayloadSerializer, NoOpSerializer, Serializer
-from bridge.server import MessageHandlingServer, RPCServer, get_rpc_server
 from bridge.target import Target
 from bridge.transport import (
     RPCTransport,

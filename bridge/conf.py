@@ -27,9 +27,13 @@ class Settings:
     rpc_ping_enabled: bool = False
     #: Option groups for drivers, such as ``oslo_messaging_rabbit`` or ``grpc``.
     groups: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: An oslo.config ConfigOpts whose groups are read when a driver asks for one.
+    config_opts: Any = None
 
     def group(self, name: str) -> dict[str, Any]:
         """The options of one group (empty when not configured)."""
+        if name not in self.groups and self.config_opts is not None:
+            self.groups[name] = _read_group(self.config_opts, name)
         return self.groups.get(name, {})
 
 
@@ -37,8 +41,8 @@ _SCALAR_OPTIONS = ("transport_url", "control_exchange", "rpc_response_timeout",
                    "executor_thread_pool_size", "rpc_ping_enabled")
 
 
-def _read_config_opts(conf: Any) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
-    """Read the registered options of an oslo.config ConfigOpts."""
+def _read_config_opts(conf: Any) -> dict[str, Any]:
+    """Read the registered top-level options of an oslo.config ConfigOpts."""
     values: dict[str, Any] = {}
     for name in _SCALAR_OPTIONS:
         try:
@@ -47,18 +51,41 @@ def _read_config_opts(conf: Any) -> tuple[dict[str, Any], dict[str, dict[str, An
             continue
         if value is not None:
             values[name] = value
-    groups: dict[str, dict[str, Any]] = {}
-    for group_name in ("oslo_messaging_rabbit", "grpc"):
-        try:
-            group = getattr(conf, group_name)
-            groups[group_name] = {key: getattr(group, key) for key in group}
-        except Exception:
-            continue
-    return values, groups
+    return values
+
+
+def _read_group(conf: Any, name: str) -> dict[str, Any]:
+    """The registered options of group ``name`` of a ConfigOpts (empty if none)."""
+    try:
+        group = getattr(conf, name)
+        return {key: getattr(group, key) for key in group}
+    except Exception:  # NoSuchOptError and friends: not registered
+        return {}
+
+
+TRUE_WORDS = ("true", "yes", "on", "1")
+FALSE_WORDS = ("false", "no", "off", "0")
+ACCEPTED_BOOLEANS = "true/false, yes/no, on/off or 1/0"
+
+
+def parse_bool(value: Any, name: str = "value") -> bool:
+    """A strict boolean: the spellings oslo.config accepts, in any case; anything else is
+    a ``ValueError`` naming ``name`` and the accepted values (a typo never means false)."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    text = str(value).strip().lower()
+    if text in TRUE_WORDS:
+        return True
+    if text in FALSE_WORDS:
+        return False
+    raise ValueError(f"{name} must be {ACCEPTED_BOOLEANS}, not {value!r}")
 
 
 def load_settings(conf: Any = None) -> Settings:
     """Build :class:`Settings` from ``conf`` (ConfigOpts, mapping or None)."""
+    config_opts = None
     if conf is None:
         values: dict[str, Any] = {}
         groups: dict[str, dict[str, Any]] = {}
@@ -68,13 +95,13 @@ def load_settings(conf: Any = None) -> Settings:
         values = {k: v for k, v in conf.items() if k in _SCALAR_OPTIONS and v is not None}
         groups = {k: dict(v) for k, v in conf.items() if isinstance(v, Mapping)}
     else:
-        values, groups = _read_config_opts(conf)
+        values, groups, config_opts = _read_config_opts(conf), {}, conf
     if "transport_url" not in values and os.environ.get(URL_ENV):
         values["transport_url"] = os.environ[URL_ENV]
-    settings = Settings(groups=groups)
+    settings = Settings(groups=groups, config_opts=config_opts)
     for name, value in values.items():
         current = getattr(settings, name)
-        if isinstance(current, bool) and isinstance(value, str):
-            value = value.strip().lower() in ("1", "true", "yes", "on")
+        if isinstance(current, bool):
+            value = parse_bool(value, name)
         setattr(settings, name, type(current)(value))
     return settings

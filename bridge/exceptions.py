@@ -202,14 +202,20 @@ def _primitive_or_text(value: Any) -> Any:
 _FAILURE_ATTR = "_bridge_failure"
 
 
+def relayed_failure(exc: BaseException) -> dict[str, Any] | None:
+    """The failure dict ``exc`` was rebuilt from (a remote failure), else None."""
+    data = getattr(exc, _FAILURE_ATTR, None)
+    return data if isinstance(data, dict) else None
+
+
 def serialize_failure(exc: BaseException, include_traceback: bool = True) -> dict[str, Any]:
     """Describe an exception as the wire's failure dict (WIRE.md 2.10).
 
     An exception rebuilt from a remote failure is described by the failure it came
     from, so a server that passes a remote failure on (a gateway) forwards it unchanged.
     """
-    forwarded = getattr(exc, _FAILURE_ATTR, None)
-    if isinstance(forwarded, dict):
+    forwarded = relayed_failure(exc)
+    if forwarded is not None:
         data = dict(forwarded)
         if not include_traceback:
             data["tb"] = []
@@ -303,18 +309,6 @@ def _rebuild(data: dict[str, Any], allowed_remote_exmods: list[str] | None) -> B
         # Builtin exceptions cannot change class: keep the type, carry the text in args.
         exc.args = (full_message,) + tuple(exc.args[1:])
     return exc
-
-
-def log_failure(logger: logging.Logger, exc: BaseException, what: str) -> None:
-    """Log one line for a failed dispatch: expected failures at debug, others with traceback."""
-    if isinstance(exc, ExpectedException):
-        logger.debug("Expected exception during %s: %s", what, exc)
-    elif isinstance(exc, NoSuchMethod) and exc.method.endswith("_ignore_errors"):
-        logger.debug("%s: %s", what, exc)
-    elif isinstance(exc, RPCDispatcherError):
-        logger.error("%s: %s", what, exc)
-    else:
-        logger.error("Exception during %s", what, exc_info=(type(exc), exc, exc.__traceback__))
 
 
 class MalformedMessage(RPCDispatcherError, ValueError):

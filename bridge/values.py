@@ -22,6 +22,15 @@ class NotPrimitiveError(TypeError):
         super().__init__(f"{path} {detail}")
 
 
+class InvalidValueError(ValueError):
+    """A value received from a wire that has no Python meaning; names where it sits."""
+
+    def __init__(self, path: Any, reason: str) -> None:
+        path = path_text(path)
+        self.path = path
+        super().__init__(f"{path} {reason}")
+
+
 def is_primitive(value: Any) -> bool:
     """True when ``value`` is made only of wire primitives."""
     try:

@@ -6,7 +6,7 @@ import grpc
 from grpc_status import rpc_status
 
 from bridge._proto.bridge.v1 import bridge_pb2 as pb
-from bridge.grpc_values import fill_map
+from bridge.transport.grpc.values import fill_map
 
 
 def envelope(topic: str = "topic", method: str = "ping", server: str = "", exchange: str = "",

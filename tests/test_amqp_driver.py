@@ -13,7 +13,8 @@ import pytest
 from amqp_support import BROKER_URL, Peer, delete_queues, drain, list_queues, unique
 
 import bridge
-from bridge.transport.amqp_options import AmqpOptions, kombu_urls
+from bridge.transport.amqp.options import AmqpOptions, kombu_urls
+from bridge.transport.options import parse_options
 from bridge.transport.url import TransportURL
 
 
@@ -69,21 +70,24 @@ def test_options_from_conf_overridden_by_url():
     transport.cleanup()
 
 
+def _options(query: dict[str, str]) -> AmqpOptions:
+    return parse_options(AmqpOptions, {}, TransportURL("rabbit", query=query),
+                         "oslo_messaging_rabbit")
+
+
 def test_queue_arguments_follow_oslo_names():
-    options = AmqpOptions.build({}, {"rabbit_quorum_queue": "true",
-                                     "rabbit_quorum_delivery_limit": "3",
-                                     "rabbit_transient_queues_ttl": "10"})
+    options = _options({"rabbit_quorum_queue": "true", "rabbit_quorum_delivery_limit": "3",
+                        "rabbit_transient_queues_ttl": "10"})
     assert options.topic_durable
     assert options.topic_queue_arguments() == {"x-queue-type": "quorum", "x-delivery-limit": 3}
     assert options.transient_queue_arguments() == {"x-expires": 10000}
-    assert AmqpOptions.build({}, {"rabbit_transient_queues_ttl": "0"}
-                             ).transient_queue_arguments() == {}
+    assert _options({"rabbit_transient_queues_ttl": "0"}).transient_queue_arguments() == {}
     with pytest.raises(bridge.InvalidTransportURL):
-        AmqpOptions.build({}, {"rabbit_quorum_queue": "1", "rabbit_ha_queues": "1"})
+        _options({"rabbit_quorum_queue": "1", "rabbit_ha_queues": "1"})
 
 
 def test_backoff_grows_to_its_maximum():
-    options = AmqpOptions.build({}, {})
+    options = _options({})
     assert [options.backoff(n) for n in (1, 2, 3, 20)] == [1.0, 3.0, 5.0, 30.0]
 
 
@@ -235,7 +239,7 @@ def test_bad_messages_are_rejected_and_the_server_goes_on(names, raw, caplog):
     raw.queue_declare(reply_q, auto_delete=False)
     try:
         peer.server(exchange, topic, "s1", queue.Queue())
-        caplog.set_level(logging.ERROR, logger="bridge.transport.amqp")
+        caplog.set_level(logging.ERROR, logger="bridge")
         _publish(raw, exchange, topic, body="not json {")
         _publish(raw, exchange, topic, body=json.dumps(
             {"oslo.version": "3.0", "oslo.message": json.dumps({"method": "echo"})}))
@@ -249,8 +253,13 @@ def test_bad_messages_are_rejected_and_the_server_goes_on(names, raw, caplog):
         assert failure["class"] == "MalformedMessage" and "args" in failure["message"]
         client = peer.client(exchange, topic, timeout=10)
         assert client.call({}, "echo", value="still serving") == "still serving"
+        # Unreadable envelopes are rejected by the driver; readable ones with wrong fields
+        # are answered by the dispatcher (MalformedMessage); each is logged once.
         rejected = [r for r in caplog.records if "Rejected a bad message" in r.getMessage()]
-        assert len(rejected) == 5
+        assert len(rejected) == 2
+        malformed = [r for r in caplog.records
+                     if r.name == "bridge.rpc.server" and "must be" in r.getMessage()]
+        assert len(malformed) == 3
         assert raw.queue_declare(topic, passive=True).message_count == 0
     finally:
         peer.close()
@@ -421,21 +430,21 @@ def test_a_stopped_server_takes_nothing_more(names):
 def test_tls_options_map_to_kombu_ssl_parameters():
     import ssl
 
-    plain = AmqpOptions.build({}, {})
+    plain = _options({})
     assert plain.ssl_params() is False
     # Without a CA file: the system's CAs, no host name check (py-amqp's defaults).
-    assert AmqpOptions.build({}, {"ssl": "true"}).ssl_params("h") == \
+    assert _options({"ssl": "true"}).ssl_params("h") == \
         {"cert_reqs": ssl.CERT_REQUIRED}
-    params = AmqpOptions.build({}, {"ssl": "1", "ssl_ca_file": "/ca.pem",
+    params = _options({"ssl": "1", "ssl_ca_file": "/ca.pem",
                                     "ssl_cert_file": "/c.pem", "ssl_key_file": "/k.pem",
                                     "ssl_version": "TLSv1_2"}).ssl_params("localhost")
     assert params["ca_certs"] == "/ca.pem" and params["cert_reqs"] == ssl.CERT_REQUIRED
     assert params["certfile"] == "/c.pem" and params["keyfile"] == "/k.pem"
     assert params["ssl_version"] == ssl.PROTOCOL_TLSv1_2
     assert params["server_hostname"] == "localhost"
-    assert AmqpOptions.build({}, {"ssl": "1", "ssl_ca_file": "/ca.pem"}).ssl_params(
+    assert _options({"ssl": "1", "ssl_ca_file": "/ca.pem"}).ssl_params(
         "[::1]")["server_hostname"] == "::1"
-    no_check = AmqpOptions.build({}, {"ssl": "1", "ssl_ca_file": "/ca.pem",
+    no_check = _options({"ssl": "1", "ssl_ca_file": "/ca.pem",
                                       "ssl_enforce_hostname_verification": "false"})
     assert "server_hostname" not in no_check.ssl_params()
 

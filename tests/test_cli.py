@@ -8,7 +8,7 @@ import time
 import pytest
 
 import bridge
-from bridge import cli
+from bridge.app import cli
 from endpoints import default_endpoints
 
 

@@ -122,7 +122,8 @@ def venv_env() -> dict[str, str]:
 def test_the_wheel_installs_bridge_and_endpoints_into_the_venv(venv):
     probe = subprocess.run(
         [str(venv / "bin" / "python"), "-c",
-         "import bridge, endpoints, bridge.cli; print(bridge.__file__); print(endpoints.__file__)"],
+         "import bridge, endpoints, bridge.app.cli; "
+         "print(bridge.__file__); print(endpoints.__file__)"],
         capture_output=True, text=True, check=True, cwd=venv.parent, env=venv_env(), timeout=60)
     paths = probe.stdout.split()
     assert all(pathlib.Path(p).is_relative_to(venv) for p in paths), paths

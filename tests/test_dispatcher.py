@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 import bridge
-from bridge.dispatcher import RPCDispatcher, version_is_compatible
+from bridge.rpc.dispatcher import RPCDispatcher, version_is_compatible
 
 
 def make_endpoint(name, namespace=None, version=None, legacy=None, methods=("foo",)):

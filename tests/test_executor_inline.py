@@ -13,7 +13,7 @@ import time
 import pytest
 
 import bridge
-from bridge.executors import ThreadingExecutor
+from bridge.rpc.executors import ThreadingExecutor
 
 WAIT = 10  # seconds a test waits for something that should happen almost at once
 

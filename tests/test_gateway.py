@@ -10,7 +10,7 @@ import pytest
 
 import bridge
 from bridge.exceptions import serialize_failure
-from bridge.gateway import Forwarder, GatewayServer, Route, routes_from_config
+from bridge.gateway import Forwarder, Route, gateway_server, routes_from_config
 from tests.waiting import wait_for
 
 
@@ -55,7 +55,7 @@ def sides():
     def gateway(routes=None, max_in_flight=16):
         forwarder = Forwarder(routes or [Route(topic="compute", url=legacy_url)],
                               max_in_flight=max_in_flight)
-        server = GatewayServer(front_transport, bridge.Target(topic="compute", server="gw"),
+        server = gateway_server(front_transport, bridge.Target(topic="compute", server="gw"),
                                forwarder)
         server.start()
         started.append((server, forwarder))
@@ -172,14 +172,14 @@ def test_routes_from_config():
 
 
 def test_a_bad_route_url_fails_at_start(transport):
-    server = GatewayServer(transport, bridge.Target(topic="t", server="gw"),
+    server = gateway_server(transport, bridge.Target(topic="t", server="gw"),
                            Forwarder([Route(topic="t", url="nosuch://x")]))
     with pytest.raises(bridge.DriverLoadFailure):
         server.start()
 
 
 def test_route_settings_from_words_and_tables():
-    from bridge.settings import SettingsError, resolve
+    from bridge.app.settings import SettingsError, resolve
 
     settings = resolve({"routes": ["compute=rabbit://h:5672/", "images=grpc://b:1"]}, {})
     assert settings.routes == [{"topic": "compute", "url": "rabbit://h:5672/"},
@@ -192,7 +192,7 @@ def test_route_settings_from_words_and_tables():
 
 
 def test_forwarded_requests_are_counted_by_route_method_and_outcome(sides):
-    from bridge import metrics
+    from bridge.app import metrics
 
     gateway = sides["gateway"]()
     observed = metrics.ServerMetrics(gateway)

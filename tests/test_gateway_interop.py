@@ -11,7 +11,7 @@ from amqp_support import BROKER_URL, FAST_RECONNECT, Peer, rabbitmqctl, unique
 from node_support import run_node
 
 import bridge
-from bridge.gateway import Forwarder, GatewayServer, Route
+from bridge.gateway import Forwarder, Route, gateway_server
 from endpoints import default_endpoints
 from tests.waiting import wait_for
 
@@ -30,10 +30,10 @@ class Front:
         self.local.start()
         self.address = self.local.addresses[0]
         self.forwarder = Forwarder(routes, max_in_flight=max_in_flight)
-        self.gateway = GatewayServer([], bridge.Target(topic="gateway", server="front"),
+        self.gateway = gateway_server([], bridge.Target(topic="gateway", server="front"),
                                      self.forwarder)
         self.gateway.start()
-        self.gateway.attach_grpc(self.address)
+        self.gateway.serve_unrouted(self.transport)
 
     def client(self, exchange: str, topic: str, **kwargs):
         return bridge.get_rpc_client(self.transport, bridge.Target(
@@ -211,7 +211,7 @@ def test_amqp_caller_reaches_a_grpc_only_backend(broker_available):
     forwarder = Forwarder([Route(topic=topic, url=backend.addresses[0],
                                  upstream_topic="backend")])
     # The gateway listens on AMQP under the caller's topic and forwards to the backend's.
-    gateway = GatewayServer(amqp_transport, bridge.Target(exchange=exchange, topic=topic,
+    gateway = gateway_server(amqp_transport, bridge.Target(exchange=exchange, topic=topic,
                                                           server="gw"), forwarder)
     gateway.start()
     oslo = Peer("oslo")

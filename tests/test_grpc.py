@@ -12,7 +12,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 import bridge
 from bridge._proto.bridge.v1 import bridge_pb2 as pb
-from bridge.grpc_values import from_value
+from bridge.transport.grpc.values import from_value
 from endpoints import default_endpoints
 from tests.grpc_helpers import channel, envelope, failure_of, raw_call
 from tests.waiting import wait_for
@@ -533,8 +533,6 @@ def test_keepalive_check_fails_against_a_strict_server():
 
 
 def test_fallback_hook_serves_unrouted_targets(grpc_server, client_for):
-    from bridge.transport import grpc as grpc_driver
-
     srv = grpc_server()
     seen = []
 
@@ -544,7 +542,7 @@ def test_fallback_hook_serves_unrouted_targets(grpc_server, client_for):
         seen.append(target)
         return lambda incoming: incoming.reply(result={"forwarded": incoming.message["method"]})
 
-    grpc_driver.set_fallback(srv.addresses[0], fallback)
+    srv.transports[0].serve_unrouted(fallback)
     client = client_for(srv)
     assert client.prepare(topic="elsewhere", server="x").call({}, "hello") == {
         "forwarded": "hello"}

@@ -78,7 +78,7 @@ def test_mutual_tls(tls_server, pki):
 
 
 def test_several_hosts_need_the_server_name(pki):
-    from bridge import cli
+    from bridge.app import cli
 
     cert, key = pki["server"]
     transport = bridge.get_transport(None, _url("grpcs://127.0.0.1:0,127.0.0.2:0",
@@ -97,7 +97,7 @@ def test_several_hosts_need_the_server_name(pki):
         tls = {"tls_ca_file": pki["ca"]}
         assert cli.check_health(address, tls={**tls, "tls_server_name": "localhost"}) == (
             "SERVING")
-        with pytest.raises(cli.UsageError, match="tls-server-name"):
+        with pytest.raises(cli.UsageError, match="tls_server_name"):
             cli.check_health(address, tls=tls)
     finally:
         srv.stop()

@@ -7,8 +7,8 @@ import math
 import pytest
 
 from bridge._proto.bridge.v1 import bridge_pb2 as pb
-from bridge.grpc_values import InvalidValueError, from_value, to_value
-from bridge.values import MAX_DEPTH, NotPrimitiveError
+from bridge.transport.grpc.values import from_value, to_value
+from bridge.values import MAX_DEPTH, InvalidValueError, NotPrimitiveError
 
 
 def _round_trip(value):

@@ -14,12 +14,14 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 import bridge
-from bridge import metrics
+from bridge import stats
 from bridge._proto.bridge.v1 import bridge_pb2 as pb
-from bridge.grpc_values import from_value
-from bridge.logs import RequestIdObserver, configure_logging
+from bridge.app import metrics
+from bridge.app.logs import RequestIdObserver, configure_logging
+from bridge.transport.grpc.values import from_value
 from endpoints import default_endpoints
 from tests.grpc_helpers import channel, envelope, raw_call
+from tests.waiting import wait_for
 
 LOG = logging.getLogger("tests.endpoint")
 
@@ -123,9 +125,9 @@ def test_in_flight_and_health_gauges_read_the_server(transport):
 def test_reconnects_are_counted_and_served_over_http(transport):
     server = bridge.get_rpc_server(transport, bridge.Target(topic="topic", server="s"), [])
     observed = metrics.ServerMetrics(server)
-    before = metrics.reconnect_counts().get("amqp", 0)
-    metrics.record_reconnect("amqp")
-    metrics.record_reconnect("amqp")
+    before = stats.reconnect_counts().get("amqp", 0)
+    stats.record_reconnect("amqp")
+    stats.record_reconnect("amqp")
     http = metrics.MetricsHTTPServer(observed.registry, "127.0.0.1", 0)
     http.start()
     try:
@@ -215,7 +217,7 @@ def test_text_lines_carry_the_request_id_and_failures_are_logged_with_it(transpo
     ({"request_id": "x" * 1000}, "x" * 128),
 ])
 def test_request_id_of_any_context(ctxt, expected):
-    from bridge.logs import request_id_of
+    from bridge.app.logs import request_id_of
 
     assert request_id_of(ctxt) == expected
 
@@ -227,10 +229,10 @@ class Refusals:
 
     def __init__(self, wire: str) -> None:
         self.wire = wire
-        self.last = metrics.refusal_counts()
+        self.last = stats.refusal_counts()
 
     def moved(self) -> dict[str, int]:
-        now = metrics.refusal_counts()
+        now = stats.refusal_counts()
         changed = {reason: count - self.last.get((wire, reason), 0)
                    for (wire, reason), count in now.items()
                    if wire == self.wire and count != self.last.get((wire, reason), 0)}
@@ -325,7 +327,7 @@ def test_grpc_bad_requests_and_unknown_targets_are_counted_once(flavour):
                    if name == "bridge_requests_total" and ("outcome", outcome) in labels)
 
     assert (requests("ok"), requests("malformed"), requests("no_such_method")) == (2, 1, 1)
-    served = metrics.refusal_counts()
+    served = stats.refusal_counts()
     for reason in ("invalid_argument", "target_not_found"):
         key = ("bridge_refusals_total", (("reason", reason), ("wire", "grpc")))
         assert got[key] == served[("grpc", reason)]
@@ -412,8 +414,8 @@ def test_amqp_bad_messages_are_counted_once_as_refusals(monkeypatch):
                                   exchange=exchange, routing_key=topic)
 
             publish("not json {")
-            publish(json.dumps({"oslo.version": "2.0", "oslo.message": json.dumps(
-                {"method": "echo", "args": [1], "_msg_id": "m1", "_reply_q": reply_q})}))
+            publish(json.dumps({"oslo.version": "3.0", "oslo.message": json.dumps(
+                {"method": "echo", "args": {}, "_msg_id": "m0", "_reply_q": reply_q})}))
             assert _wait_moved(refusals, {"invalid_argument": 2}) == {"invalid_argument": 2}
 
             real_parse = AmqpListener._parse
@@ -430,6 +432,12 @@ def test_amqp_bad_messages_are_counted_once_as_refusals(monkeypatch):
             assert _wait_moved(refusals, {"internal": 1}) == {"internal": 1}
             assert rpc.call({}, "ping") == "pong"
             assert refusals.moved() == {}
+            # A readable envelope with wrong fields reaches the dispatcher, which answers it
+            # (MalformedMessage): a request with the outcome "malformed", not a refusal.
+            publish(json.dumps({"oslo.version": "2.0", "oslo.message": json.dumps(
+                {"method": "echo", "args": [1], "_msg_id": "m1", "_reply_q": reply_q})}))
+            wait_for(lambda: "malformed" in observed.render().decode(), timeout=10)
+            assert refusals.moved() == {}
     finally:
         server.stop()
         server.wait()
@@ -438,4 +446,4 @@ def test_amqp_bad_messages_are_counted_once_as_refusals(monkeypatch):
     got = samples(observed.render())
     outcomes = {dict(labels)["outcome"]: value for (name, labels), value in got.items()
                 if name == "bridge_requests_total"}
-    assert outcomes == {"ok": 1}
+    assert outcomes == {"ok": 1, "malformed": 1}

@@ -23,7 +23,7 @@ from tcp_proxy import TcpProxy
 from tls_certs import make_pki
 
 import bridge
-from bridge.cli import check_health
+from bridge.app.cli import check_health
 
 BROKER = ("127.0.0.1", 5672)
 FAST_RECONNECT = "kombu_reconnect_delay=0.2&rabbit_retry_interval=1&rabbit_interval_max=2"

@@ -331,7 +331,7 @@ def test_cast_failures_are_only_logged(transport, serve, caplog):
 
     endpoint = Failing()
     serve([endpoint])
-    with caplog.at_level(logging.ERROR, logger="bridge.server"):
+    with caplog.at_level(logging.ERROR, logger="bridge.rpc.server"):
         assert client_for(transport).cast({}, "boom") is None
         assert endpoint.done.wait(5)
         for _ in range(50):

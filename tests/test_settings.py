@@ -6,8 +6,8 @@ import pathlib
 
 import pytest
 
-from bridge import cli
-from bridge.settings import OPTIONS, SettingsError, resolve
+from bridge.app import cli
+from bridge.app.settings import OPTIONS, SettingsError, resolve
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 

@@ -9,12 +9,19 @@ from __future__ import annotations
 import importlib
 import logging
 import threading
+from concurrent.futures import Future
 from typing import Any
 
 from bridge.conf import Settings, load_settings
-from bridge.exceptions import DriverLoadFailure, InvalidTransportURL
+from bridge.exceptions import DriverLoadFailure, InvalidTarget, InvalidTransportURL
 from bridge.target import Target
-from bridge.transport.base import Driver, IncomingMessage, Listener
+from bridge.transport.base import (
+    Capabilities,
+    Driver,
+    IncomingMessage,
+    Listener,
+    UnroutedHandler,
+)
 from bridge.transport.url import TransportHost, TransportURL
 
 LOG = logging.getLogger(__name__)
@@ -31,7 +38,11 @@ DRIVERS = {
 
 
 class Transport:
-    """A connection to one wire, shared by the servers and clients built on it."""
+    """A connection to one wire, shared by the servers and clients built on it.
+
+    The layers above use only this object and the driver's declared
+    :attr:`implements`; they never look behind the driver interface.
+    """
 
     def __init__(self, driver: Driver, settings: Settings) -> None:
         self._driver = driver
@@ -52,25 +63,50 @@ class Transport:
     def wire(self) -> str:
         return self._driver.wire
 
-    def _listen(self, target: Target) -> Listener:
-        if not (target.topic and target.server):
-            from bridge.exceptions import InvalidTarget
+    @property
+    def implements(self) -> Capabilities:
+        """What the driver offers beyond the core (see :class:`Capabilities`)."""
+        return self._driver.implements
 
+    def listen(self, target: Target) -> Listener:
+        """A listener for a server's ``target`` (topic and server names required)."""
+        if not (target.topic and target.server):
             raise InvalidTarget("A server's target must have topic and server names specified",
                                 target)
         return self._driver.listen(target)
 
-    def _send(self, target: Target, ctxt: dict[str, Any], message: dict[str, Any], *,
-              wait_for_reply: bool = False, timeout: float | None = None,
-              call_monitor_timeout: float | None = None, retry: int | None = None,
-              at_least_once: bool = False) -> Any:
+    def send(self, target: Target, ctxt: dict[str, Any], message: dict[str, Any], *,
+             wait_for_reply: bool = False, timeout: float | None = None,
+             call_monitor_timeout: float | None = None, retry: int | None = None,
+             at_least_once: bool = False) -> Any:
+        """Send one call (``wait_for_reply``) or cast; see :meth:`Driver.send`."""
         if not target.topic:
-            from bridge.exceptions import InvalidTarget
-
             raise InvalidTarget("A topic is required to send", target)
         return self._driver.send(target, ctxt, message, wait_for_reply=wait_for_reply,
                                  timeout=timeout, call_monitor_timeout=call_monitor_timeout,
                                  retry=retry, at_least_once=at_least_once)
+
+    def send_async(self, target: Target, ctxt: dict[str, Any], message: dict[str, Any], *,
+                   wait_for_reply: bool = False, timeout: float | None = None,
+                   call_monitor_timeout: float | None = None, retry: int | None = None,
+                   at_least_once: bool = False) -> Future:
+        """:meth:`send` without blocking: a Future of the outcome (:meth:`Driver.send_async`)."""
+        if not target.topic:
+            future: Future = Future()
+            future.set_exception(InvalidTarget("A topic is required to send", target))
+            return future
+        return self._driver.send_async(target, ctxt, message, wait_for_reply=wait_for_reply,
+                                       timeout=timeout,
+                                       call_monitor_timeout=call_monitor_timeout,
+                                       retry=retry, at_least_once=at_least_once)
+
+    def serve_unrouted(self, handler: UnroutedHandler | None) -> None:
+        """Hand requests no listener serves to ``handler`` (``implements.unrouted``)."""
+        self._driver.serve_unrouted(handler)
+
+    def check_health(self, service: str = "", timeout: float = 5.0) -> str:
+        """The health status of the server at this URL (``implements.health_check``)."""
+        return self._driver.check_health(service, timeout)
 
     def cleanup(self) -> None:
         """Release the driver's connections; safe to call more than once."""
@@ -85,6 +121,22 @@ class Transport:
 
 
 RPCTransport = Transport
+
+
+def driver_class(url: str | TransportURL) -> type[Driver]:
+    """The driver class a URL names (imported now); :class:`DriverLoadFailure` if none."""
+    parsed = url if isinstance(url, TransportURL) else TransportURL.parse(url)
+    return _load_driver_class(parsed.transport, str(parsed))
+
+
+def option_groups() -> dict[str, type]:
+    """Every driver's conf group and its options type (imports every driver)."""
+    groups: dict[str, type] = {}
+    for scheme in DRIVERS:
+        implements = _load_driver_class(scheme, f"{scheme}://").implements
+        if implements.option_group and implements.options_type is not None:
+            groups[implements.option_group] = implements.options_type
+    return groups
 
 
 def _load_driver_class(scheme: str, url: str) -> type[Driver]:
@@ -124,6 +176,6 @@ def get_rpc_transport(conf: Any = None, url: str | TransportURL | None = None,
     return get_transport(conf, url, allowed_remote_exmods)
 
 
-__all__ = ["DRIVERS", "Driver", "IncomingMessage", "InvalidTransportURL", "Listener",
-           "RPCTransport", "Transport", "TransportHost", "TransportURL", "get_rpc_transport",
-           "get_transport"]
+__all__ = ["DRIVERS", "Capabilities", "Driver", "IncomingMessage", "InvalidTransportURL",
+           "Listener", "RPCTransport", "Transport", "TransportHost", "TransportURL", "driver_class",
+           "get_rpc_transport", "get_transport", "option_groups"]

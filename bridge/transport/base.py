@@ -1,18 +1,27 @@
-"""The driver interface: the only thing the server, dispatcher and client see of a wire.
+"""The driver interface: the only thing the server, the gateway, the client and the
+command line see of a wire.
 
 A driver turns its wire messages into :class:`IncomingMessage` objects and hands
 them, as they arrive, to the callback the server gave :meth:`Listener.start`.
 The server answers each one with :meth:`IncomingMessage.reply` and then
 :meth:`IncomingMessage.acknowledge`; it never knows which wire it came from.
-On the client side, :meth:`Driver.send` carries one call or cast.
+On the client side, :meth:`Driver.send` (or :meth:`Driver.send_async`) carries one
+call or cast.
+
+What a driver can do beyond that core is declared in :attr:`Driver.implements`
+(a :class:`Capabilities`), as kombu's transports declare ``implements``: the layers
+above read it instead of probing a driver for methods or comparing URL schemes.
 """
 
 from __future__ import annotations
 
 import abc
 import logging
+import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -21,6 +30,42 @@ if TYPE_CHECKING:
     from bridge.transport.url import TransportURL
 
 LOG = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a driver offers beyond ``listen``, ``send`` and ``cleanup``.
+
+    Every field has the default of a driver that offers nothing more, so a new
+    driver declares only what it does.
+    """
+
+    #: The URL schemes it serves (``grpc``, ``grpcs``); the registry in
+    #: :mod:`bridge.transport` must name the same ones.
+    schemes: tuple[str, ...] = ()
+    #: The conf group its options are read from (``[grpc]``, ``[oslo_messaging_rabbit]``).
+    option_group: str | None = None
+    #: The dataclass of its options, parsed by :func:`bridge.transport.options.parse_options`.
+    options_type: type | None = None
+    #: :meth:`Driver.send_async` keeps a call in flight without a thread of its own
+    #: (otherwise the default runs :meth:`Driver.send` on a shared pool of threads).
+    non_blocking_send: bool = False
+    #: :meth:`Listener.reset` renews the listener's connections.
+    reset: bool = False
+    #: :meth:`Listener.set_serving` publishes the process's readiness on the wire
+    #: (the gRPC health service).
+    process_health: bool = False
+    #: :meth:`Driver.serve_unrouted` hands requests for targets no listener of this
+    #: process serves to a handler (a gateway) instead of refusing them.
+    unrouted: bool = False
+    #: :meth:`Driver.check_health` asks the server at the URL for its health.
+    health_check: bool = False
+    #: Other processes can reach its listeners (``memory://`` cannot).
+    remote: bool = True
+
+
+class UnsupportedCapability(NotImplementedError):
+    """A driver was asked for something its :class:`Capabilities` do not declare."""
 
 
 class IncomingMessage(abc.ABC):
@@ -58,6 +103,9 @@ class IncomingMessage(abc.ABC):
     target: Target | None = None
     may_run_inline: bool = False
     failure_expected: bool = False
+    #: Set by the server: it reached a server through ``serve_unrouted``, addressed to a
+    #: target that none of the process's listeners serves (a gateway forwards it as such).
+    unrouted: bool = False
 
     #: Context keys a driver adds on receipt; a gateway removes them before forwarding.
     ADDED_CONTEXT_KEYS: tuple[str, ...] = ("client_timeout",)
@@ -110,26 +158,95 @@ class IncomingMessage(abc.ABC):
 
 
 OnIncoming = Callable[[IncomingMessage], None]
+#: Given a request's target, the callable that takes its message (and answers it), or
+#: None to refuse it as a target nobody serves. Runs on the driver's thread: no blocking.
+UnroutedHandler = Callable[["Target"], "OnIncoming | None"]
+
+
+class ListenerLockHeld(RuntimeError):
+    """A listener handed a message over while holding its own lock (see Listener)."""
+
+
+class OwnedLock:
+    """A non-reentrant lock that knows which thread holds it."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._owner: int | None = None
+
+    def __enter__(self) -> OwnedLock:
+        self._lock.acquire()
+        self._owner = threading.get_ident()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._owner = None
+        self._lock.release()
+
+    def held_here(self) -> bool:
+        """True when the calling thread holds the lock."""
+        return self._owner == threading.get_ident()
 
 
 class Listener(abc.ABC):
-    """Receives the messages of one target on one wire."""
+    """Receives the messages of one target on one wire.
 
-    #: Where the listener can be reached, once listening (for example ``grpc://127.0.0.1:50051``).
+    The base class keeps the hand-over bookkeeping: :meth:`start` stores the server's
+    callback and :meth:`stop` forgets it, both under :attr:`lock`, and a driver hands
+    every message over with :meth:`hand_over`. The server may run the whole method
+    inside that call (the blocking executor, or a ``may_run_inline`` message), and a
+    method may stop its own server, which calls :meth:`stop`: so the listener's lock is
+    never held across the hand-over, and :meth:`hand_over` refuses to run under it.
+    A driver that needs a lock around its own state uses :attr:`lock` for it and
+    releases it before handing over.
+    """
+
+    #: Where the listener can be reached, once listening (for logs and ``addresses``).
     address: str | None = None
+    #: A URL that a client in another process can call this listener with, or None.
+    client_url: str | None = None
 
-    @abc.abstractmethod
+    def __init__(self) -> None:
+        self.lock = OwnedLock()
+        self._on_incoming: OnIncoming | None = None
+        self.started = False
+
     def start(self, on_incoming: OnIncoming) -> None:
-        """Start handing each message taken from the wire to ``on_incoming``.
+        """Start handing each message taken from the wire to ``on_incoming``."""
+        with self.lock:
+            self._on_incoming = on_incoming
+            self.started = True
+        self._start()
 
-        ``on_incoming`` may run the whole method before it returns (a message with
-        ``may_run_inline``, or the blocking executor), so a listener should not hold a
-        lock of its own across it that ``stop()`` also takes.
-        """
-
-    @abc.abstractmethod
     def stop(self) -> None:
-        """Take no new messages; messages already taken still reach ``on_incoming``."""
+        """Take no new messages; once it returns, ``on_incoming`` is not called again for
+        messages taken later (a hand-over already under way still completes)."""
+        with self.lock:
+            self.started = False
+            self._on_incoming = None
+        self._stop()
+
+    def hand_over(self, incoming: IncomingMessage) -> bool:
+        """Give ``incoming`` to the server; False (nothing done) when not started.
+
+        Raises :class:`ListenerLockHeld` when called under :attr:`lock`.
+        """
+        if self.lock.held_here():
+            raise ListenerLockHeld(f"{type(self).__name__} handed a message over while "
+                                   "holding its lock; a method that stops its own server "
+                                   "would deadlock")
+        with self.lock:
+            on_incoming = self._on_incoming if self.started else None
+        if on_incoming is None:
+            return False
+        on_incoming(incoming)
+        return True
+
+    def _start(self) -> None:  # noqa: B027 - a hook for drivers with work to do
+        """Begin taking messages (called after the callback is stored)."""
+
+    def _stop(self) -> None:  # noqa: B027 - a hook for drivers with work to do
+        """Stop taking messages (called after the callback is forgotten)."""
 
     @abc.abstractmethod
     def cleanup(self) -> None:
@@ -140,18 +257,47 @@ class Listener(abc.ABC):
         """False while the listener cannot take messages (for example, broker lost)."""
         return True
 
+    def reset(self) -> None:  # noqa: B027 - Capabilities.reset says whether it does anything
+        """Renew the listener's connections (``Capabilities.reset``); a no-op otherwise."""
+
+    def set_serving(self, serving: bool) -> None:  # noqa: B027 - see Capabilities
+        """Publish whether the process can serve (``Capabilities.process_health``)."""
+
+
+_SEND_POOL: ThreadPoolExecutor | None = None
+_SEND_POOL_LOCK = threading.Lock()
+#: Threads shared by the drivers whose send blocks, for their send_async.
+SEND_POOL_SIZE = 64
+
+
+def _send_pool() -> ThreadPoolExecutor:
+    global _SEND_POOL
+    with _SEND_POOL_LOCK:
+        if _SEND_POOL is None:
+            _SEND_POOL = ThreadPoolExecutor(SEND_POOL_SIZE, thread_name_prefix="bridge-send")
+        return _SEND_POOL
+
 
 class Driver(abc.ABC):
     """One wire protocol. Built by ``get_transport`` from a URL scheme."""
 
     #: Short name used in logs, metrics and ``IncomingMessage.wire``.
     wire: str = "unknown"
+    #: What this driver offers beyond the core; see :class:`Capabilities`.
+    implements: Capabilities = Capabilities()
 
     def __init__(self, url: TransportURL, settings: Settings,
                  allowed_remote_exmods: list[str]) -> None:
         self.url = url
         self.settings = settings
         self.allowed_remote_exmods = allowed_remote_exmods
+        self.options: Any = None
+        if self.implements.options_type is not None:
+            from bridge.transport.options import parse_options
+
+            group = self.implements.option_group or ""
+            self.options = parse_options(self.implements.options_type, settings.group(group),
+                                         url, group)
 
     @abc.abstractmethod
     def listen(self, target: Target) -> Listener:
@@ -168,6 +314,36 @@ class Driver(abc.ABC):
         and optional ``namespace``/``version``; all primitives. A call returns the
         result or raises the rebuilt remote failure, or ``MessagingTimeout``.
         """
+
+    def send_async(self, target: Target, ctxt: dict[str, Any], message: dict[str, Any], *,
+                   wait_for_reply: bool = True, timeout: float | None = None,
+                   call_monitor_timeout: float | None = None, retry: int | None = None,
+                   at_least_once: bool = False) -> Future:
+        """:meth:`send` without blocking: a Future of the result or the failure.
+
+        Cancelling the Future abandons the call. Callbacks added to it must not block.
+        This default runs :meth:`send` on a shared pool of threads; a driver with
+        ``Capabilities.non_blocking_send`` keeps calls in flight without a thread each.
+        """
+        return _send_pool().submit(self.send, target, ctxt, message,
+                                   wait_for_reply=wait_for_reply, timeout=timeout,
+                                   call_monitor_timeout=call_monitor_timeout, retry=retry,
+                                   at_least_once=at_least_once)
+
+    def serve_unrouted(self, handler: UnroutedHandler | None) -> None:
+        """Hand requests for targets no listener serves to ``handler`` (None: refuse them).
+
+        Only with ``Capabilities.unrouted``.
+        """
+        raise UnsupportedCapability(f"the {self.wire} driver cannot serve unrouted targets")
+
+    def check_health(self, service: str = "", timeout: float = 5.0) -> str:
+        """Ask the server at this driver's URL for its health status (``SERVING``, ...).
+
+        Only with ``Capabilities.health_check``. Raises ``OSError`` (or a subclass of
+        ``MessagingException``) when the server cannot be reached.
+        """
+        raise UnsupportedCapability(f"the {self.wire} driver has no health check")
 
     def cleanup(self) -> None:  # noqa: B027 - drivers with nothing to release
         """Release connections and reply queues."""

@@ -27,7 +27,7 @@ from bridge.exceptions import (
     serialize_failure,
 )
 from bridge.target import Target
-from bridge.transport.base import Driver, IncomingMessage, Listener, OnIncoming
+from bridge.transport.base import Capabilities, Driver, IncomingMessage, Listener
 
 LOG = logging.getLogger(__name__)
 
@@ -167,6 +167,7 @@ class MemoryIncoming(IncomingMessage):
 
 class _MemoryListener(Listener):
     def __init__(self, driver: MemoryDriver, target: Target) -> None:
+        super().__init__()
         self.broker = driver.broker
         exchange = target.exchange or driver.settings.control_exchange
         self.queues = [
@@ -188,7 +189,6 @@ class _MemoryListener(Listener):
         self.address = f"{driver.url.original} topic={target.topic} server={target.server}"
         self._inbox: deque[tuple[_Queue, _Envelope]] = deque()
         self._cond = threading.Condition()
-        self._on_incoming: OnIncoming | None = None
         self._stopping = False
         self._thread: threading.Thread | None = None
 
@@ -197,8 +197,7 @@ class _MemoryListener(Listener):
             self._inbox.append((q, envelope))
             self._cond.notify()
 
-    def start(self, on_incoming: OnIncoming) -> None:
-        self._on_incoming = on_incoming
+    def _start(self) -> None:
         self._stopping = False
         self._thread = threading.Thread(target=self._run, name="bridge-memory-listener",
                                         daemon=True)
@@ -207,7 +206,6 @@ class _MemoryListener(Listener):
             self.broker.subscribe(q, self)
 
     def _run(self) -> None:
-        assert self._on_incoming is not None
         while True:
             with self._cond:
                 while not self._inbox and not self._stopping:
@@ -223,9 +221,11 @@ class _MemoryListener(Listener):
             except (ValueError, KeyError, TypeError) as exc:
                 LOG.error("Dropping a malformed in-memory message: %s", exc)
                 continue
-            self._on_incoming(incoming)
+            if not self.hand_over(incoming):
+                self.broker.requeue(q, envelope)  # stopped meanwhile: back to its queue
+                return
 
-    def stop(self) -> None:
+    def _stop(self) -> None:
         for q in self.queues:
             self.broker.unsubscribe(q, self)
         with self._cond:
@@ -247,6 +247,7 @@ class MemoryDriver(Driver):
     """The in-process transport (``memory://``)."""
 
     wire = "memory"
+    implements = Capabilities(schemes=("memory",), remote=False)
 
     def __init__(self, url: Any, settings: Any, allowed_remote_exmods: list[str]) -> None:
         super().__init__(url, settings, allowed_remote_exmods)

@@ -16,20 +16,14 @@ from google.rpc import status_pb2
 
 from bridge._proto.bridge.v1 import bridge_pb2 as pb
 from bridge.exceptions import (
-    InvalidTarget,
-    MalformedMessage,
     MessageDeliveryFailure,
     MessageUndeliverable,
     MessagingTimeout,
-    NoRoute,
-    NoSuchMethod,
-    TooManyRequests,
-    UnsupportedVersion,
     deserialize_failure,
     serialize_failure,
 )
-from bridge.grpc_values import InvalidValueError, fill_value, from_value
-from bridge.values import NotPrimitiveError
+from bridge.failures import classify
+from bridge.transport.grpc.values import fill_value, from_value
 
 Reason = pb.Failure.Reason
 DETAILS_KEY = "grpc-status-details-bin"
@@ -66,42 +60,10 @@ class Rejection(Exception):  # noqa: N818 - a reply, not an error of the bridge
                                   limit_value=limit_value)
 
 
-#: Reasons of the failures a gateway relays or raises itself, by class name as they
-#: travel (a failure relayed from an oslo.messaging server keeps its own class name).
-_REASON_FOR_CLASS = {
-    "NoSuchMethod": pb.Failure.REASON_NO_SUCH_METHOD,
-    "UnsupportedVersion": pb.Failure.REASON_UNSUPPORTED_VERSION,
-}
-_REASON_FOR_TYPE: tuple[tuple[type[BaseException], int], ...] = (
-    (NoSuchMethod, pb.Failure.REASON_NO_SUCH_METHOD),
-    (UnsupportedVersion, pb.Failure.REASON_UNSUPPORTED_VERSION),
-    (MalformedMessage, pb.Failure.REASON_INVALID_ARGUMENT),
-    (NotPrimitiveError, pb.Failure.REASON_INVALID_ARGUMENT),
-    (InvalidValueError, pb.Failure.REASON_INVALID_ARGUMENT),
-    (InvalidTarget, pb.Failure.REASON_INVALID_ARGUMENT),
-    (MessagingTimeout, pb.Failure.REASON_DEADLINE_EXCEEDED),
-    (NoRoute, pb.Failure.REASON_TARGET_NOT_FOUND),
-    (MessageUndeliverable, pb.Failure.REASON_TARGET_NOT_FOUND),
-    (TooManyRequests, pb.Failure.REASON_RESOURCE_EXHAUSTED),
-    (MessageDeliveryFailure, pb.Failure.REASON_UNAVAILABLE),
-)
-
-
 def reason_for_exception(exc: BaseException, expected: bool = False) -> int:
-    """The failure reason of an exception raised while dispatching or forwarding."""
-    relayed = getattr(exc, "_bridge_failure", None)
-    if relayed is not None:
-        if relayed.get("module") == "oslo_messaging.rpc.dispatcher":
-            reason = _REASON_FOR_CLASS.get(relayed.get("class", ""))
-            if reason is not None:
-                return reason
-        return pb.Failure.REASON_ENDPOINT_ERROR
-    for cls, reason in _REASON_FOR_TYPE:
-        if isinstance(exc, cls):
-            return reason
-    if expected:
-        return pb.Failure.REASON_EXPECTED_ERROR
-    return pb.Failure.REASON_ENDPOINT_ERROR
+    """The failure reason of an exception raised while dispatching or forwarding
+    (:func:`bridge.failures.classify`)."""
+    return pb.Failure.Reason.Value("REASON_" + classify(exc, expected).reason)
 
 
 def failure_from_exception(exc: BaseException, include_traceback: bool = False,

@@ -1,4 +1,5 @@
-"""RPCDispatcher: picks the endpoint method for a message (WIRE.md 1.4) and runs it."""
+"""RPCDispatcher: picks the endpoint method for a message (docs/architecture.md,
+"Dispatch") and runs it."""
 
 from __future__ import annotations
 
@@ -8,29 +9,13 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from bridge.exceptions import (
-    ExpectedException,
-    MalformedMessage,
-    NoSuchMethod,
-    UnsupportedVersion,
-)
+from bridge.exceptions import ExpectedException, NoSuchMethod, UnsupportedVersion
+from bridge.message import DEFAULT_VERSION, parse_version, validate_message
 from bridge.serializer import NoOpSerializer, Serializer
 from bridge.target import Target
 from bridge.values import check_primitive
 
 LOG = logging.getLogger(__name__)
-
-DEFAULT_VERSION = "1.0"
-
-
-@functools.lru_cache(maxsize=256)  # a handful of distinct versions, parsed on every message
-def _parse_version(version: str) -> tuple[int, int, int]:
-    parts = str(version).split(".")
-    if len(parts) not in (2, 3):
-        raise ValueError(f"version {version!r} is not major.minor[.rev]")
-    numbers = [int(p) for p in parts]
-    return numbers[0], numbers[1], numbers[2] if len(numbers) == 3 else 0
-
 
 def version_is_compatible(imp_version: str | None, version: str | None) -> bool:
     """True when an endpoint implementing ``imp_version`` can serve ``version``.
@@ -43,8 +28,8 @@ def version_is_compatible(imp_version: str | None, version: str | None) -> bool:
         return True
     if version is None:
         return False
-    imp_major, imp_minor, imp_rev = _parse_version(imp_version)
-    major, minor, rev = _parse_version(version)
+    imp_major, imp_minor, imp_rev = parse_version(imp_version)
+    major, minor, rev = parse_version(version)
     if major != imp_major or minor > imp_minor:
         return False
     return not (minor == imp_minor and rev > imp_rev)
@@ -153,33 +138,6 @@ async def _await(awaitable: Any) -> Any:
     return await awaitable
 
 
-def _validate(message: Any) -> tuple[str, dict[str, Any], Any, Any]:
-    if not isinstance(message, dict):
-        raise MalformedMessage(f"the message must be a dict, not {type(message).__name__}")
-    method = message.get("method")
-    if not isinstance(method, str) or not method:
-        raise MalformedMessage(f"the message's 'method' must be a non-empty string, "
-                               f"not {method!r}")
-    args = message.get("args", {})
-    if args is None:
-        args = {}
-    if not isinstance(args, dict) or not all(isinstance(k, str) for k in args):
-        raise MalformedMessage("the message's 'args' must be a dict with str keys, "
-                               f"not {type(args).__name__}")
-    namespace = message.get("namespace")
-    if namespace is not None and not isinstance(namespace, str):
-        raise MalformedMessage(f"the message's 'namespace' must be a string, not {namespace!r}")
-    version = message.get("version", DEFAULT_VERSION)
-    if version is not None:
-        if not isinstance(version, str):
-            raise MalformedMessage(f"the message's 'version' must be a string, not {version!r}")
-        try:
-            _parse_version(version)
-        except ValueError as exc:
-            raise MalformedMessage(f"the message's {exc}") from None
-    return method, args, namespace, version
-
-
 class RPCDispatcher:
     """Dispatches messages to the first compatible endpoint that has the method."""
 
@@ -219,7 +177,7 @@ class RPCDispatcher:
 
     def resolve(self, ctxt: dict[str, Any], message: dict[str, Any]) -> Invocation:
         """Find the method for ``message``; raise NoSuchMethod or UnsupportedVersion."""
-        method, args, namespace, version = _validate(message)
+        method, args, namespace, version = validate_message(message)
         compatible = self._endpoints_for(namespace, version)
         for endpoint in compatible:
             if hasattr(endpoint, method) and self.access_policy.is_allowed(endpoint, method):

@@ -3,13 +3,28 @@
 from __future__ import annotations
 
 import logging
+import math
 import threading
-import time
 from typing import Any
 
-from bridge.timer import Timer
+from bridge.timer import MONOTONIC, Clock, Timer
 
 LOG = logging.getLogger(__name__)
+
+#: The longest interval between heartbeats: a caller's call-monitor timeout above
+#: twice this still gets one heartbeat a day.
+MAX_INTERVAL = 86400.0
+
+
+def heartbeat_interval(client_timeout: Any) -> float | None:
+    """Seconds between heartbeats for a caller's call-monitor timeout, as oslo.messaging
+    sends them (``int(timeout) / 2``); None when none are due (no timeout, or one that is
+    not a finite number of at least 2 s)."""
+    if isinstance(client_timeout, bool) or not isinstance(client_timeout, (int, float)):
+        return None
+    if not math.isfinite(client_timeout) or client_timeout < 2:
+        return None
+    return min(MAX_INTERVAL, int(min(client_timeout, 2 * MAX_INTERVAL)) / 2)
 
 
 class HeartbeatWatch:
@@ -42,25 +57,25 @@ class HeartbeatWatch:
 
     def _schedule(self) -> None:
         if not self.cancelled:
-            self._entry = self._scheduler.timer.schedule(time.monotonic() + self.interval,
-                                                         self._beat)
+            timer = self._scheduler.timer
+            self._entry = timer.schedule(timer.now() + self.interval, self._beat)
 
 
 class HeartbeatScheduler:
     """Sends ``incoming.heartbeat()`` every ``int(client_timeout) / 2`` seconds per call."""
 
-    def __init__(self) -> None:
-        self.timer = Timer("bridge-heartbeat")
+    def __init__(self, clock: Clock = MONOTONIC) -> None:
+        self.timer = Timer("bridge-heartbeat", clock)
 
     def watch(self, incoming: Any) -> HeartbeatWatch | None:
         """Start heartbeats for ``incoming`` if its caller asked for them."""
         client_timeout = getattr(incoming, "client_timeout", None)
-        if not client_timeout:
+        if client_timeout is None or client_timeout == 0:
             return None
-        interval = int(client_timeout) / 2
-        if interval < 1:
-            LOG.warning("Ignoring call-monitor timeout %s: heartbeats need at least 2 s",
-                        client_timeout)
+        interval = heartbeat_interval(client_timeout)
+        if interval is None:
+            LOG.warning("Ignoring call-monitor timeout %r: heartbeats need a finite number "
+                        "of at least 2 s", client_timeout)
             return None
         watch = HeartbeatWatch(self, incoming, interval)
         watch._schedule()

@@ -3,8 +3,9 @@
 Exposed series (all in one registry per server, served on ``/metrics``):
 
 * ``bridge_requests_total{wire, topic, method, outcome}``: messages answered; the
-  outcome is ``ok``, ``expected_error``, ``error``, ``no_such_method``,
-  ``unsupported_version`` or ``malformed`` (:func:`bridge.server.outcome_of`). A method
+  outcome is the kind of failure (:func:`bridge.failures.classify`): ``ok``,
+  ``expected_error``, ``error``, ``no_such_method``, ``unsupported_version``,
+  ``malformed``, ``timeout``, ... A method
   no endpoint serves is counted as ``method="(unknown)"``, so callers cannot grow the
   label set without bound.
 * ``bridge_request_duration_seconds{wire, topic, method}``: a histogram of the time from
@@ -27,13 +28,8 @@ Exposed series (all in one registry per server, served on ``/metrics``):
   ``unavailable`` (the target's servers are stopping or not started); ``internal`` is
   an AMQP delivery dropped after an unexpected error while taking it.
 
-The reconnect and refusal hooks are for drivers: after re-establishing a lost
-connection a driver calls :func:`record_reconnect` (``record_reconnect("amqp")``), and
-where it refuses a request before handing it over, :func:`record_refusal`
-(``record_refusal("grpc", "target_not_found")``). They are plain functions with no
-prometheus import behind them, cheap enough to call from any thread, and they count
-whether or not metrics are served. Their labels must come from a fixed set (never from
-the request), since every value is a series of every scrape.
+Drivers count reconnections and refusals with :mod:`bridge.stats`, whether or not
+metrics are served; they are read here at scrape time.
 """
 
 from __future__ import annotations
@@ -45,10 +41,12 @@ from socketserver import ThreadingMixIn
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
+from bridge.failures import UNTRUSTED_METHOD_OUTCOMES
+from bridge.stats import reconnect_counts, refusal_counts
 from bridge.transport.base import IncomingMessage
 
 _UNKNOWN_METHOD = "(unknown)"
-_UNBOUNDED_OUTCOMES = frozenset({"no_such_method", "unsupported_version", "malformed"})
+_UNBOUNDED_OUTCOMES = UNTRUSTED_METHOD_OUTCOMES
 #: Forwarded requests keep their method label only when an upstream server ran the
 #: method (ok, or its own exception): any other outcome may carry whatever name a
 #: caller sent.
@@ -59,45 +57,8 @@ _MAX_LABEL = 100
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
                    2.5, 5.0, 10.0, 30.0, 60.0)
 
-_reconnects: dict[str, int] = {}
-_reconnects_lock = threading.Lock()
-
-
-def record_reconnect(wire: str = "amqp") -> None:
-    """Count one reconnection of a ``wire`` driver (a driver calls this after reconnecting)."""
-    with _reconnects_lock:
-        _reconnects[wire] = _reconnects.get(wire, 0) + 1
-
-
-def reconnect_counts() -> dict[str, int]:
-    """Reconnections counted so far in this process, by wire."""
-    with _reconnects_lock:
-        return dict(_reconnects)
-
-
-_refusals: dict[tuple[str, str], int] = {}
-_refusals_lock = threading.Lock()
-
-
-def record_refusal(wire: str, reason: str) -> None:
-    """Count one request a ``wire`` driver refused before dispatch, for ``reason``.
-
-    ``reason`` is a bounded name such as ``"target_not_found"``; never pass text taken
-    from the request.
-    """
-    key = (wire, reason)
-    with _refusals_lock:
-        _refusals[key] = _refusals.get(key, 0) + 1
-
-
-def refusal_counts() -> dict[tuple[str, str], int]:
-    """Refusals counted so far in this process, by ``(wire, reason)``."""
-    with _refusals_lock:
-        return dict(_refusals)
-
-
 class _ReconnectCollector:
-    """Reports :func:`record_reconnect`'s counts at scrape time."""
+    """Reports :func:`bridge.stats.record_reconnect`'s counts at scrape time."""
 
     def collect(self) -> Iterator[Any]:
         from prometheus_client.core import CounterMetricFamily
@@ -110,7 +71,7 @@ class _ReconnectCollector:
 
 
 class _RefusalCollector:
-    """Reports :func:`record_refusal`'s counts at scrape time."""
+    """Reports :func:`bridge.stats.record_refusal`'s counts at scrape time."""
 
     def collect(self) -> Iterator[Any]:
         from prometheus_client.core import CounterMetricFamily
@@ -161,7 +122,8 @@ class ServerMetrics:
         forwarding.set_function(lambda: sum(item.in_flight for item in self._gateways))
 
     def observe_gateway(self, gateway: Any) -> None:
-        """Count what ``gateway`` (a :class:`bridge.gateway.GatewayServer`) forwards."""
+        """Count what ``gateway`` (a server with a :class:`bridge.gateway.ForwardHandler`)
+        forwards."""
         self._gateways.append(gateway)
         gateway.add_observer(_GatewayObserver(self, gateway))
 
@@ -195,7 +157,8 @@ class _GatewayObserver:
         """Count the forwarded request under its route and observe its latency."""
         method = incoming.method if outcome in _ANSWERED_UPSTREAM else _UNKNOWN_METHOD
         _record(self.metrics.forwarded, self.metrics.forwarded_latency,
-                (incoming.wire, self.gateway.route_topic(incoming), method), outcome, seconds)
+                (incoming.wire, self.gateway.handler.route_topic(incoming), method), outcome,
+                seconds)
 
 
 def _record(counter: Any, histogram: Any, labels: tuple[Any, ...], outcome: str,

@@ -15,8 +15,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import bridge
-from bridge import settings as serve_settings
-from bridge.serve import load_endpoints  # noqa: F401 - re-exported for scripts
+from bridge.app import settings as serve_settings
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -34,7 +33,7 @@ class UsageError(Exception):
 # -- serve -----------------------------------------------------------------------------------
 
 def _serve(args: argparse.Namespace) -> int:
-    from bridge import serve
+    from bridge.app import serve
 
     flags = {k: v for k, v in vars(args).items()
              if k in serve_settings.OPTIONS_BY_NAME or k == "config"}
@@ -68,12 +67,16 @@ def parse_arguments(pairs: Sequence[str]) -> dict[str, Any]:
 
 
 def _client_conf(args: argparse.Namespace) -> dict[str, Any]:
-    group: dict[str, Any] = {}
-    for name in TLS_CLIENT_OPTIONS:
-        value = getattr(args, name, None)
-        if value:
-            group[name] = value
-    return {"grpc": group} if group else {}
+    return _client_conf_of({name: getattr(args, name, None) for name in TLS_CLIENT_OPTIONS})
+
+
+def _client_conf_of(tls: dict[str, Any]) -> dict[str, Any]:
+    """The conf of a client: the TLS options given, in the gRPC driver's group."""
+    group = {name: value for name, value in tls.items() if value}
+    if not group:
+        return {}
+    name = bridge.transport.driver_class("grpcs://").implements.option_group or ""
+    return {name: group}
 
 
 def _send(args: argparse.Namespace, wait_for_reply: bool) -> int:
@@ -166,45 +169,29 @@ def health_url_from_settings() -> str:
 
 def check_health(url: str, timeout: float = 5.0, service: str = "",
                  tls: dict[str, str] | None = None) -> str:
-    """Ask the gRPC health service at ``url``; return the status name (``SERVING``, ...).
+    """Ask the health service of the server at ``url``; return the status name
+    (``SERVING``, ...). With several hosts in ``url`` the first one that accepts a
+    connection answers, as for an RPC client of that URL.
 
-    With several hosts in ``url`` the first one that accepts a connection answers, as
-    for an RPC client of that URL.
-
-    Raises ``grpc.RpcError`` when the server cannot be reached or has no health service.
+    Raises :class:`bridge.MessagingException` when the server cannot be reached or has
+    no health service, ``OSError`` when a TLS file cannot be read, and
+    :class:`UsageError` for a URL whose wire has no health check.
     """
-    import grpc
-    from grpc_health.v1 import health_pb2, health_pb2_grpc
-
-    parsed = bridge.TransportURL.parse(url)
-    if parsed.transport not in ("grpc", "grpcs") or not parsed.hosts:
-        raise UsageError(f"health needs a grpc:// or grpcs:// URL with a host, not {url!r}")
-    from bridge.transport.grpc import channel_target
-
-    hosts = [(host.hostname or "127.0.0.1", host.port or 50051) for host in parsed.hosts]
-    if parsed.transport == "grpcs" and len(hosts) > 1 and not (tls or {}).get(
-            "tls_server_name"):
-        raise UsageError("health over grpcs:// with several hosts needs --tls-server-name "
-                         "(the name every server's certificate holds)")
     try:
-        address = channel_target(hosts)
-    except OSError as exc:
-        raise UsageError(f"cannot resolve {url!r}: {exc}") from None
-    if parsed.transport == "grpcs":
-        tls = tls or {}
-        credentials = grpc.ssl_channel_credentials(
-            root_certificates=_read(tls.get("tls_ca_file")),
-            private_key=_read(tls.get("tls_key_file")),
-            certificate_chain=_read(tls.get("tls_cert_file")))
-        options = ([("grpc.ssl_target_name_override", tls["tls_server_name"])]
-                   if tls.get("tls_server_name") else [])
-        channel = grpc.secure_channel(address, credentials, options=options)
-    else:
-        channel = grpc.insecure_channel(address)
-    with channel:
-        stub = health_pb2_grpc.HealthStub(channel)
-        reply = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=timeout)
-    return health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
+        parsed = bridge.TransportURL.parse(url)
+        transport = bridge.get_transport(_client_conf_of(tls or {}), parsed)
+    except bridge.MessagingException as exc:
+        raise UsageError(str(exc)) from None
+    try:
+        if not transport.implements.health_check or not parsed.hosts:
+            raise UsageError(f"health needs the URL of a server with a health service "
+                             f"(grpc://HOST:PORT or grpcs://...), not {parsed}")
+        try:
+            return transport.check_health(service, timeout)
+        except bridge.InvalidTransportURL as exc:
+            raise UsageError(str(exc)) from None
+    finally:
+        transport.cleanup()
 
 
 def _read(path: str | None) -> bytes | None:
@@ -215,16 +202,12 @@ def _read(path: str | None) -> bytes | None:
 
 
 def _health(args: argparse.Namespace) -> int:
-    import grpc
-
     url = args.url or health_url_from_settings()
     tls = {name: getattr(args, name) for name in TLS_CLIENT_OPTIONS if getattr(args, name)}
     try:
         status = check_health(url, args.timeout, args.service, tls)
-    except grpc.RpcError as exc:
-        code = exc.code().name if hasattr(exc, "code") else "ERROR"
-        details = exc.details() if hasattr(exc, "details") else str(exc)
-        print(f"bridge: health of {url}: {code}: {details}", file=sys.stderr)
+    except bridge.MessagingException as exc:
+        print(f"bridge: health of {bridge.TransportURL.parse(url)}: {exc}", file=sys.stderr)
         return EXIT_FAILED
     except OSError as exc:
         raise UsageError(f"cannot read a TLS file: {exc}") from None

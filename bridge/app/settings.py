@@ -26,7 +26,6 @@ else:  # pragma: no cover - exercised on 3.10 only
     import tomli as tomllib
 
 CONFIG_ENV = "BRIDGE_CONFIG"
-DRIVER_TABLES = ("grpc", "oslo_messaging_rabbit")
 _DISABLED = {"", "none", "off", "false", "no"}
 
 
@@ -156,7 +155,7 @@ def _routes(value: Any) -> list[dict[str, Any]]:
                 raise ValueError(f"a route is TOPIC=URL (for example "
                                  f"compute=rabbit://host:5672/), not {word!r}")
             routes.append({"topic": topic, "url": url})
-    from bridge.gateway import routes_from_config
+    from bridge.gateway.routes import routes_from_config
 
     routes_from_config(routes)  # refuse unknown keys and missing fields now
     return routes
@@ -271,7 +270,7 @@ class ServeSettings:
     metrics_host: str = "127.0.0.1"
     grace_period: float = 30.0
     health_interval: float = 2.0
-    #: ``[grpc]`` and ``[oslo_messaging_rabbit]`` tables of the config file.
+    #: The drivers' option tables of the config file (``[grpc]``, ``[oslo_messaging_rabbit]``).
     driver_groups: dict[str, dict[str, Any]] = field(default_factory=dict)
     config_file: str | None = None
     sources: dict[str, str] = field(default_factory=dict)
@@ -302,6 +301,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                             default=argparse.SUPPRESS, help=help_text.replace("%", "%%"))
 
 
+def driver_tables() -> tuple[str, ...]:
+    """The drivers' option groups: the tables a config file may hold besides settings."""
+    from bridge.transport import option_groups
+
+    return tuple(option_groups())
+
+
 def read_config_file(path: str) -> dict[str, Any]:
     """Read a TOML config file; unknown keys are an error."""
     try:
@@ -311,12 +317,13 @@ def read_config_file(path: str) -> dict[str, Any]:
         raise SettingsError(f"cannot read config file {path!r}: {exc.strerror or exc}") from exc
     except tomllib.TOMLDecodeError as exc:
         raise SettingsError(f"config file {path!r} is not valid TOML: {exc}") from exc
-    unknown = sorted(set(data) - set(OPTIONS_BY_NAME) - set(DRIVER_TABLES))
+    tables = driver_tables()
+    unknown = sorted(set(data) - set(OPTIONS_BY_NAME) - set(tables))
     if unknown:
         raise SettingsError(f"config file {path!r}: unknown key(s) {', '.join(unknown)}; "
                             f"known: {', '.join(OPTIONS_BY_NAME)}, and the tables "
-                            f"[{'], ['.join(DRIVER_TABLES)}]")
-    for table in DRIVER_TABLES:
+                            f"[{'], ['.join(tables)}]")
+    for table in tables:
         if table in data and not isinstance(data[table], dict):
             raise SettingsError(f"config file {path!r}: {table} must be a table")
     return data
@@ -347,7 +354,7 @@ def resolve(flags: Mapping[str, Any] | None = None,
             raise SettingsError(f"{where}: {exc}") from None
         setattr(settings, option.name, value)
         settings.sources[option.name] = source
-    settings.driver_groups = {name: dict(config[name]) for name in DRIVER_TABLES
+    settings.driver_groups = {name: dict(config[name]) for name in driver_tables()
                               if name in config}
     _check(settings)
     return settings

@@ -7,6 +7,7 @@ an unknown name is an :class:`InvalidTransportURL` naming it.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import random
@@ -14,8 +15,6 @@ import socket
 import ssl
 import sys
 import uuid
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from bridge.exceptions import InvalidTransportURL
@@ -26,107 +25,69 @@ LOG = logging.getLogger(__name__)
 GROUP = "oslo_messaging_rabbit"
 
 
-def _bool(value: Any) -> bool:
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in ("1", "true", "yes", "on", "y", "t"):
-        return True
-    if text in ("0", "false", "no", "off", "n", "f", ""):
-        return False
-    raise ValueError(f"{value!r} is not a boolean")
+def _compat(default: Any) -> Any:
+    """An oslo.messaging option accepted for compatibility; it changes nothing here."""
+    return dataclasses.field(default=default, metadata={"supported": False})
 
 
-def _opt_str(value: Any) -> str | None:
-    return None if value is None else str(value)
+def _at_least(minimum: float, default: Any) -> Any:
+    return dataclasses.field(default=default, metadata={"minimum": minimum})
 
 
-#: name -> (converter, default, supported). Unsupported names are accepted and ignored
-#: (a warning is logged when they are set to something else than their default).
-OPTIONS: dict[str, tuple[Callable[[Any], Any], Any, bool]] = {
-    "amqp_durable_queues": (_bool, False, True),
-    "amqp_auto_delete": (_bool, False, True),
-    "rpc_conn_pool_size": (int, 30, False),
-    "conn_pool_min_size": (int, 2, False),
-    "conn_pool_ttl": (int, 1200, False),
-    "ssl": (_bool, False, True),
-    "ssl_version": (str, "", True),
-    "ssl_key_file": (str, "", True),
-    "ssl_cert_file": (str, "", True),
-    "ssl_ca_file": (str, "", True),
-    "ssl_enforce_hostname_verification": (_bool, True, True),
-    "ssl_enforce_fips_mode": (_bool, False, False),
-    "kombu_reconnect_delay": (float, 1.0, True),
-    "kombu_reconnect_splay": (float, 0.0, True),
-    "kombu_compression": (_opt_str, None, True),
-    "kombu_missing_consumer_retry_timeout": (float, 60.0, True),
-    "kombu_failover_strategy": (str, "round-robin", True),
-    "rabbit_login_method": (str, "AMQPLAIN", True),
-    "rabbit_retry_interval": (float, 1.0, True),
-    "rabbit_retry_backoff": (float, 2.0, True),
-    "rabbit_interval_max": (float, 30.0, True),
-    "rabbit_ha_queues": (_bool, False, True),
-    "rabbit_quorum_queue": (_bool, False, True),
-    "rabbit_transient_quorum_queue": (_bool, False, True),
-    "rabbit_quorum_delivery_limit": (int, 0, True),
-    "rabbit_quorum_max_memory_length": (int, 0, True),
-    "rabbit_quorum_max_memory_bytes": (int, 0, True),
-    "rabbit_transient_queues_ttl": (int, 1800, True),
-    "rabbit_qos_prefetch_count": (int, 0, True),
-    "heartbeat_timeout_threshold": (int, 60, True),
-    "heartbeat_rate": (int, 3, True),
-    "direct_mandatory_flag": (_bool, True, True),
-    "enable_cancel_on_failover": (_bool, False, True),
-    "use_queue_manager": (_bool, False, False),
-    "hostname": (str, socket.gethostname(), False),
-    "processname": (str, os.path.basename(sys.argv[0] or "python"), False),
-    "rabbit_stream_fanout": (_bool, False, False),
-    "heartbeat_in_pthread": (_bool, False, False),  # removed from oslo; still in old configs
-}
-
-
-@dataclass
+@dataclasses.dataclass(frozen=True)
 class AmqpOptions:
-    """The resolved options of one AMQP transport (see :data:`OPTIONS`)."""
+    """The options of one AMQP transport: oslo.messaging 18.3's ``[oslo_messaging_rabbit]``
+    names and defaults, from the conf group, overridden by the URL query
+    (:func:`bridge.transport.options.parse_options`)."""
 
-    values: dict[str, Any]
+    amqp_durable_queues: bool = False
+    amqp_auto_delete: bool = False
+    rpc_conn_pool_size: int = _compat(30)
+    conn_pool_min_size: int = _compat(2)
+    conn_pool_ttl: int = _compat(1200)
+    ssl: bool = False
+    ssl_version: str = ""
+    ssl_key_file: str = ""
+    ssl_cert_file: str = ""
+    ssl_ca_file: str = ""
+    ssl_enforce_hostname_verification: bool = True
+    ssl_enforce_fips_mode: bool = _compat(False)
+    kombu_reconnect_delay: float = _at_least(0, 1.0)
+    kombu_reconnect_splay: float = _at_least(0, 0.0)
+    kombu_compression: str | None = dataclasses.field(
+        default=None, metadata={"choices": (None, "gzip", "bz2")})
+    kombu_missing_consumer_retry_timeout: float = _at_least(0, 60.0)
+    kombu_failover_strategy: str = dataclasses.field(
+        default="round-robin", metadata={"choices": ("round-robin", "shuffle")})
+    rabbit_login_method: str = dataclasses.field(
+        default="AMQPLAIN", metadata={"choices": ("PLAIN", "AMQPLAIN", "EXTERNAL",
+                                                  "RABBIT-CR-DEMO")})
+    rabbit_retry_interval: float = _at_least(0, 1.0)
+    rabbit_retry_backoff: float = _at_least(0, 2.0)
+    rabbit_interval_max: float = _at_least(0, 30.0)
+    rabbit_ha_queues: bool = False
+    rabbit_quorum_queue: bool = False
+    rabbit_transient_quorum_queue: bool = False
+    rabbit_quorum_delivery_limit: int = _at_least(0, 0)
+    rabbit_quorum_max_memory_length: int = _at_least(0, 0)
+    rabbit_quorum_max_memory_bytes: int = _at_least(0, 0)
+    rabbit_transient_queues_ttl: int = _at_least(0, 1800)
+    rabbit_qos_prefetch_count: int = _at_least(0, 0)
+    heartbeat_timeout_threshold: int = _at_least(0, 60)
+    heartbeat_rate: int = 3
+    direct_mandatory_flag: bool = True
+    enable_cancel_on_failover: bool = False
+    use_queue_manager: bool = _compat(False)
+    hostname: str = _compat(socket.gethostname())
+    processname: str = _compat(os.path.basename(sys.argv[0] or "python"))
+    rabbit_stream_fanout: bool = _compat(False)
+    heartbeat_in_pthread: bool = _compat(False)  # removed from oslo; still in old configs
 
-    def __getattr__(self, name: str) -> Any:
-        try:
-            return self.__dict__["values"][name]
-        except KeyError:
-            raise AttributeError(name) from None
-
-    @classmethod
-    def build(cls, conf_group: Mapping[str, Any], query: Mapping[str, str],
-              url: str = "") -> AmqpOptions:
-        """Conf group values, overridden by the URL query; unknown names are errors."""
-        values = {name: default for name, (_, default, _) in OPTIONS.items()}
-        for source, items in (("configuration", conf_group), ("URL", query)):
-            for name, raw in items.items():
-                if name not in OPTIONS:
-                    raise InvalidTransportURL(
-                        url, f"Unknown option {name!r} in the {source} of the rabbit "
-                             f"transport; known options: {', '.join(sorted(OPTIONS))}")
-                convert, default, supported = OPTIONS[name]
-                try:
-                    value = convert(raw) if raw is not None else default
-                except (TypeError, ValueError) as exc:
-                    raise InvalidTransportURL(
-                        url, f"Invalid value {raw!r} for option {name!r}: {exc}") from None
-                if not supported and value != default and source == "URL":
-                    LOG.warning("Option %s is accepted for compatibility but has no effect "
-                                "in rpc-bridge", name)
-                values[name] = value
-        if values["rabbit_quorum_queue"] and values["rabbit_ha_queues"]:
-            raise InvalidTransportURL(url, "rabbit_quorum_queue cannot be combined with "
-                                           "rabbit_ha_queues")
-        if values["kombu_compression"] not in (None, "", "gzip", "bz2"):
-            raise InvalidTransportURL(url, f"Unsupported kombu_compression "
-                                           f"{values['kombu_compression']!r}: use gzip or bz2")
-        if values["heartbeat_rate"] <= 0:
-            values["heartbeat_rate"] = 2
-        return cls(values)
+    def __post_init__(self) -> None:
+        if self.rabbit_quorum_queue and self.rabbit_ha_queues:
+            raise ValueError("rabbit_quorum_queue cannot be combined with rabbit_ha_queues")
+        if self.heartbeat_rate <= 0:  # as oslo.messaging reads it
+            object.__setattr__(self, "heartbeat_rate", 2)
 
     # -- queue and exchange flags (WIRE 2.2, 2.3) -------------------------------------------
 

@@ -1,4 +1,11 @@
-"""MessageHandlingServer: listeners on one or more transports, one executor, one dispatcher."""
+"""MessageHandlingServer: listeners on one or more transports, one executor, one handler.
+
+The server owns the lifecycle (``start``/``stop``/``wait``/``reset``) and the
+bookkeeping of every message in flight: counting it, observers, call-monitor
+heartbeats, logging a failure once, ``reply`` then ``acknowledge``. What a message
+means is its :class:`~bridge.rpc.handlers.Handler`'s business: dispatch to endpoints
+(the default), or forwarding (the gateway).
+"""
 
 from __future__ import annotations
 
@@ -8,19 +15,18 @@ import time
 from collections.abc import Sequence
 from typing import Any, Protocol
 
-from bridge.dispatcher import RPCAccessPolicyBase, RPCDispatcher
 from bridge.exceptions import (
     ExpectedException,
     InvalidTarget,
-    MalformedMessage,
     MessagingServerError,
-    NoSuchMethod,
     ServerListenError,
-    UnsupportedVersion,
-    log_failure,
+    TaskTimeout,
 )
-from bridge.executors import AsyncioExecutor, Executor, executor_class
-from bridge.heartbeat import HeartbeatScheduler
+from bridge.failures import Kind, classify, log_failure
+from bridge.rpc.dispatcher import RPCAccessPolicyBase, RPCDispatcher
+from bridge.rpc.executors import AsyncioExecutor, Executor, executor_class
+from bridge.rpc.handlers import DispatchHandler, Handler
+from bridge.rpc.heartbeat import HeartbeatScheduler
 from bridge.serializer import Serializer
 from bridge.target import Target
 from bridge.transport import Transport
@@ -49,35 +55,31 @@ class ServerObserver(Protocol):
 
 
 def outcome_of(failure: BaseException | None) -> str:
-    """Classify how a message ended: ``ok``, ``expected_error``, ``no_such_method``,
-    ``unsupported_version``, ``malformed`` or ``error``."""
-    if failure is None:
-        return "ok"
-    if isinstance(failure, ExpectedException):
-        return "expected_error"
-    if isinstance(failure, NoSuchMethod):
-        return "no_such_method"
-    if isinstance(failure, UnsupportedVersion):
-        return "unsupported_version"
-    if isinstance(failure, MalformedMessage):
-        return "malformed"
-    return "error"
+    """How a message ended, as observers see it: :func:`bridge.failures.classify`'s outcome
+    (``ok``, ``expected_error``, ``error``, ``no_such_method``, ...)."""
+    return classify(failure).outcome
 
 
 class MessageHandlingServer:
-    """Takes messages from its transports' listeners and dispatches them.
+    """Takes messages from its transports' listeners and hands them to its handler.
 
     ``start()`` listens on every transport; ``stop()`` takes no new messages;
     ``wait()`` returns once every message already taken has been answered and
     acknowledged, then releases the listeners. ``start()`` again begins a new cycle.
+    ``dispatcher`` may be an :class:`RPCDispatcher` (its endpoints are served) or any
+    :class:`~bridge.rpc.handlers.Handler`.
     """
 
     def __init__(self, transport: Transport | Sequence[Transport], target: Target,
-                 dispatcher: RPCDispatcher, executor: str | None = "threading") -> None:
+                 dispatcher: RPCDispatcher | Handler, executor: str | None = "threading",
+                 ) -> None:
         transports = [transport] if isinstance(transport, Transport) else list(transport)
         self.transports = transports
         self.target = target
-        self.dispatcher = dispatcher
+        self.handler = (dispatcher if isinstance(dispatcher, Handler)
+                        else DispatchHandler(dispatcher))
+        #: The dispatcher of a server of endpoints (None for another handler).
+        self.dispatcher = getattr(self.handler, "dispatcher", None)
         self.executor_name = executor or "threading"
         self._executor_cls = executor_class(self.executor_name)
         self._state = _NEW
@@ -89,6 +91,7 @@ class MessageHandlingServer:
         self._executor: Executor | None = None
         self._heartbeats: HeartbeatScheduler | None = None
         self.listeners: list[Listener] = []
+        self._unrouted: list[Transport] = []
         self._lifecycle_lock = threading.RLock()
         self._observers: list[ServerObserver] = []
         self._accepted_at: dict[int, float] = {}
@@ -107,7 +110,7 @@ class MessageHandlingServer:
     # -- lifecycle -------------------------------------------------------------------------
 
     def start(self, override_pool_size: int | None = None) -> None:
-        """Listen on every transport and start dispatching. A no-op while running."""
+        """Listen on every transport and start handling. A no-op while running."""
         with self._lifecycle_lock:
             if self._state == _RUNNING:
                 LOG.debug("Server %s is already running", self.target)
@@ -116,17 +119,19 @@ class MessageHandlingServer:
                 self._drain_and_release()
             pool_size = override_pool_size or (
                 self.transports[0].settings.executor_thread_pool_size if self.transports else 64)
+            self.handler.open()
             self._executor = self._executor_cls(pool_size, self._process, self._process_async)
             self._heartbeats = HeartbeatScheduler()
             listeners: list[Listener] = []
             try:
                 for transport in self.transports:
-                    listeners.append(transport._listen(self.target))
+                    listeners.append(transport.listen(self.target))
             except Exception as exc:
                 for listener in listeners:
                     _quietly(listener.cleanup)
                 self._executor.shutdown(wait=False)
                 self._heartbeats.close()
+                self.handler.close()
                 if isinstance(exc, (MessagingServerError, InvalidTarget)):
                     raise
                 raise ServerListenError(self.target, exc) from exc
@@ -135,12 +140,32 @@ class MessageHandlingServer:
                 self._state = _RUNNING
             for listener in listeners:
                 listener.start(self._on_incoming)
-            LOG.info("Serving %s on %s", self.target,
-                     ", ".join(str(item.address) for item in listeners))
+            if listeners:
+                LOG.info("Serving %s on %s", self.target,
+                         ", ".join(str(item.address) for item in listeners))
+
+    def serve_unrouted(self, transport: Transport) -> None:
+        """Also take, on ``transport``, the requests for targets that no listener of this
+        process serves and that the handler accepts (``implements.unrouted``).
+
+        Undone by :meth:`stop`. Requests the handler does not accept are refused by the
+        driver as usual (a target nobody serves).
+        """
+
+        def route(target: Target) -> Any:
+            if self._state == _RUNNING and self.handler.accepts_unrouted(target):
+                return self._on_unrouted
+            return None
+
+        transport.serve_unrouted(route)
+        self._unrouted.append(transport)
 
     def stop(self) -> None:
         """Take no new messages. Returns at once if the server never started."""
         with self._lifecycle_lock:
+            for transport in self._unrouted:
+                _quietly(lambda transport=transport: transport.serve_unrouted(None))
+            self._unrouted = []
             if self._state != _RUNNING:
                 return
             with self._cond:
@@ -158,25 +183,25 @@ class MessageHandlingServer:
             if self._state == _NEW:
                 return
             if not self._cond.wait_for(lambda: self._state != _RUNNING, timeout):
-                from bridge.exceptions import TaskTimeout
-
                 raise TaskTimeout(f"wait() timed out after {timeout} s waiting for stop()")
         with self._lifecycle_lock:
             if self._state == _STOPPED:
                 self._drain_and_release(timeout)
 
     def reset(self) -> None:
-        """Ask each listener to renew its connections; safe at any time."""
+        """Ask each listener to renew its connections (drivers with ``implements.reset``)."""
         for listener in list(self.listeners):
-            reset = getattr(listener, "reset", None)
-            if reset is not None:
-                _quietly(reset)
+            _quietly(listener.reset)
+
+    def set_serving(self, serving: bool) -> None:
+        """Publish the process's readiness through the listeners whose wire can tell
+        (``implements.process_health``: the gRPC health service)."""
+        for listener in list(self.listeners):
+            _quietly(lambda listener=listener: listener.set_serving(serving))
 
     def _drain_and_release(self, timeout: float | None = None) -> None:
         with self._cond:
             if not self._cond.wait_for(lambda: self._in_flight == 0, timeout):
-                from bridge.exceptions import TaskTimeout
-
                 raise TaskTimeout(f"{self._in_flight} messages still running after {timeout} s")
             # In the same hold of the lock as the count: from here on a late hand-over
             # sees no executor (see _on_incoming).
@@ -189,6 +214,7 @@ class MessageHandlingServer:
         for listener in self.listeners:
             _quietly(listener.cleanup)
         self.listeners = []
+        _quietly(self.handler.close)
         with self._cond:
             self._state = _NEW
 
@@ -215,8 +241,12 @@ class MessageHandlingServer:
 
     # -- processing ------------------------------------------------------------------------
 
+    def _on_unrouted(self, incoming: IncomingMessage) -> None:
+        incoming.unrouted = True
+        self._on_incoming(incoming)
+
     def _on_incoming(self, incoming: IncomingMessage) -> None:
-        # May run the whole dispatch before it returns (the threading executor runs a
+        # May run the whole request before it returns (the threading executor runs a
         # message with may_run_inline on this thread when a permit is free).
         with self._lock:
             # Counted only while the executor is there: a listener that hands a message
@@ -228,50 +258,52 @@ class MessageHandlingServer:
         try:
             if executor is None:
                 raise MessagingServerError("the server is not running")
-            executor.submit(incoming)
+            if self.handler.blocking:
+                executor.submit(incoming)
+            else:
+                self._process(incoming)
         except Exception as exc:
             LOG.error("Could not hand %s over to the executor: %s", incoming.method, exc)
             self._answer(incoming, None, exc)
 
-    def _process(self, incoming: IncomingMessage) -> None:
+    def _begin(self, incoming: IncomingMessage) -> Any:
+        """Observers and heartbeats, where the request is handled; the answer callback."""
         if self._observers:
             self._notify("on_start", incoming)
         watch = self._heartbeats.watch(incoming) if self._heartbeats else None
-        result, failure = None, None
-        try:
-            result = self.dispatcher.resolve(incoming.ctxt, incoming.message).run()
-        except Exception as exc:
-            failure = exc
-        finally:
+        answered = []
+
+        def answer(result: Any, failure: BaseException | None) -> None:
+            if answered:
+                LOG.error("%s answered twice; the second answer is dropped", incoming.method)
+                return
+            answered.append(True)
             if watch is not None:
                 watch.cancel()
-        self._answer(incoming, result, failure)
+            self._answer(incoming, result, failure)
+
+        return answer
+
+    def _process(self, incoming: IncomingMessage) -> None:
+        answer = self._begin(incoming)
+        try:
+            self.handler.handle(incoming, answer)
+        except Exception as exc:  # a handler answers its own failures; this is a defect
+            answer(None, exc)
 
     async def _process_async(self, incoming: IncomingMessage, executor: AsyncioExecutor) -> None:
-        if self._observers:
-            self._notify("on_start", incoming)
-        watch = self._heartbeats.watch(incoming) if self._heartbeats else None
-        result, failure = None, None
+        answer = self._begin(incoming)
         try:
-            invocation = self.dispatcher.resolve(incoming.ctxt, incoming.message)
-            if invocation.is_coroutine:
-                raw = await invocation.method(invocation.ctxt, **invocation.args)
-                result = invocation.finish(raw)
-            else:
-                result = await executor.run_blocking(invocation.run)
+            await self.handler.handle_async(incoming, answer, executor)
         except Exception as exc:
-            failure = exc
-        finally:
-            if watch is not None:
-                watch.cancel()
-        await executor.run_blocking(self._answer, incoming, result, failure)
+            answer(None, exc)
 
     def _answer(self, incoming: IncomingMessage, result: Any,
                 failure: BaseException | None) -> None:
-        outcome = self._outcome_of(failure)
+        kind = classify(failure, unknown=self.handler.unknown_failure)
         try:
             if failure is not None:
-                failure = self._report_failure(incoming, failure)
+                failure = self._report_failure(incoming, failure, kind)
             try:
                 incoming.reply(result=result, failure=failure)
             except Exception:
@@ -286,22 +318,17 @@ class MessageHandlingServer:
                     accepted = self._accepted_at.pop(id(incoming), None)
                 if self._observers:
                     seconds = time.monotonic() - accepted if accepted is not None else 0.0
-                    self._notify("on_finish", incoming, outcome, seconds)
+                    self._notify("on_finish", incoming, kind.outcome, seconds)
             with self._lock:
                 self._in_flight -= 1
                 if self._in_flight == 0:  # only wait() waits, and only for zero
                     self._cond.notify_all()
 
-
-    def _outcome_of(self, failure: BaseException | None) -> str:
-        """How a message ended, for observers (see :func:`outcome_of`)."""
-        return outcome_of(failure)
-
-    def _report_failure(self, incoming: IncomingMessage,
-                        failure: BaseException) -> BaseException:
+    def _report_failure(self, incoming: IncomingMessage, failure: BaseException,
+                        kind: Kind) -> BaseException:
         """Log a failure once; return the exception the caller should get."""
         log_failure(LOG, failure, f"{incoming.wire} message handling "
-                                  f"(method {incoming.method!r})")
+                                  f"(method {incoming.method!r})", kind)
         if isinstance(failure, ExpectedException):
             incoming.failure_expected = True
             return failure.exc_info[1]

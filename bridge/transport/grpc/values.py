@@ -12,22 +12,13 @@ from collections.abc import Mapping
 from typing import Any
 
 from bridge._proto.bridge.v1 import bridge_pb2 as pb
-from bridge.values import MAX_DEPTH, NotPrimitiveError, path_text
+from bridge.values import MAX_DEPTH, InvalidValueError, NotPrimitiveError, path_text
 
 INT64_MIN = -(2**63)
 INT64_MAX = 2**63 - 1
 _BIG_INTEGER = re.compile(r"-?[0-9]+\Z")
 #: The kinds whose field holds the Python value as it is.
 _SCALAR_KINDS = frozenset({"string_value", "integer_value", "double_value", "bool_value"})
-
-
-class InvalidValueError(ValueError):
-    """A ``Value`` received from the wire that has no Python meaning; names where it sits."""
-
-    def __init__(self, path: Any, reason: str) -> None:
-        path = path_text(path)
-        self.path = path
-        super().__init__(f"{path} {reason}")
 
 
 def fill_value(msg: pb.Value, obj: Any, path: Any = "value", depth: int = 0) -> None:

@@ -42,18 +42,19 @@ from bridge.exceptions import (
     MessageDeliveryFailure,
     MessagingTimeout,
 )
-from bridge.grpc_errors import (
+from bridge.stats import record_refusal
+from bridge.target import Target
+from bridge.timer import Timer
+from bridge.transport.base import Capabilities, Driver, IncomingMessage, Listener, OnIncoming
+from bridge.transport.grpc.status import (
     Rejection,
     exception_for_error,
     failure_from_exception,
     failure_from_metadata,
     status_of,
 )
-from bridge.grpc_values import InvalidValueError, fill_map, fill_value, from_map, from_value
-from bridge.metrics import record_refusal
-from bridge.target import Target
-from bridge.timer import Timer
-from bridge.transport.base import Driver, IncomingMessage, Listener, OnIncoming
+from bridge.transport.grpc.values import fill_map, fill_value, from_map, from_value
+from bridge.values import InvalidValueError
 
 LOG = logging.getLogger(__name__)
 
@@ -125,28 +126,33 @@ def channel_target(hosts: Sequence[tuple[str, int]]) -> str:
 
 # -- options -------------------------------------------------------------------------------
 
+def _at_least_0(default: Any) -> Any:
+    return dataclasses.field(default=default, metadata={"minimum": 0})
+
+
 @dataclasses.dataclass(frozen=True)
 class GrpcOptions:
     """Options of the gRPC driver: the ``[grpc]`` conf group, overridden by the URL query."""
 
     #: Largest request (server) or reply (client) accepted, in bytes.
-    max_receive_message_length: int = 4 * MIB
+    max_receive_message_length: int = _at_least_0(4 * MIB)
     #: Largest message sent, in bytes.
-    max_send_message_length: int = 4 * MIB
+    max_send_message_length: int = _at_least_0(4 * MIB)
     #: Calls a server address runs at once; more get RESOURCE_EXHAUSTED (0: no limit).
-    max_concurrent_calls: int = 0
+    max_concurrent_calls: int = _at_least_0(0)
     #: Interval of HTTP/2 keepalive pings this side sends, in ms.
-    keepalive_time_ms: int = 30_000
+    keepalive_time_ms: int = _at_least_0(30_000)
     #: How long a keepalive ping may go unanswered before the connection is closed, in ms.
-    keepalive_timeout_ms: int = 20_000
+    keepalive_timeout_ms: int = _at_least_0(20_000)
     #: Shortest interval between client pings a server tolerates, in ms.
-    min_ping_interval_ms: int = 5_000
+    min_ping_interval_ms: int = _at_least_0(5_000)
     #: Send formatted tracebacks of endpoint failures to callers.
     include_traceback: bool = False
     #: The grpcio server: ``sync`` (grpc.server) or ``aio`` (grpc.aio); see docs/performance.md.
-    server_flavour: str = "sync"
+    server_flavour: str = dataclasses.field(default="sync",
+                                            metadata={"choices": ("sync", "aio")})
     #: Seconds a server waits for replies in flight when its last listener is released.
-    shutdown_grace: float = 5.0
+    shutdown_grace: float = _at_least_0(5.0)
     #: Serve grpc.reflection.v1alpha (and v1) server reflection.
     reflection: bool = True
     #: PEM certificate chain: the server's, or the client's for mutual TLS.
@@ -162,66 +168,19 @@ class GrpcOptions:
     tls_server_name: str = ""
 
 
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off"}
-
-
-def _convert(name: str, kind: type, raw: Any) -> Any:
-    if kind is bool:
-        if isinstance(raw, bool):
-            return raw
-        text = str(raw).strip().lower()
-        if text in _TRUE:
-            return True
-        if text in _FALSE:
-            return False
-        raise ValueError(f"{name} must be true or false, not {raw!r}")
-    if kind is int:
-        value = int(raw)
-        if value < 0:
-            raise ValueError(f"{name} must not be negative, not {raw!r}")
-        return value
-    if kind is float:
-        return float(raw)
-    return str(raw)
-
-
-def parse_options(url: Any, group: dict[str, Any]) -> GrpcOptions:
-    """Read the options from the ``grpc`` conf group, then the URL's query.
-
-    An unknown name or a bad value raises :class:`InvalidTransportURL` naming it.
-    """
-    fields = {f.name: f for f in dataclasses.fields(GrpcOptions)}
-    types = {"int": int, "float": float, "bool": bool, "str": str}
-    values: dict[str, Any] = {}
-    for source, options in (("[grpc] option", group), ("URL query option", url.query)):
-        for name, raw in options.items():
-            if raw is None:
-                continue
-            if name not in fields:
-                raise InvalidTransportURL(
-                    str(url), f"unknown gRPC {source} {name!r} in {url}; known: "
-                    f"{', '.join(sorted(fields))}")
-            try:
-                values[name] = _convert(name, types[str(fields[name].type)], raw)
-            except (TypeError, ValueError) as exc:
-                raise InvalidTransportURL(str(url), f"bad gRPC {source} in {url}: {exc}") from None
-    options = GrpcOptions(**values)
+def check_options(url: Any, options: GrpcOptions) -> None:
+    """Refuse options that do not go together, naming them."""
     tls_set = [name for name in ("tls_cert_file", "tls_key_file", "tls_ca_file")
                if getattr(options, name)] + (["tls_client_auth"] if options.tls_client_auth
                                              else [])
     if url.driver_name == "grpc" and tls_set:
         raise InvalidTransportURL(str(url), f"{', '.join(tls_set)} need a grpcs:// URL, "
                                   f"not {url}")
-    if options.server_flavour not in ("sync", "aio"):
-        raise InvalidTransportURL(str(url), f"server_flavour must be sync or aio, not "
-                                  f"{options.server_flavour!r}")
     if bool(options.tls_cert_file) != bool(options.tls_key_file):
         raise InvalidTransportURL(str(url), "tls_cert_file and tls_key_file go together")
     if options.tls_client_auth and not options.tls_ca_file:
         raise InvalidTransportURL(str(url), "tls_client_auth needs tls_ca_file (the CA that "
                                   "signs client certificates)")
-    return options
 
 
 def _read(path: str) -> bytes:
@@ -1018,57 +977,34 @@ def servers() -> list[GrpcServer]:
         return list({id(server): server for server in _SERVERS.values()}.values())
 
 
-def set_fallback(address: str, fallback: Fallback | None) -> None:
-    """Install the fallback of the server at ``address`` (as listeners report it)."""
-    for server in servers():
-        if server.address == address:
-            server.router.fallback = fallback
-            return
-    raise KeyError(f"no gRPC server at {address}")
-
-
 class _GrpcListener(Listener):
     """One target served on one shared gRPC server."""
 
     def __init__(self, server: GrpcServer, key: tuple[str, str, str], release: Callable) -> None:
+        super().__init__()
         self.server = server
         self.key = key
         self.address = server.address
+        self.client_url = server.address
         self._release = release
-        self._lock = threading.Lock()
-        self._on_incoming: OnIncoming | None = None
-        self.started = False
         self._cleaned = False
 
     def deliver(self, incoming: IncomingMessage) -> bool:
         """Hand ``incoming`` over; False when the listener is not started.
 
-        The lock is not held while ``on_incoming`` runs: with ``may_run_inline`` that
-        call may run the whole method, and a method may stop its own server. A hand-over
-        that races with ``stop()`` and the server's release gets a failure reply from
-        the server (it counts a message only while its executor is there).
+        A hand-over that races with ``stop()`` and the server's release gets a failure
+        reply from the server (it counts a message only while its executor is there).
         """
-        with self._lock:
-            on_incoming = self._on_incoming if self.started else None
-        if on_incoming is None:
-            return False
-        on_incoming(incoming)
-        return True
+        return self.hand_over(incoming)
 
-    def start(self, on_incoming: OnIncoming) -> None:
-        with self._lock:
-            self._on_incoming = on_incoming
-            self.started = True
+    def _start(self) -> None:
         self.server.update_health()
 
-    def stop(self) -> None:
-        with self._lock:
-            self.started = False
-            self._on_incoming = None
+    def _stop(self) -> None:
         self.server.update_health()
 
     def cleanup(self) -> None:
-        with self._lock:
+        with self.lock:
             if self._cleaned:
                 return
             self._cleaned = True
@@ -1083,14 +1019,12 @@ class _GrpcListener(Listener):
     def set_serving(self, serving: bool) -> None:
         """Say whether the process can serve; False holds health at NOT_SERVING.
 
-        ``bridge serve`` copies ``server.healthy`` here every ``health_interval``, so the
+        ``bridge serve`` sets it every ``health_interval`` from ``server.healthy``, so the
         health service turns NOT_SERVING while an AMQP listener of the same server has
         lost its broker, and SERVING again once it is back.
         """
         self.server.process_serving = bool(serving)
         self.server.update_health()
-
-
 
 
 # -- the driver ----------------------------------------------------------------------------
@@ -1115,10 +1049,14 @@ class GrpcDriver(Driver):
     """
 
     wire = "grpc"
+    implements = Capabilities(schemes=("grpc", "grpcs"), option_group="grpc",
+                              options_type=GrpcOptions, unrouted=True, process_health=True,
+                              health_check=True)
 
     def __init__(self, url: Any, settings: Any, allowed_remote_exmods: list[str]) -> None:
         super().__init__(url, settings, allowed_remote_exmods)
-        self.options = parse_options(url, settings.group("grpc"))
+        check_options(url, self.options)
+        self._unrouted: Fallback | None = None
         self.scheme = url.driver_name
         #: The URL's hosts as ``(host, port)``; port 0 asks for a free port.
         self.hosts = _hosts_of(url)
@@ -1165,7 +1103,42 @@ class GrpcDriver(Driver):
                 LOG.info("gRPC server listening on %s", server.address)
             listener = _GrpcListener(server, key, self._release)
             server.router.add(listener)
+            if self._unrouted is not None:
+                server.router.fallback = self._unrouted
         return listener
+
+    def serve_unrouted(self, handler: Fallback | None) -> None:
+        """Hand requests for targets no listener serves to ``handler`` (None: NOT_FOUND)."""
+        self._unrouted = handler
+        with _SERVERS_LOCK:
+            for endpoint in self._endpoints():
+                server = _SERVERS.get(endpoint)
+                if server is not None:
+                    server.router.fallback = handler
+
+    def check_health(self, service: str = "", timeout: float = 5.0) -> str:
+        """Ask the gRPC health service (grpc.health.v1) at this URL; the status name.
+
+        Raises :class:`MessageDeliveryFailure` (``CODE: details``) when the server cannot
+        be reached or has no health service, :class:`InvalidTransportURL` when no host
+        resolves, ``OSError`` when a TLS file cannot be read.
+        """
+        from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+        try:
+            channel = self._make_channel()
+        except OSError as exc:
+            if isinstance(exc, (FileNotFoundError, PermissionError, IsADirectoryError)):
+                raise
+            raise InvalidTransportURL(str(self.url), f"cannot resolve {self.url}: {exc}") from None
+        try:
+            stub = health_pb2_grpc.HealthStub(channel)
+            reply = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=timeout)
+        except grpc.RpcError as err:
+            raise MessageDeliveryFailure(f"{err.code().name}: {err.details()}") from None
+        finally:
+            channel.close()
+        return health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
 
     def _release(self, listener: _GrpcListener) -> None:
         server = listener.server

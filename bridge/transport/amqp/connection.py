@@ -30,8 +30,8 @@ from amqp import spec
 from amqp.serialization import dumps
 
 from bridge.exceptions import MessageDeliveryFailure, MessageUndeliverable
-from bridge.metrics import record_reconnect
-from bridge.transport.amqp_options import AmqpOptions, connection_name
+from bridge.stats import record_reconnect
+from bridge.transport.amqp.options import AmqpOptions, connection_name
 
 LOG = logging.getLogger(__name__)
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from bridge.dispatcher import version_is_compatible
 from bridge.exceptions import InvalidTarget, MessagingException, RPCVersionCapError
+from bridge.rpc.dispatcher import version_is_compatible
 from bridge.serializer import NoOpSerializer, Serializer, context_to_dict
 from bridge.target import Target
 from bridge.transport import Transport
@@ -100,7 +100,7 @@ class _CallContext:
     def cast(self, ctxt: Any, method: str, **kwargs: Any) -> None:
         """Send ``method`` and return once the transport accepted it; errors are not seen."""
         wire_ctxt, message = self._make_message(ctxt, method, kwargs)
-        self.transport._send(self.target, wire_ctxt, message, wait_for_reply=False,
+        self.transport.send(self.target, wire_ctxt, message, wait_for_reply=False,
                              retry=self.retry, at_least_once=self._at_least_once)
 
     def call(self, ctxt: Any, method: str, **kwargs: Any) -> Any:
@@ -111,7 +111,7 @@ class _CallContext:
         timeout = self.timeout
         if timeout is None:
             timeout = self.transport.settings.rpc_response_timeout
-        result = self.transport._send(
+        result = self.transport.send(
             self.target, wire_ctxt, message, wait_for_reply=True, timeout=timeout,
             call_monitor_timeout=self.call_monitor_timeout, retry=self.retry,
             at_least_once=self._at_least_once)

@@ -11,8 +11,9 @@ Lifecycle of the process:
   SIGTERM/SIGINT while draining exits 1 at once;
 * SIGHUP: ``reset()`` (listeners renew their connections);
 * every ``health_interval`` seconds, ``server.healthy`` (False while an AMQP listener
-  has lost its broker) is copied into the gRPC health service, so ``bridge health``
-  and Kubernetes gRPC probes see NOT_SERVING until the broker is back.
+  has lost its broker) is published by the wires that can tell (``set_serving``: the
+  gRPC health service), so ``bridge health`` and Kubernetes gRPC probes see
+  NOT_SERVING until the broker is back.
 """
 
 from __future__ import annotations
@@ -30,9 +31,10 @@ from collections.abc import Callable, Sequence
 from typing import Any, TextIO
 
 import bridge
+from bridge.app.logs import RequestIdObserver, configure_logging
+from bridge.app.settings import ServeSettings
 from bridge.exceptions import TaskTimeout
-from bridge.logs import RequestIdObserver, configure_logging
-from bridge.settings import ServeSettings
+from bridge.transport import driver_class
 
 LOG = logging.getLogger("bridge.serve")
 
@@ -101,51 +103,36 @@ class _ServerProxy:
 
 
 def driver_conf(settings: ServeSettings) -> dict[str, Any]:
-    """The ``conf`` mapping handed to ``get_transport``: driver option groups."""
-    grpc_group: dict[str, Any] = {
+    """The ``conf`` mapping handed to ``get_transport``: the drivers' option groups, with
+    the gRPC settings of ``bridge serve`` (message size, TLS files) in the gRPC URL's."""
+    conf: dict[str, Any] = {name: dict(table) for name, table in settings.driver_groups.items()}
+    grpc_url = settings.grpc_url or "grpc://"
+    group_name = driver_class(grpc_url).implements.option_group or ""
+    served: dict[str, Any] = {
         "max_receive_message_length": settings.max_message_size,
         "max_send_message_length": settings.max_message_size,
     }
     if settings.tls_cert_file:
-        grpc_group["tls_cert_file"] = settings.tls_cert_file
-        grpc_group["tls_key_file"] = settings.tls_key_file
+        served["tls_cert_file"] = settings.tls_cert_file
+        served["tls_key_file"] = settings.tls_key_file
     if settings.tls_ca_file:
         # A CA on the server side means: clients must present a certificate it signed.
-        grpc_group["tls_ca_file"] = settings.tls_ca_file
-        grpc_group["tls_client_auth"] = True
-    grpc_group.update(settings.driver_groups.get("grpc", {}))
-    conf: dict[str, Any] = {"grpc": grpc_group}
-    if "oslo_messaging_rabbit" in settings.driver_groups:
-        conf["oslo_messaging_rabbit"] = dict(settings.driver_groups["oslo_messaging_rabbit"])
+        served["tls_ca_file"] = settings.tls_ca_file
+        served["tls_client_auth"] = True
+    conf[group_name] = {**served, **conf.get(group_name, {})}
     if settings.exchange:
         conf["control_exchange"] = settings.exchange
     return conf
 
 
-def set_grpc_health(server: Any, serving: bool) -> int:
-    """Set the gRPC health status of every gRPC listener of ``server``; returns how many.
-
-    A gRPC listener offers ``set_serving(bool)``; other listeners are skipped.
-    """
-    count = 0
-    for listener in list(server.listeners):
-        setter = getattr(listener, "set_serving", None)
-        if setter is not None:
-            setter(serving)
-            count += 1
-    return count
-
-
-def call_hint(address: str, settings: ServeSettings, topic: str) -> str | None:
-    """A ready-to-paste ``bridge call`` for a listener address, or None (memory://)."""
-    if not address.startswith(("grpc://", "grpcs://", "rabbit://", "amqp://", "kombu://")):
+def call_hint(url: str | None, settings: ServeSettings, topic: str) -> str | None:
+    """A ready-to-paste ``bridge call`` for a listener's client URL, or None."""
+    if not url:
         return None
-    url = address.split()[0]
-    for wildcard in ("0.0.0.0", "[::]"):
-        url = url.replace(f"://{wildcard}:", "://127.0.0.1:" if wildcard == "0.0.0.0"
-                          else "://[::1]:")
+    for wildcard, local in (("0.0.0.0", "127.0.0.1"), ("[::]", "[::1]")):
+        url = url.replace(f"://{wildcard}:", f"://{local}:")
     extra = ""
-    if settings.exchange and not url.startswith("grpc"):
+    if settings.exchange:
         extra += f" --exchange {settings.exchange}"
     if url.startswith("grpcs://") and settings.tls_ca_file:
         extra += f" --tls-ca {settings.tls_ca_file}"
@@ -207,7 +194,7 @@ def run(settings: ServeSettings, out: TextIO | None = None) -> int:
         server.add_observer(RequestIdObserver())
         metrics = None
         if settings.metrics_port is not None:
-            from bridge.metrics import MetricsHTTPServer, ServerMetrics
+            from bridge.app.metrics import MetricsHTTPServer, ServerMetrics
 
             metrics = ServerMetrics(server)
             server.add_observer(metrics)
@@ -236,7 +223,7 @@ def run(settings: ServeSettings, out: TextIO | None = None) -> int:
         _announce(server, settings, metrics_http, out)
         code = _main_loop(server, settings, signals, gateways)
         for gateway in gateways:
-            gateway.forwarder.close()
+            gateway.handler.forwarder.close()
         if metrics_http is not None:
             metrics_http.stop()
         for transport in transports:
@@ -249,9 +236,6 @@ def run(settings: ServeSettings, out: TextIO | None = None) -> int:
     return code
 
 
-_GRPC_SCHEMES = ("grpc", "grpcs")
-
-
 def _observe_gateway(metrics: Any, gateway: Any) -> None:
     gateway.add_observer(RequestIdObserver())
     if metrics is not None:
@@ -260,53 +244,73 @@ def _observe_gateway(metrics: Any, gateway: Any) -> None:
 
 def start_gateways(settings: ServeSettings, conf: dict[str, Any], server: Any,
                    transports: list[bridge.Transport],
-                   observe: Callable[[Any], None] | None = None) -> list[Any]:
+                   observe: Callable[[Any], None] | None = None,
+                   forwarder: Any = None) -> list[Any]:
     """Start the gateway servers the routes ask for (docs/gateway.md); [] without routes.
 
     ``observe(gateway)`` is called for each gateway before it starts (logs, metrics).
 
-    Routes to an AMQP URL serve gRPC callers: one gateway is the fallback of the gRPC
-    listener. Routes to a gRPC URL serve AMQP callers: one gateway per topic listens on
-    the AMQP transports as this server and forwards to the backend.
+    A route is served on every transport that other processes reach and whose driver
+    is not its upstream's (never back onto its own wire): on a transport whose driver
+    hands over targets nobody serves (``implements.unrouted``: gRPC), by one gateway
+    taking those requests; on any other, by one gateway per route topic listening
+    there as this server.
     """
     if not settings.routes:
         return []
-    from bridge.gateway import Forwarder, GatewayServer, routes_from_config
+    from bridge.gateway import Forwarder, gateway_server, routes_from_config
 
     routes = routes_from_config(settings.routes)
-    forwarder = Forwarder(routes, conf=conf, max_in_flight=settings.gateway_max_in_flight)
+    forwarder = forwarder or Forwarder(routes, conf=conf,
+                                       max_in_flight=settings.gateway_max_in_flight)
     name = server.target.server
-    gateways = []
-    grpc_addresses = [a for a in server.addresses if a.split("://")[0] in _GRPC_SCHEMES]
-    amqp_transports = [t for t in transports if t.url.driver_name not in _GRPC_SCHEMES]
-    to_amqp = [r for r in routes if r.url.split("://")[0] not in _GRPC_SCHEMES]
-    to_grpc = [r for r in routes if r.url.split("://")[0] in _GRPC_SCHEMES]
-    if to_amqp:
-        if not grpc_addresses:
-            raise ValueError("routes to AMQP serve gRPC callers, but gRPC is turned off")
-        fallback = GatewayServer([], bridge.Target(topic="gateway", server=name), forwarder)
-        if observe is not None:
-            observe(fallback)
-        fallback.start()
-        for address in grpc_addresses:
-            fallback.attach_grpc(address)
-        gateways.append(fallback)
-    for route in to_grpc:
-        if route.topic == "*":
-            raise ValueError(f"a route to a gRPC backend needs a topic to listen on, not "
-                             f"'*' ({route.url})")
-        if not amqp_transports:
-            raise ValueError(f"the route for {route.topic!r} serves AMQP callers, but no "
-                             "AMQP transport is configured")
-        exchange = route.exchange if route.exchange not in ("*", None) else settings.exchange
-        gateway = GatewayServer(amqp_transports, bridge.Target(
-            exchange=exchange, topic=route.topic, server=name), forwarder)
-        if observe is not None:
-            observe(gateway)
-        gateway.start()
-        gateways.append(gateway)
+    gateways: list[Any] = []
+    unrouted: list[bridge.Transport] = []
+    listen: dict[str, list[bridge.Transport]] = {}
     for route in routes:
-        LOG.info("Gateway route: topic %r -> %s", route.topic, route.url)
+        upstream = driver_class(route.url)
+        local = [t for t in transports
+                 if type(t.driver) is not upstream and t.implements.remote]
+        if not local:
+            raise ValueError(f"the route for {route.topic!r} forwards to {route.url}, but "
+                             "no other wire is served here to take its callers")
+        for transport in local:
+            if transport.implements.unrouted:
+                if transport not in unrouted:
+                    unrouted.append(transport)
+                continue
+            if route.topic == "*":
+                raise ValueError(f"a route to {route.url} taken on {transport.url} needs a "
+                                 "topic to listen on, not '*'")
+            listen.setdefault(route.topic, [])
+            if transport not in listen[route.topic]:
+                listen[route.topic].append(transport)
+    try:
+        if unrouted:
+            gateway = gateway_server([], bridge.Target(topic="gateway", server=name), forwarder)
+            gateways.append(gateway)
+            if observe is not None:
+                observe(gateway)
+            gateway.start()
+            for transport in unrouted:
+                gateway.serve_unrouted(transport)
+        for topic, on in listen.items():
+            route = next(item for item in routes if item.topic == topic)
+            exchange = route.exchange if route.exchange not in ("*", None) else settings.exchange
+            gateway = gateway_server(on, bridge.Target(exchange=exchange, topic=topic,
+                                                       server=name), forwarder)
+            gateways.append(gateway)
+            if observe is not None:
+                observe(gateway)
+            gateway.start()
+    except BaseException:
+        for gateway in gateways:
+            gateway.stop()
+            gateway.wait()
+        forwarder.close()
+        raise
+    for route in routes:
+        LOG.info("Gateway route: topic %r -> %s", route.topic, bridge.TransportURL.parse(route.url))
     return gateways
 
 
@@ -321,9 +325,9 @@ def _announce(server: Any, settings: ServeSettings, metrics_http: Any, out: Text
     _say(out, f"bridge: serving topic {target.topic!r} as server {target.server!r} with "
               f"{len(server.dispatcher.endpoints)} endpoints")
     hint = None
-    for address in server.addresses:
-        _say(out, f"bridge: listening on {address}")
-        hint = hint or call_hint(address, settings, target.topic)
+    for listener in server.listeners:
+        _say(out, f"bridge: listening on {listener.address}")
+        hint = hint or call_hint(listener.client_url, settings, target.topic)
     if metrics_http is not None:
         _say(out, f"bridge: metrics on {metrics_http.url}")
     if hint:
@@ -336,11 +340,13 @@ def _main_loop(server: Any, settings: ServeSettings, signals: _Signals,
     """Wait for signals, keep gRPC health in step, then stop and drain (gateways too)."""
     serving: bool | None = None
     reason = "the server stopped"
+    published = any(t.implements.process_health for t in server.transports)
     while server.running:
         healthy = server.healthy
         if healthy != serving:
-            if set_grpc_health(server, healthy) and serving is not None:
-                LOG.warning("gRPC health is now %s", "SERVING" if healthy else "NOT_SERVING")
+            server.set_serving(healthy)
+            if published and serving is not None:
+                LOG.warning("Health is now %s", "SERVING" if healthy else "NOT_SERVING")
             serving = healthy
         try:
             event = signals.events.get(timeout=settings.health_interval)

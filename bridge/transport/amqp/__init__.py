@@ -5,7 +5,7 @@ declares (WIRE.md 2.2, 2.3) and speak its envelope (2.6-2.8), so oslo peers and
 rpc-bridge peers share topics in either direction. See docs/amqp.md.
 
 Layout of the threads: every listener and every client transport owns one
-:class:`~bridge.transport.amqp_conn.AmqpConnection`, whose I/O thread reads
+:class:`~bridge.transport.amqp.connection.AmqpConnection`, whose I/O thread reads
 (deliveries, confirms, replies, heartbeats) while callers only write. A call is a
 Future completed by the reply consumer (or by one timer thread on timeout), so
 :meth:`AmqpDriver.send_async` keeps any number of calls in flight without a
@@ -30,7 +30,6 @@ from typing import Any
 
 import amqp.exceptions
 
-from bridge.dispatcher import _validate as validate_message
 from bridge.exceptions import (
     MalformedMessage,
     MessageDeliveryFailure,
@@ -40,12 +39,12 @@ from bridge.exceptions import (
     deserialize_failure,
     serialize_failure,
 )
-from bridge.metrics import record_refusal
+from bridge.stats import record_refusal
 from bridge.target import Target
 from bridge.timer import Timer
-from bridge.transport.amqp_conn import AmqpConnection, ConnectionLost
-from bridge.transport.amqp_options import GROUP, AmqpOptions, kombu_urls
-from bridge.transport.base import Driver, IncomingMessage, Listener, OnIncoming
+from bridge.transport.amqp.connection import AmqpConnection, ConnectionLost
+from bridge.transport.amqp.options import GROUP, AmqpOptions, kombu_urls
+from bridge.transport.base import Capabilities, Driver, IncomingMessage, Listener
 
 LOG = logging.getLogger(__name__)
 
@@ -216,17 +215,17 @@ class _ObsoleteQueues:
     def __init__(self, size: int = 200, ttl: float = 60.0) -> None:
         self._items: OrderedDict[str, float] = OrderedDict()
         self._size, self._ttl = size, ttl
-        self._lock = threading.Lock()
+        self.lock = threading.Lock()
 
     def add(self, name: str) -> None:
-        with self._lock:
+        with self.lock:
             self._items[name] = time.monotonic() + self._ttl
             self._items.move_to_end(name)
             while len(self._items) > self._size:
                 self._items.popitem(last=False)
 
     def __contains__(self, name: object) -> bool:
-        with self._lock:
+        with self.lock:
             expires = self._items.get(name)  # type: ignore[arg-type]
             if expires is None:
                 return False
@@ -240,6 +239,7 @@ class AmqpListener(Listener):
     """Consumes ``<topic>``, ``<topic>.<server>`` and a fanout queue of its own."""
 
     def __init__(self, driver: AmqpDriver, target: Target) -> None:
+        super().__init__()
         self.driver = driver
         self.options = opts = driver.options
         self.target = target
@@ -250,9 +250,6 @@ class AmqpListener(Listener):
         self.fanout_queue = f"{target.topic}_fanout_{uuid.uuid4().hex}"
         self.address = (f"{driver.url} exchange={self.exchange} topic={self.topic} "
                         f"server={target.server}")
-        self._on_incoming: OnIncoming | None = None
-        self._lock = threading.Lock()  # orders hand-over against stop()
-        self._started = False
         self._stopped = False
         self._consumed_generation = -1
         self._seen: deque[str] = deque(maxlen=16)
@@ -292,11 +289,11 @@ class AmqpListener(Listener):
         channel.queue_declare(self.fanout_queue, durable=transient_durable, auto_delete=False,
                               exclusive=False, arguments=opts.transient_queue_arguments())
         channel.queue_bind(self.fanout_queue, self.fanout_exchange, self.topic)
-        if self._started and not self._stopped:
+        if self.started and not self._stopped:
             self._consume(conn.generation)
 
     def _consume(self, generation: int) -> None:
-        with self._lock:
+        with self.lock:
             if self._consumed_generation == generation or self._stopped:
                 return
             self._consumed_generation = generation
@@ -304,14 +301,11 @@ class AmqpListener(Listener):
         for tag, queue in (("1", self.topic), ("2", self.server_key), ("3", self.fanout_queue)):
             self._conn.consume(queue, tag, self._on_delivery, arguments=arguments)
 
-    def start(self, on_incoming: OnIncoming) -> None:
-        with self._lock:
-            self._on_incoming = on_incoming
-            self._started = True
+    def _start(self) -> None:
         self._conn.when_connected(lambda: self._consume(self._conn.generation))
 
-    def stop(self) -> None:
-        with self._lock:
+    def _stop(self) -> None:
+        with self.lock:
             self._stopped = True
         for tag in ("1", "2", "3"):
             try:
@@ -329,7 +323,7 @@ class AmqpListener(Listener):
         self._conn.force_reconnect()
 
     def cleanup(self, reply_grace: float = 10.0) -> None:
-        with self._lock:
+        with self.lock:
             self._stopped = True
         with self._replies_cond:  # let the replies already sent reach the broker
             if not self._replies_cond.wait_for(lambda: self._replies_pending <= 0, reply_grace):
@@ -361,29 +355,36 @@ class AmqpListener(Listener):
                 record_refusal("amqp", "internal")
 
     def _handle_delivery(self, msg: Any, tag: int, settled: list[bool]) -> None:
-        with self._lock:
-            if self._stopped or self._on_incoming is None:
-                settled[0] = True
-                self._conn.reject(tag, requeue=True)  # taken after stop(): back to the queue
-                return
-            try:
-                incoming, unique_id = self._parse(msg)
-            except BadMessage as exc:
-                settled[0] = True
-                self._conn.reject(tag, requeue=False)
-                # The dispatcher never sees it, so it is in no observer's count.
-                record_refusal("amqp", "invalid_argument")
-                self._bad_message(msg, exc)
-                return
+        with self.lock:
+            taking = self.started and not self._stopped
+        if not taking:
             settled[0] = True
+            self._conn.reject(tag, requeue=True)  # taken after stop(): back to the queue
+            return
+        try:
+            incoming, unique_id = self._parse(msg)
+        except BadMessage as exc:
+            settled[0] = True
+            self._conn.reject(tag, requeue=False)
+            # The dispatcher never sees it, so it is in no observer's count.
+            record_refusal("amqp", "invalid_argument")
+            self._bad_message(msg, exc)
+            return
+        if unique_id is not None:
+            if unique_id in self._seen:
+                settled[0] = True
+                self._conn.ack_soon(tag)
+                LOG.warning("Ignoring duplicate message %s (method %s)", unique_id,
+                            incoming.method)
+                return
+            self._seen.append(unique_id)
+        # Never under the listener's lock: the method may run right here (the blocking
+        # executor) and stop its own server.
+        settled[0] = True
+        if self.hand_over(incoming):
             self._conn.ack_soon(tag)
-            if unique_id is not None:
-                if unique_id in self._seen:
-                    LOG.warning("Ignoring duplicate message %s (method %s)", unique_id,
-                                incoming.method)
-                    return
-                self._seen.append(unique_id)
-            self._on_incoming(incoming)
+        else:
+            self._conn.reject(tag, requeue=True)  # stopped meanwhile: back to the queue
 
     def _parse(self, msg: Any) -> tuple[AmqpIncoming, str | None]:
         data = decode_body(msg.body, msg.properties)
@@ -405,10 +406,6 @@ class AmqpListener(Listener):
         if client_timeout is not None and (isinstance(client_timeout, bool) or
                                            not isinstance(client_timeout, (int, float))):
             raise BadMessage(f"_timeout must be a number or null, not {client_timeout!r}")
-        try:
-            validate_message(message)
-        except MalformedMessage as exc:
-            raise BadMessage(str(exc)) from None
         if not isinstance(unique_id, str):
             unique_id = None
         ctxt["client_timeout"] = client_timeout
@@ -550,10 +547,11 @@ class AmqpDriver(Driver):
     """The RabbitMQ driver: oslo.messaging's wire format over kombu/py-amqp."""
 
     wire = "amqp"
+    implements = Capabilities(schemes=("rabbit", "kombu", "amqp"), option_group=GROUP,
+                              options_type=AmqpOptions, non_blocking_send=True, reset=True)
 
     def __init__(self, url: Any, settings: Any, allowed_remote_exmods: list[str]) -> None:
         super().__init__(url, settings, allowed_remote_exmods)
-        self.options = AmqpOptions.build(settings.group(GROUP), url.query, str(url))
         self.hosts = kombu_urls(url)
         self.reply_queue = f"reply_{uuid.uuid4().hex}"
         self._conn: AmqpConnection | None = None

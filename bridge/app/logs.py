@@ -4,7 +4,7 @@ While a message is dispatched, :data:`request_id` holds the ``request_id`` of it
 context (oslo.context's key; ``global_request_id`` when that is all there is), so every
 line logged on that thread or task carries it: ``[req-...]`` in text, a
 ``"request_id"`` field in JSON. :class:`RequestIdObserver` sets it; it is a
-:class:`bridge.server.ServerObserver`.
+:class:`bridge.rpc.server.ServerObserver`.
 """
 
 from __future__ import annotations

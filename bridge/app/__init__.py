@@ -1,0 +1,1 @@
+"""The ``bridge`` command and the process it runs: settings, serving, logs, metrics."""

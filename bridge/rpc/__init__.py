@@ -1,0 +1,1 @@
+"""RPC: the dispatcher, the server and its handlers, executors, heartbeats, the client."""
