@@ -30,13 +30,12 @@ from typing import Any
 from bridge.exceptions import InvalidTransportURL
 from bridge.target import Target
 from bridge.timer import MONOTONIC, Clock
-from bridge.transport.base import Capabilities, Driver, Listener
+from bridge.transport.base import Capabilities, Driver, Listener, UnroutedHandler
 from bridge.transport.grpc.addresses import DEFAULT_PORT, Address, channel_target, hosts_of
 from bridge.transport.grpc.aio_server import AioGrpcServer
 from bridge.transport.grpc.client import GrpcClient
 from bridge.transport.grpc.listener import GrpcListener
 from bridge.transport.grpc.options import GrpcOptions, check_options
-from bridge.transport.grpc.routing import Fallback
 from bridge.transport.grpc.server import SERVICE_NAME, GrpcServer
 from bridge.transport.grpc.sync_server import SyncGrpcServer
 
@@ -109,7 +108,7 @@ class GrpcDriver(Driver):
         #: The clock of the servers this driver starts (CallStream timeouts); a test may
         #: set a :class:`~bridge.timer.ManualClock` before the first ``listen``.
         self.clock: Clock = MONOTONIC
-        self._unrouted: Fallback | None = None
+        self._unrouted: UnroutedHandler | None = None
         self._bound_ports: tuple[int, ...] | None = None  # the ports port 0 was given
         self.client = GrpcClient(url, self.options, self.addresses, settings,
                                  allowed_remote_exmods)
@@ -157,7 +156,7 @@ class GrpcDriver(Driver):
         LOG.info("gRPC server listening on %s", server.address)
         return server
 
-    def serve_unrouted(self, handler: Fallback | None) -> None:
+    def serve_unrouted(self, handler: UnroutedHandler | None) -> None:
         """Hand requests for targets no listener serves to ``handler`` (None: NOT_FOUND)."""
         self._unrouted = handler
         with self.shared.lock:

@@ -4,22 +4,13 @@ from __future__ import annotations
 
 import itertools
 import threading
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from bridge._proto.bridge.v1 import bridge_pb2 as pb
-from bridge.target import Target
-from bridge.transport.base import OnIncoming
+from bridge.transport.base import UnroutedHandler
 
 if TYPE_CHECKING:
     from bridge.transport.grpc.listener import GrpcListener
-
-#: A fallback for targets no local listener serves: given the request's target,
-#: return a callable that takes the IncomingMessage (it must answer it with
-#: reply()), or None to refuse the request as a target nobody serves
-#: (``Driver.serve_unrouted``).
-Fallback = Callable[[Target], "OnIncoming | None"]
-
 
 def target_text(target: pb.Target) -> str:
     """``exchange='x' topic='t' server='s' fanout``: a target in an error message."""
@@ -43,7 +34,8 @@ class Router:
 
     def __init__(self, default_exchange: str) -> None:
         self.default_exchange = default_exchange
-        self.fallback: Fallback | None = None
+        #: The handler of targets no listener serves (``Driver.serve_unrouted``).
+        self.fallback: UnroutedHandler | None = None
         self._lock = threading.Lock()
         self._topics: dict[tuple[str, str], list[GrpcListener]] = {}
         self._servers: dict[tuple[str, str, str], list[GrpcListener]] = {}
