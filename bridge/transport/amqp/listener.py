@@ -1,5 +1,6 @@
 """A server's listener: consumes ``<topic>``, ``<topic>.<server>`` and a fanout queue of its
-own, on a connection of its own, and hands each request to the server."""
+own (or the topic's fanout stream), on a connection of its own, and hands each request to
+the server."""
 
 from __future__ import annotations
 
@@ -10,10 +11,13 @@ from typing import TYPE_CHECKING, Any
 from bridge.stats import record_refusal
 from bridge.target import Target
 from bridge.transport.amqp import queues
-from bridge.transport.amqp.connection import AmqpConnection, ConnectionLost, refused_for_good
+from bridge.transport.amqp.connection import AmqpConnection, ConnectionLost, ReconnectNow
 from bridge.transport.amqp.envelope import BadMessage
 from bridge.transport.amqp.incoming import bad_message_reply, parse_request
+from bridge.transport.amqp.queue_names import QueueName, QueueNames
+from bridge.transport.amqp.refusals import explain, refused_for_good
 from bridge.transport.amqp.replies import ReplySender
+from bridge.transport.amqp.streams import StreamPosition
 from bridge.transport.base import Listener
 
 if TYPE_CHECKING:
@@ -23,6 +27,8 @@ LOG = logging.getLogger(__name__)
 
 #: How many ``_unique_id`` values a listener remembers to drop duplicates.
 SEEN_IDS = 16
+#: The longest ``start()`` waits for the broker to attach the fanout stream's consumer.
+STREAM_ATTACH_WAIT = 5.0
 
 
 class AmqpListener(Listener):
@@ -32,7 +38,14 @@ class AmqpListener(Listener):
         super().__init__()
         self.options = opts = driver.options
         self.target = target
-        self.names = queues.ServerQueues.for_target(target, driver.settings.control_exchange)
+        stream = opts.rabbit_stream_fanout
+        self._fanout_name: QueueName | None = (
+            None if stream else QueueNames(opts).fanout(str(target.topic)))
+        self.names = queues.ServerQueues.for_target(
+            target, driver.settings.control_exchange,
+            f"{target.topic}_fanout" if stream else self._fanout_name.name, stream)
+        self._stream = StreamPosition() if stream else None
+        self._transient_refused = False  # the broker denied transient topic queues
         self.address = (f"{driver.url} exchange={self.names.exchange} "
                         f"topic={self.names.topic} server={target.server}")
         self._stopped = False
@@ -46,10 +59,11 @@ class AmqpListener(Listener):
         # handshakes at once; an unreachable broker is retried in the background while
         # ``healthy`` stays False.
         self._conn.wait_first_attempt(max(5.0, opts.heartbeat_timeout_threshold / 2))
-        error = self._conn.last_error
+        error = self._conn.refused or self._conn.last_error
         if not self._conn.connected and refused_for_good(error):
             self._conn.close()
-            raise error
+            self._release_name()
+            raise explain(error)
 
     @property
     def fanout_queue(self) -> str:
@@ -63,7 +77,14 @@ class AmqpListener(Listener):
     # -- declares and consumers (I/O thread) ----------------------------------------------------
 
     def _setup(self, conn: AmqpConnection, channel: Any) -> None:
-        queues.declare_server_queues(channel, self.names, self.options)
+        try:
+            queues.declare_server_queues(conn, self.names, self.options, self._transient_refused)
+        except Exception as exc:
+            if self._transient_refused or not queues.durable_instead(exc, self.names,
+                                                                     self.options):
+                raise
+            self._transient_refused = True
+            raise ReconnectNow("declaring the topic queues durable") from exc
         if self.started and not self._stopped:
             self._consume(conn.generation)
 
@@ -74,7 +95,14 @@ class AmqpListener(Listener):
             self._consumed_generation = generation
         arguments = queues.consumer_arguments(self.options)
         for tag, queue in self.names.consumed():
-            self._conn.consume(queue, tag, self._on_delivery, arguments=arguments)
+            if tag == "3" and self._stream is not None:
+                # From the caller's thread (start()), wait until the broker reads the stream
+                # for this server: a fanout cast sent after start() then reaches it.
+                self._conn.consume(queue, tag, self._on_delivery,
+                                   self._stream.consumer_arguments(arguments),
+                                   wait=STREAM_ATTACH_WAIT)
+            else:
+                self._conn.consume(queue, tag, self._on_delivery, arguments=arguments)
 
     def _start(self) -> None:
         self._conn.when_connected(lambda: self._consume(self._conn.generation))
@@ -103,11 +131,17 @@ class AmqpListener(Listener):
         left = self.replies.wait_sent(reply_grace)  # let the replies sent reach the broker
         if left:
             LOG.warning("Closing %s with %d replies not confirmed", self.address, left)
-        try:
-            self._conn.delete_queue(self.names.fanout_queue)
-        except ConnectionLost:
-            pass  # x-expires removes it later
+        if self._fanout_name is not None and not QueueNames(self.options).stable:
+            try:
+                self._conn.delete_queue(self.names.fanout_queue)
+            except ConnectionLost:
+                pass  # an exclusive queue goes with the connection; x-expires removes others
         self._conn.close()
+        self._release_name()
+
+    def _release_name(self) -> None:
+        if self._fanout_name is not None:
+            self._fanout_name.release()
 
     # -- incoming (I/O thread) ------------------------------------------------------------------
 
@@ -157,6 +191,8 @@ class AmqpListener(Listener):
         settled[0] = True
         if self.hand_over(incoming):
             self._conn.ack_soon(tag)
+            if self._stream is not None and msg.delivery_info.get("consumer_tag") == "3":
+                self._stream.taken(msg)
         else:
             self._conn.reject(tag, requeue=True)  # stopped meanwhile: back to the queue
 
