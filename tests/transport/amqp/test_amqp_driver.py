@@ -125,13 +125,15 @@ def test_server_declares_oslo_flags(names):
         assert queues[topic]["durable"] == "false" and queues[topic]["auto_delete"] == "false"
         assert queues[topic]["arguments"] == "[]"
         assert queues[f"{topic}.s1"]["arguments"] == "[]"
+        # The bridge's own queues are exclusive (RabbitMQ 4.3 refuses transient queues that
+        # are not), and need no expiry: they go with their connection.
         fanout = queues[listener.fanout_queue]
         assert listener.fanout_queue.startswith(f"{topic}_fanout_")
         assert fanout["durable"] == "false" and fanout["auto_delete"] == "false"
-        assert "x-expires" in fanout["arguments"] and "1800000" in fanout["arguments"]
+        assert fanout["exclusive"] == "true" and fanout["arguments"] == "[]"
         reply = queues[client.transport.driver.reply_queue]
         assert client.transport.driver.reply_queue.startswith("reply_")
-        assert "1800000" in reply["arguments"]
+        assert reply["exclusive"] == "true" and reply["durable"] == "false"
         assert server.healthy
     finally:
         peer.close()
