@@ -131,7 +131,7 @@ class AmqpListener(Listener):
         left = self.replies.wait_sent(reply_grace)  # let the replies sent reach the broker
         if left:
             LOG.warning("Closing %s with %d replies not confirmed", self.address, left)
-        if self._fanout_name is not None and not QueueNames(self.options).stable:
+        if self._fanout_name is not None and not self.options.use_queue_manager:
             try:
                 self._conn.delete_queue(self.names.fanout_queue)
             except ConnectionLost:

@@ -1,4 +1,9 @@
-"""The rabbit:// driver against the real broker: wire format, flags, bad input, options."""
+"""The rabbit:// driver against the real broker: wire format, flags, bad input, options.
+
+The wire-format tests run on the 3.10 broker; the behaviour tests (bad input, at-least-once
+and timeouts, many threads, a stopped server) on both brokers, RabbitMQ 4.3 with default
+options included (where queues a test declares itself must be durable).
+"""
 
 from __future__ import annotations
 
@@ -10,7 +15,7 @@ import uuid
 
 import kombu
 import pytest
-from amqp_support import BROKER_URL, Peer, delete_queues, drain, list_queues, unique
+from amqp_support import BROKER_URL, Peer, delete_queues, drain, is_43, list_queues, unique
 
 import bridge
 from bridge.transport.amqp import queues
@@ -36,6 +41,18 @@ def names():
 def raw():
     with kombu.Connection("amqp://guest:guest@127.0.0.1:5672//", connect_timeout=5) as conn:
         yield conn.channel()
+
+
+@pytest.fixture
+def on_broker(amqp_broker):
+    """For the tests on both brokers: ``(broker, names, raw channel)``; the queues a test
+    declares itself are durable on 4.3 (``is_43(broker)``)."""
+    exchange, topic = unique("bx"), unique("drv")
+    created: list[str] = []
+    with kombu.Connection(amqp_broker.kombu_url, connect_timeout=5) as conn:
+        yield amqp_broker, (exchange, topic, created), conn.channel()
+    delete_queues([topic, f"{topic}.s1", f"{topic}.s2", *created], [exchange],
+                  broker=amqp_broker)
 
 
 def _get(channel, queue_name: str, tries: int = 50):
@@ -234,13 +251,12 @@ def _publish(raw, exchange, key, inner=None, body=None, **props):
                       routing_key=key)
 
 
-@broker
-def test_bad_messages_are_rejected_and_the_server_goes_on(names, raw, caplog):
-    exchange, topic, created = names
-    peer = Peer("bridge")
+def test_bad_messages_are_rejected_and_the_server_goes_on(on_broker, caplog):
+    amqp_broker, (exchange, topic, created), raw = on_broker
+    peer = Peer("bridge", amqp_broker.url)
     reply_q = unique("reply")
     created.append(reply_q)
-    raw.queue_declare(reply_q, auto_delete=False)
+    raw.queue_declare(reply_q, auto_delete=False, durable=is_43(amqp_broker))
     try:
         peer.server(exchange, topic, "s1", queue.Queue())
         caplog.set_level(logging.ERROR, logger="bridge")
@@ -269,10 +285,9 @@ def test_bad_messages_are_rejected_and_the_server_goes_on(names, raw, caplog):
         peer.close()
 
 
-@broker
-def test_at_least_once_and_timeouts(names, raw):
-    exchange, topic, _ = names
-    peer = Peer("bridge")
+def test_at_least_once_and_timeouts(on_broker):
+    amqp_broker, (exchange, topic, _), raw = on_broker
+    peer = Peer("bridge", amqp_broker.url)
     try:
         transport = peer.transport()
         mandatory = peer.client(exchange, topic, transport=transport, timeout=5,
@@ -285,7 +300,7 @@ def test_at_least_once_and_timeouts(names, raw):
         with pytest.raises(bridge.MessagingTimeout):
             peer.client(exchange, topic, transport=transport, timeout=1).call({}, "echo",
                                                                               value=1)
-        raw.queue_declare(topic, auto_delete=False)
+        raw.queue_declare(topic, auto_delete=False, durable=is_43(amqp_broker))
         raw.queue_bind(topic, exchange, topic)
         monitored = peer.client(exchange, topic, transport=transport, timeout=60,
                                 call_monitor_timeout=1)
@@ -295,10 +310,9 @@ def test_at_least_once_and_timeouts(names, raw):
         peer.close()
 
 
-@broker
-def test_many_threads_and_async_calls_share_one_reply_queue(names):
-    exchange, topic, _ = names
-    peer = Peer("bridge")
+def test_many_threads_and_async_calls_share_one_reply_queue(on_broker):
+    amqp_broker, (exchange, topic, _), _ = on_broker
+    peer = Peer("bridge", amqp_broker.url)
     try:
         peer.server(exchange, topic, "s1", queue.Queue())
         peer.server(exchange, topic, "s2", queue.Queue())
@@ -411,11 +425,10 @@ def test_call_monitor_heartbeats_only_while_the_call_runs(names, raw):
         peer.close()
 
 
-@broker
-def test_a_stopped_server_takes_nothing_more(names):
-    exchange, topic, _ = names
+def test_a_stopped_server_takes_nothing_more(on_broker):
+    amqp_broker, (exchange, topic, _), _ = on_broker
     events: queue.Queue = queue.Queue()
-    peer = Peer("bridge")
+    peer = Peer("bridge", amqp_broker.url)
     try:
         first = peer.server(exchange, topic, "s1", events)
         peer.server(exchange, topic, "s2", events)
