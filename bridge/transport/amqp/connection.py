@@ -328,15 +328,10 @@ class AmqpConnection:
         return self._closed.wait(seconds) if seconds > 0 else self._closed.is_set()
 
     def _run(self) -> None:
-        attempt = 0
-        first = True
+        attempt, first, lost = 0, True, False
         while not self._closed.is_set():
-            if not first:
-                delay = self.options.kombu_reconnect_delay
-                if attempt:
-                    delay += self.options.backoff(attempt)
-                if self._sleep(delay):
-                    break
+            if not first and self._sleep(self._hosts.delay(attempt)):
+                break
             first = False
             try:
                 self._connect()
@@ -354,12 +349,11 @@ class AmqpConnection:
                 if refused_for_good(exc):
                     continue  # logged as a refusal, not as "unreachable"
                 LOG.warning("AMQP server %s is unreachable: %s. Trying again in %.1f seconds.",
-                            self._hosts.label, exc, self.options.kombu_reconnect_delay
-                            + self.options.backoff(attempt))
+                            self._hosts.label, exc, self._hosts.delay(attempt))
                 continue
-            if attempt:
+            if attempt or lost:
                 LOG.info("Reconnected to AMQP server on %s (%s)", self._hosts.label, self.name)
-            attempt = 0
+            attempt, lost = 0, False
             self._first_attempt.set()
             if self.generation > 1:
                 record_reconnect("amqp")  # bridge_reconnects_total{wire="amqp"}
@@ -373,7 +367,7 @@ class AmqpConnection:
                     else:
                         LOG.warning("AMQP connection %s to %s lost: %r; reconnecting",
                                     self.name, self._hosts.label, exc)
-                    attempt = 1
+                    lost = True
             finally:
                 self._discard()
         self._discard()

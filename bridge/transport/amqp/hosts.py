@@ -1,8 +1,12 @@
-"""Which broker a connection goes to next, and how it is opened.
+"""Which broker a connection goes to next, when, and how it is opened.
 
 The URL's hosts are shuffled once when there are several (as oslo.messaging does);
 each (re)connection then takes the next one (``round-robin``) or a random one
-(``kombu_failover_strategy=shuffle``).
+(``kombu_failover_strategy=shuffle``). After a lost connection the first attempt waits
+``kombu_reconnect_delay``; a failed attempt moves on to the next host at once until
+every host of the round failed, and only then backs off (``rabbit_retry_interval``,
+``rabbit_retry_backoff``, ``rabbit_interval_max``): one node of a cluster going down
+costs a reconnection, not a back-off.
 """
 
 from __future__ import annotations
@@ -30,6 +34,16 @@ class Hosts:
     def label(self) -> str:
         """``host:port`` of the current host."""
         return f"{self.current['hostname']}:{self.current['port']}"
+
+    def delay(self, failed: int) -> float:
+        """Seconds before the next attempt, after ``failed`` attempts in a row failed (0:
+        the connection was just lost)."""
+        opts = self.options
+        if failed == 0:
+            return opts.kombu_reconnect_delay
+        if failed % len(self.hosts):
+            return 0.0  # the next host of this round, at once
+        return opts.kombu_reconnect_delay + opts.backoff(failed // len(self.hosts))
 
     def next(self) -> dict[str, Any]:
         """The host to try now."""

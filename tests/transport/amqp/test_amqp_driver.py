@@ -110,6 +110,18 @@ def test_backoff_grows_to_its_maximum():
     assert [options.backoff(n) for n in (1, 2, 3, 20)] == [1.0, 3.0, 5.0, 30.0]
 
 
+def test_each_host_is_tried_before_backing_off():
+    from bridge.transport.amqp.hosts import Hosts
+
+    options = _options({})
+    one = Hosts([{"hostname": "h1", "port": 5672}], options)
+    assert [one.delay(n) for n in (0, 1, 2, 3)] == [1.0, 2.0, 4.0, 6.0]
+    three = Hosts([{"hostname": f"h{n}", "port": 5672} for n in (1, 2, 3)], options)
+    # Lost: wait kombu_reconnect_delay; then the other two hosts at once; then back off.
+    assert [three.delay(n) for n in range(7)] == [1.0, 0.0, 0.0, 2.0, 0.0, 0.0, 4.0]
+    assert len({three.next()["hostname"] for _ in range(3)}) == 3
+
+
 def test_hosts_vhost_and_credentials():
     url = TransportURL.parse("rabbit://u1:p%40ss@h1:5672,u2:p2@h2:5673/my_vhost?ssl=true")
     hosts = kombu_urls(url)
