@@ -112,8 +112,13 @@ class NoSuchMethod(RPCDispatcherError, AttributeError):
 class UnsupportedVersion(RPCDispatcherError):
     """No endpoint accepts the requested namespace and version."""
 
-    def __init__(self, version: str | None, method: str | None = None) -> None:
+    def __init__(self, version: str | None, method: str | None = None, *,
+                 unknown_namespace: str | None = None) -> None:
+        # ``unknown_namespace``: no endpoint has that namespace at any version, which the
+        # message says; the arguments sent on the wire stay oslo.messaging's.
         super().__init__(
+            f"No endpoint serves namespace {unknown_namespace!r} (attempted method: "
+            f"{method}, version {version})" if unknown_namespace is not None else
             f"Endpoint does not support RPC version {version}. Attempted method: {method}")
         self.version = version
         self.method = method

@@ -27,7 +27,8 @@ _CTXT_PARAMETERS = 1  # every endpoint method takes the context first
 
 def command_name(argv0: str | None = None) -> str:
     """How to run this program again from a shell: ``bridge``/``rpc-bridge`` when that
-    name on PATH is this program, else the path it was started by, or ``python -m``."""
+    name on PATH is this program, else the path it was started by (``python -m bridge``,
+    or the interpreter and the script for any other launcher)."""
     argv0 = sys.argv[0] if argv0 is None else argv0
     base = os.path.basename(argv0)
     if base in ("__main__.py", "-m", "-c", ""):
@@ -41,7 +42,7 @@ def command_name(argv0: str | None = None) -> str:
         if found and os.path.realpath(found) == os.path.realpath(argv0):
             return base
         return shlex.quote(os.path.abspath(argv0))
-    return "rpc-bridge"
+    return f"{shlex.quote(sys.executable or 'python3')} {shlex.quote(os.path.abspath(argv0))}"
 
 
 def _no_argument_methods(endpoint: Any) -> list[str]:

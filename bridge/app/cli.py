@@ -174,8 +174,14 @@ def _health(args: argparse.Namespace) -> int:
     except OSError as exc:
         raise UsageError(f"cannot read a TLS file: {exc}") from None
     except bridge.MessagingException as exc:
-        raise ConnectFailure(f"cannot ask {masked(url)} for its health: {exc}; check that "
-                             "bridge serve runs there (and the TLS options)") from None
+        text = str(exc)
+        if text.startswith("NOT_FOUND"):  # grpc.health.v1's answer for an unknown service
+            status = "SERVICE_UNKNOWN"
+        elif text.startswith("UNIMPLEMENTED"):
+            raise CliError(f"{masked(url)} has no gRPC health service: {text}") from None
+        else:
+            raise ConnectFailure(f"cannot ask {masked(url)} for its health: {text}; check "
+                                 "that bridge serve runs there (and the TLS options)") from None
     print(status)
     if status == "SERVICE_UNKNOWN":
         print(f"{args.prog_name} health: the server knows no service {args.service!r}; ask "
