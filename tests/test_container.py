@@ -176,7 +176,7 @@ def test_deploy_manifests_match_the_image():
     assert "rabbitmq" in compose["services"]
     assert bridge_service["environment"]["BRIDGE_AMQP_URLS"].startswith("rabbit://")
     assert "50051:50051" in bridge_service["ports"]
-    deployment, service = yaml.safe_load_all((ROOT / "deploy" / "kubernetes.yaml").read_text())
+    deployment, service, *_ = yaml.safe_load_all((ROOT / "deploy" / "kubernetes.yaml").read_text())
     pod = deployment["spec"]["template"]["spec"]
     container = pod["containers"][0]
     assert container["readinessProbe"]["grpc"]["port"] == 50051
