@@ -162,7 +162,7 @@ class Runtime:
         server.add_observer(RequestIdObserver())
         from bridge.app import tracing
 
-        observer = tracing.server_observer(forwarding)
+        observer = tracing.server_observer(forwarding, str(server.target.topic))
         if observer is not None:
             server.add_observer(observer)
 

@@ -133,19 +133,21 @@ class TracingObserver:
     into the request context that is forwarded.
     """
 
-    def __init__(self, forwarding: bool = False) -> None:
+    def __init__(self, forwarding: bool = False, topic: str | None = None) -> None:
         from opentelemetry import trace
 
         self._trace = trace
         self.tracer = trace.get_tracer("rpc-bridge")
         self.forwarding = forwarding
+        #: The topic in span names when the wire does not tell the request's own.
+        self.topic = topic
 
     def on_start(self, incoming: IncomingMessage) -> None:
         """Start the span (its parent from the caller) and make it current."""
         from opentelemetry import context, propagate
 
         parent = propagate.extract(carrier(incoming))
-        topic = getattr(incoming.target, "topic", None) or "?"
+        topic = getattr(incoming.target, "topic", None) or self.topic or "?"
         kind = self._trace.SpanKind.CLIENT if self.forwarding else self._trace.SpanKind.SERVER
         name = f"{'forward ' if self.forwarding else ''}{topic}.{incoming.method}"
         span = self.tracer.start_span(name, context=parent, kind=kind, attributes={
@@ -178,8 +180,10 @@ class TracingObserver:
             context.attach(context.Context())
 
 
-def server_observer(forwarding: bool = False) -> TracingObserver | None:
-    """The tracing observer of a server (a gateway: ``forwarding``), None when off."""
+def server_observer(forwarding: bool = False, topic: str | None = None,
+                    ) -> TracingObserver | None:
+    """The tracing observer of a server of ``topic`` (a gateway: ``forwarding``), None
+    when tracing is off."""
     if not _enabled:
         return None
-    return TracingObserver(forwarding)
+    return TracingObserver(forwarding, topic)
