@@ -68,6 +68,15 @@ def _settings(args: argparse.Namespace) -> serve_settings.ServeSettings:
     try:
         return serve_settings.resolve(_flags(args))
     except serve_settings.SettingsError as exc:
+        if exc.settings is not None and exc.settings.log_format == "json" \
+                and not args.print_settings:
+            # log_format = "json" parsed: the process writes JSON lines only.
+            from bridge.app.announce import Announcer
+
+            announcer = Announcer(sys.stdout, "json")
+            for problem in exc.problems:
+                announcer.error(f"{args.prog_name} {args.command}: error: {problem}")
+            raise SystemExit(EXIT_USAGE) from None
         if len(exc.problems) == 1:
             raise UsageError(exc.problems[0]) from None
         for problem in exc.problems[:-1]:
@@ -337,6 +346,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.code
     except KeyboardInterrupt:
         return 130
+    except SystemExit as exc:  # a failure already reported in its own form
+        return int(exc.code or 0)
     except Exception as exc:  # noqa: BLE001 - one line unless --debug
         if debug:
             traceback.print_exc()

@@ -188,3 +188,12 @@ def test_sighup_reloads_routes_without_dropping_a_call(broker_available, tmp_pat
     finally:
         assert stop(gateway) == 0
         assert stop(upstream) == 0
+
+
+def test_json_mode_reports_bad_settings_in_json():
+    done = subprocess.run([sys.executable, "-m", "bridge", "serve", "--pool-size", "0"],
+                          capture_output=True, text=True, cwd=ROOT, timeout=60,
+                          env=source_env(BRIDGE_LOG_FORMAT="json"))
+    assert done.returncode == 2 and done.stdout == ""
+    lines = [json.loads(line) for line in done.stderr.splitlines()]
+    assert lines and "--pool-size" in lines[0]["message"] and lines[0]["level"] == "ERROR"
