@@ -44,11 +44,17 @@ client_timeout        ``ctxt["client_timeout"]`` is the    it is the seconds lef
                       (None without one)                   monitor)
 remote_traceback      a remote failure carries its         omitted unless ``include_traceback``
                       traceback                            is set
+blocking_cast         a cast returns once the message is   under the ``blocking`` executor a
+                      queued, whatever the executor        cast returns once the method has
+                                                           run (it runs on the thread of the
+                                                           Cast RPC); other executors: queued
 size_limit            no limit of its own (5 MiB crosses)  4 MiB each way
                                                            (``max_send/receive_message_length``):
                                                            ``MessageDeliveryFailure``
 lone_surrogate        a str with a lone surrogate crosses  refused (protobuf strings are
-                      (JSON escapes it)                    UTF-8): ``ValueError``
+                      (JSON escapes it)                    UTF-8): an argument raises
+                                                           ``ValueError`` before sending, a
+                                                           result ``MessageDeliveryFailure``
 ====================  ===================================  ==================================
 
 With ``TransportOptions(at_least_once=True)`` every wire raises ``MessageUndeliverable``
@@ -75,6 +81,7 @@ DIFFERENCES: dict[str, dict[str, str]] = {
     "scope": {"memory": "broker", "amqp": "broker", "grpc": "process"},
     "client_timeout": {"memory": "call_monitor", "amqp": "call_monitor", "grpc": "deadline"},
     "remote_traceback": {"memory": "sent", "amqp": "sent", "grpc": "omitted"},
+    "blocking_cast": {"memory": "queued", "amqp": "queued", "grpc": "after_method"},
     "size_limit": {"memory": "none", "amqp": "none", "grpc": "4MiB"},
     "lone_surrogate": {"memory": "crosses", "amqp": "crosses", "grpc": "refused"},
 }

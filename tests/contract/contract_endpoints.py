@@ -58,6 +58,9 @@ class Echo:
     def nest(self, ctxt: Any, depth: int) -> Any:
         return nested(depth)
 
+    def surrogate(self, ctxt: Any) -> str:
+        return "a\ud800b"  # a lone surrogate: a Python str, but not valid Unicode
+
     def whoami(self, ctxt: Any) -> str:
         return self.name
 

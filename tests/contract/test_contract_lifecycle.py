@@ -77,6 +77,23 @@ def test_stop_during_a_slow_call(wire, topic, executor, request):
     assert not server.running
 
 
+@pytest.mark.parametrize("executor", EXECUTORS)
+def test_cast_returns_while_the_method_runs(wire, topic, executor):
+    """conftest DIFFERENCES: blocking_cast."""
+    gate = Gate()
+    wire.server(bridge.Target(topic=topic, server="s1"), [gate], executor=executor)
+    cast, cast_box = in_thread(
+        lambda: wire.client(bridge.Target(topic=topic)).cast({}, "hold", value="cast"))
+    assert gate.entered.wait(STEP)
+    if executor == "blocking" and wire.differences["blocking_cast"] == "after_method":
+        assert not cast_box["done"].wait(NOT_YET), "the cast returned before the method ran"
+    else:  # bounded below the method's own limit (HOLD_LIMIT): the method is still held
+        cast.join(STOP_BOUND)
+        assert "done" in cast_box and cast_box["done"].is_set(), "the cast waited for its method"
+    gate.open()
+    finished(cast, cast_box, "the cast")
+
+
 def test_restart(wire, topic):
     """start / stop / wait / start again, twice; calls work in each cycle."""
     events: queue.Queue = queue.Queue()
