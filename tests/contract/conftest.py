@@ -104,6 +104,10 @@ def unique(prefix: str) -> str:
     return f"contract-{prefix}-{uuid.uuid4().hex[:10]}"
 
 
+class ServerStartFailed(RuntimeError):
+    """A server of the wire under test did not start; the message says why."""
+
+
 class Wire:
     """One wire under test, hiding how its clients find its servers.
 
@@ -167,7 +171,13 @@ class Wire:
             self._shared.add(id(server))
         self._queues.update({str(target.topic), f"{target.topic}.{target.server}"})
         if start:
-            server.start()
+            try:
+                server.start()
+            except Exception as exc:
+                # One line, not the broker client's deep traceback for each test it fails
+                # (formatting that dominated the run time of amqp-4.3's expected failures).
+                cause = f" (caused by {exc.__cause__!r})" if exc.__cause__ else ""
+                raise ServerStartFailed(f"{self.name}: {exc!r}{cause}") from None
             self._addresses.setdefault(id(transport), self._client_url(server))
         return server
 
