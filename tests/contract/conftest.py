@@ -64,11 +64,11 @@ for a call nobody serves.
 from __future__ import annotations
 
 import contextlib
-import os
 import uuid
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+import brokers
 import pytest
 
 import bridge
@@ -93,8 +93,8 @@ WIRES: dict[str, tuple[str, str, str | None]] = {
     "memory": ("memory", "memory://contract-{uuid}", None),
     "grpc-sync": ("grpc", "grpc://127.0.0.1:0", None),
     "grpc-aio": ("grpc", "grpc://127.0.0.1:0?server_flavour=aio", None),
-    "amqp": ("amqp", "rabbit://guest:guest@127.0.0.1:5672/", "broker_available"),
-    "amqp-4.3": ("amqp", "rabbit://guest:guest@127.0.0.1:5673/", "broker43_available"),
+    "amqp": ("amqp", brokers.BROKER310.url, "broker_available"),
+    "amqp-4.3": ("amqp", brokers.BROKER43.url, "broker43_available"),
 }
 _MARKS = {"amqp": [pytest.mark.broker], "amqp-4.3": [pytest.mark.broker43, _XFAIL_43]}
 
@@ -138,6 +138,7 @@ class Wire:
         self._shared: set[int] = set()  # id() of the servers kept for the whole module
         self._addresses: dict[int, str] = {}  # id(server transport) -> a client URL
         self._queues: set[str] = set()
+        self._exchanges: set[str] = {self.exchange}
 
     def __repr__(self) -> str:
         return f"<Wire {self.name}>"
@@ -217,6 +218,10 @@ class Wire:
         options (timeout 10 s unless given, so that a broken behaviour fails instead of
         hanging)."""
         kwargs.setdefault("timeout", 10)
+        if target.exchange:
+            self._exchanges.add(target.exchange)
+        if target.fanout:  # declared by the first fanout cast, even to nobody
+            self._exchanges.add(f"{target.topic}_fanout")
         transport = self.client_transport(via, allowed_remote_exmods)
         return bridge.get_rpc_client(transport, target, **kwargs)
 
@@ -251,17 +256,18 @@ class Wire:
         self._retired.clear()
         self._transports.clear()
         if self.family == "amqp":
-            _delete_amqp(self.url, sorted(self._queues), [self.exchange])
+            _delete_amqp(self.url, sorted(self._queues), sorted(self._exchanges))
 
 
 def _delete_amqp(url: str, queues: list[str], exchanges: list[str]) -> None:
-    """Remove the topic queues and exchange a module's servers declared (they outlive
-    their servers); fanout and reply queues go with their listeners and transports."""
+    """Remove the topic queues and the exchanges a module declared (they outlive their
+    servers and clients); fanout and reply queues go with their listeners and transports."""
     import kombu
 
-    port = bridge.TransportURL.parse(url).hosts[0].port or 5672
+    host = bridge.TransportURL.parse(url).hosts[0]
     with contextlib.suppress(Exception), kombu.Connection(
-            f"amqp://guest:guest@127.0.0.1:{port}//", connect_timeout=5) as conn:
+            f"amqp://guest:guest@{host.hostname}:{host.port or 5672}//",
+            connect_timeout=5) as conn:
         for name in queues:
             with contextlib.suppress(Exception):
                 conn.channel().queue_delete(name)
@@ -293,7 +299,3 @@ def _release_test_servers(wire: Wire) -> Iterator[None]:
 def topic() -> str:
     """A topic no other test uses."""
     return unique("topic")
-
-
-def in_ci() -> bool:
-    return os.environ.get("CI", "").lower() == "true"

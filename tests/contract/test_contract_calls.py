@@ -27,9 +27,9 @@ class Served:
 
 @pytest.fixture(scope="module")
 def served(wire) -> Served:
-    topic = wire_topic = f"{wire.exchange}-calls"
+    topic = f"{wire.exchange}-calls"
     events: queue.Queue = queue.Queue()
-    servers = {name: wire.server(bridge.Target(topic=wire_topic, server=name),
+    servers = {name: wire.server(bridge.Target(topic=topic, server=name),
                                  [Echo(name, events)], shared=True)
                for name in ("s1", "s2")}
     return Served(topic, events, servers)
