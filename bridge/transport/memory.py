@@ -189,8 +189,9 @@ class _MemoryListener(Listener):
         self.address = f"{driver.url.original} topic={target.topic} server={target.server}"
         self._inbox: deque[tuple[_Queue, _Envelope]] = deque()
         self._cond = threading.Condition()
-        self._stopping = False
-        self._thread: threading.Thread | None = None
+        # The run its thread serves: stop() ends it without waiting for that thread,
+        # which may be running a method (the blocking executor); a restart starts another.
+        self._run_id: object | None = None
 
     def deliver(self, q: _Queue, envelope: _Envelope) -> None:
         with self._cond:
@@ -198,19 +199,20 @@ class _MemoryListener(Listener):
             self._cond.notify()
 
     def _start(self) -> None:
-        self._stopping = False
-        self._thread = threading.Thread(target=self._run, name="bridge-memory-listener",
-                                        daemon=True)
-        self._thread.start()
+        run_id = object()
+        with self._cond:
+            self._run_id = run_id
+        threading.Thread(target=self._run, args=(run_id,), name="bridge-memory-listener",
+                         daemon=True).start()
         for q in self.queues:
             self.broker.subscribe(q, self)
 
-    def _run(self) -> None:
+    def _run(self, run_id: object) -> None:
         while True:
             with self._cond:
-                while not self._inbox and not self._stopping:
+                while not self._inbox and self._run_id is run_id:
                     self._cond.wait()
-                if self._stopping:
+                if self._run_id is not run_id:
                     return
                 q, envelope = self._inbox.popleft()
             if envelope.deadline is not None and time.monotonic() > envelope.deadline:
@@ -228,13 +230,12 @@ class _MemoryListener(Listener):
     def _stop(self) -> None:
         for q in self.queues:
             self.broker.unsubscribe(q, self)
+        # Whatever was delivered but not taken goes back to its queue; the thread ends
+        # once its hand-over in progress, if any, returns (a message it took meanwhile
+        # finds the listener stopped and goes back to its queue too).
         with self._cond:
-            self._stopping = True
-            self._cond.notify()
-        if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join()
-        # Whatever was delivered but not taken goes back to its queue.
-        with self._cond:
+            self._run_id = None
+            self._cond.notify_all()
             pending, self._inbox = list(self._inbox), deque()
         for q, envelope in pending:
             self.broker.requeue(q, envelope)
