@@ -9,12 +9,13 @@ from __future__ import annotations
 import json
 import shlex
 import signal
+import subprocess
 import threading
 import time
 import uuid
 
 import pytest
-from serving import ServeProcess, cli, scrape, source_env
+from serving import ROOT, ServeProcess, cli, scrape, source_env
 from tcp_proxy import TcpProxy
 from tls_certs import make_pki
 
