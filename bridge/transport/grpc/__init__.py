@@ -46,6 +46,8 @@ from bridge.stats import record_refusal
 from bridge.target import Target
 from bridge.timer import Timer
 from bridge.transport.base import Capabilities, Driver, IncomingMessage, Listener, OnIncoming
+from bridge.transport.grpc import tls_reload
+from bridge.transport.grpc.credentials import COUNTED_BY_SERVER, credentials_of, refused_cast
 from bridge.transport.grpc.status import (
     Rejection,
     exception_for_error,
@@ -71,9 +73,13 @@ _REASON_LABELS = {value: name.removeprefix("REASON_").lower()
                   for name, value in pb.Failure.Reason.items()}
 
 
-def _count_refusal(failure: pb.Failure) -> None:
-    """Count a request refused before any listener took it (bridge_refusals_total)."""
+def _count_refusal(failure: pb.Failure) -> bool:
+    """Count a request refused before any listener took it (bridge_refusals_total); False
+    for a refusal of the server's admission step, which counted and logged it."""
+    if failure.reason in COUNTED_BY_SERVER:
+        return False
     record_refusal("grpc", _REASON_LABELS.get(failure.reason, "unspecified"))
+    return True
 
 
 def _host_port(host: str, port: int) -> str:
@@ -242,9 +248,11 @@ class GrpcIncoming(IncomingMessage):
 
     def copy_for_fanout(self) -> GrpcIncoming:
         """A copy of this cast for one more listener (each dispatcher gets its own dicts)."""
-        return GrpcIncoming(copy.deepcopy(self.ctxt), copy.deepcopy(self.message),
+        twin = GrpcIncoming(copy.deepcopy(self.ctxt), copy.deepcopy(self.message),
                             self.deadline, self.ctxt.get("client_timeout"), None,
                             self._make_reply, self._include_traceback, self._max_send)
+        twin.credentials = self.credentials
+        return twin
 
 
 def _call_reply(result: Any) -> bytes:
@@ -378,8 +386,10 @@ class _StreamCalls:
 
     def __init__(self, server: GrpcServer, remaining: float | None,
                  emit: Callable[[bytes], None], hand_back: Callable[[Callable, Any], None],
-                 schedule: Callable[[float, Callable[[], None]], Any]) -> None:
+                 schedule: Callable[[float, Callable[[], None]], Any],
+                 credentials: Any = None) -> None:
         self.server = server
+        self.credentials = credentials
         self.deadline = None if remaining is None else time.monotonic() + remaining
         self.emit = emit
         self.hand_back = hand_back
@@ -439,7 +449,7 @@ class _StreamCalls:
         try:
             incoming = server.decode(request.envelope, remaining,
                                      lambda outcome: self.hand_back(resolve, outcome),
-                                     make_reply)
+                                     make_reply, self.credentials)
             server.deliver(request.envelope.target, incoming)
         except Rejection as rejection:
             LOG.warning("gRPC CallStream call %s refused: %s", call_id, rejection)
@@ -602,10 +612,9 @@ class GrpcServer:
         opts = self.options
         if not (opts.tls_cert_file and opts.tls_key_file):
             raise ValueError("a grpcs:// server needs tls_cert_file and tls_key_file")
-        return grpc.ssl_server_credentials(
-            [(_read(opts.tls_key_file), _read(opts.tls_cert_file))],
-            root_certificates=_read(opts.tls_ca_file) if opts.tls_ca_file else None,
-            require_client_auth=opts.tls_client_auth)
+        # Follows its files: a rotated certificate is used from the next connection on.
+        return tls_reload.server_credentials(opts.tls_cert_file, opts.tls_key_file,
+                                             opts.tls_ca_file or None, opts.tls_client_auth)
 
     # -- the aio event loop ------------------------------------------------------------------
 
@@ -709,7 +718,7 @@ class GrpcServer:
 
     def decode(self, envelope: pb.Envelope, remaining: float | None,
                answer: Callable[[Any], None] | None, make_reply: Callable[[Any], bytes],
-               ) -> GrpcIncoming:
+               credentials: Any = None) -> GrpcIncoming:
         """The IncomingMessage of ``envelope``; raise :class:`Rejection` when malformed."""
         target = envelope.target
         if not target.topic:
@@ -731,9 +740,11 @@ class GrpcServer:
         if envelope.HasField("version"):
             message["version"] = envelope.version
         deadline = None if remaining is None else time.monotonic() + remaining
-        return GrpcIncoming(ctxt, message, deadline, remaining, answer, make_reply,
-                            self.options.include_traceback,
-                            self.options.max_send_message_length)
+        incoming = GrpcIncoming(ctxt, message, deadline, remaining, answer, make_reply,
+                                self.options.include_traceback,
+                                self.options.max_send_message_length)
+        incoming.credentials = credentials
+        return incoming
 
     def deliver(self, target: pb.Target, incoming: GrpcIncoming) -> None:
         """Hand ``incoming`` to one listener of ``target`` (every one for fanout)."""
@@ -761,17 +772,24 @@ class GrpcServer:
         raise Rejection(pb.Failure.REASON_TARGET_NOT_FOUND,
                         f"no server of {_target_text(target)} at {self.address}")
 
-    def _start_cast(self, data: bytes) -> None:
+    def _start_cast(self, data: bytes, context: Any) -> None:
         try:
             request = pb.CastRequest.FromString(data)
         except Exception as exc:
             raise Rejection(pb.Failure.REASON_INVALID_ARGUMENT,
                             f"undecodable CastRequest: {exc}") from None
-        incoming = self.decode(request.envelope, None, None, _call_reply)
+        incoming = self.decode(request.envelope, None, None, _call_reply,
+                               self.credentials(context))
         self.deliver(request.envelope.target, incoming)
+        refused_cast(incoming)
+
+    def credentials(self, context: Any) -> Any:
+        """What the request behind ``context`` tells about its sender (bridge.auth)."""
+        return credentials_of(context, self.scheme == "grpcs" and self.options.tls_client_auth)
 
     def _decode_call(self, data: bytes, remaining: float | None,
-                     answer: Callable[[Any], None]) -> tuple[pb.Target, GrpcIncoming]:
+                     answer: Callable[[Any], None], context: Any,
+                     ) -> tuple[pb.Target, GrpcIncoming]:
         """Decode a Call into its target and IncomingMessage; raise Rejection if malformed."""
         try:
             request = pb.CallRequest.FromString(data)
@@ -779,12 +797,13 @@ class GrpcServer:
             raise Rejection(pb.Failure.REASON_INVALID_ARGUMENT,
                             f"undecodable CallRequest: {exc}") from None
         envelope = request.envelope
-        return envelope.target, self.decode(envelope, remaining, answer, _call_reply)
+        return envelope.target, self.decode(envelope, remaining, answer, _call_reply,
+                                            self.credentials(context))
 
     def _start_call(self, data: bytes, remaining: float | None,
-                    answer: Callable[[Any], None]) -> GrpcIncoming:
+                    answer: Callable[[Any], None], context: Any) -> GrpcIncoming:
         """Decode and deliver a Call; the admission was entered by the caller."""
-        target, incoming = self._decode_call(data, remaining, answer)
+        target, incoming = self._decode_call(data, remaining, answer, context)
         self.deliver(target, incoming)
         return incoming
 
@@ -793,9 +812,9 @@ class GrpcServer:
     def _sync_abort(self, context: grpc.ServicerContext, failure: pb.Failure,
                     what: str) -> None:
         """Refuse a request no listener took: count it, log it, end the RPC (raises)."""
-        _count_refusal(failure)
         code, message, metadata = status_of(failure)
-        LOG.warning("gRPC %s refused: %s", what, message)
+        if _count_refusal(failure):
+            LOG.warning("gRPC %s refused: %s", what, message)
         context.set_trailing_metadata(metadata)
         context.abort(code, message)
 
@@ -819,7 +838,7 @@ class GrpcServer:
         try:
             remaining = _remaining(context)
             try:
-                target, incoming = self._decode_call(data, remaining, answer)
+                target, incoming = self._decode_call(data, remaining, answer, context)
                 incoming.may_run_inline = True
                 # Runs when the RPC ends; before the answer, that means the caller went
                 # away. Added before delivery so that it also reaches an inline run.
@@ -844,7 +863,7 @@ class GrpcServer:
 
     def _sync_cast(self, data: bytes, context: grpc.ServicerContext) -> bytes:
         try:
-            self._start_cast(data)
+            self._start_cast(data, context)
         except Rejection as rejection:
             self._sync_abort(context, rejection.failure, "Cast")
         return b""  # an empty CastResponse
@@ -859,7 +878,8 @@ class GrpcServer:
                                      timeouts.schedule(time.monotonic() + delay, fn))
 
         calls = _StreamCalls(self, _remaining(context), out.put,
-                             lambda resolve, outcome: resolve(outcome), schedule)
+                             lambda resolve, outcome: resolve(outcome), schedule,
+                             self.credentials(context))
 
         def read() -> None:
             try:
@@ -890,9 +910,9 @@ class GrpcServer:
     async def _aio_abort(self, context: aio.ServicerContext, failure: pb.Failure,
                          what: str) -> None:
         """Refuse a request no listener took: count it, log it, end the RPC (raises)."""
-        _count_refusal(failure)
         code, message, metadata = status_of(failure)
-        LOG.warning("gRPC %s refused: %s", what, message)
+        if _count_refusal(failure):
+            LOG.warning("gRPC %s refused: %s", what, message)
         await context.abort(code, message, metadata)
 
     async def _aio_call(self, data: bytes, context: aio.ServicerContext) -> bytes:
@@ -909,7 +929,8 @@ class GrpcServer:
         try:
             try:
                 incoming = self._start_call(data, _remaining(context),
-                                            lambda outcome: self.hand_back(resolve, outcome))
+                                            lambda outcome: self.hand_back(resolve, outcome),
+                                            context)
             except Rejection as rejection:
                 await self._aio_abort(context, rejection.failure, "Call")
             try:
@@ -927,7 +948,7 @@ class GrpcServer:
 
     async def _aio_cast(self, data: bytes, context: aio.ServicerContext) -> bytes:
         try:
-            self._start_cast(data)
+            self._start_cast(data, context)
         except Rejection as rejection:
             await self._aio_abort(context, rejection.failure, "Cast")
         return b""  # an empty CastResponse
@@ -939,7 +960,8 @@ class GrpcServer:
         out: asyncio.Queue = asyncio.Queue()
         counts = {"started": 0, "done_reading": False}
         calls = _StreamCalls(self, _remaining(context), out.put_nowait, self.hand_back,
-                             lambda delay, fn: loop.call_later(delay, fn).cancel)
+                             lambda delay, fn: loop.call_later(delay, fn).cancel,
+                             self.credentials(context))
 
         async def read() -> None:
             try:

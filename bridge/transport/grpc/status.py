@@ -19,6 +19,8 @@ from bridge.exceptions import (
     MessageDeliveryFailure,
     MessageUndeliverable,
     MessagingTimeout,
+    PermissionDenied,
+    Unauthenticated,
     deserialize_failure,
     serialize_failure,
 )
@@ -39,6 +41,8 @@ STATUS_FOR_REASON: dict[int, grpc.StatusCode] = {
     pb.Failure.REASON_UNAVAILABLE: grpc.StatusCode.UNAVAILABLE,
     pb.Failure.REASON_DEADLINE_EXCEEDED: grpc.StatusCode.DEADLINE_EXCEEDED,
     pb.Failure.REASON_RESOURCE_EXHAUSTED: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    pb.Failure.REASON_UNAUTHENTICATED: grpc.StatusCode.UNAUTHENTICATED,
+    pb.Failure.REASON_PERMISSION_DENIED: grpc.StatusCode.PERMISSION_DENIED,
 }
 
 # Reasons whose Failure describes an exception raised while dispatching: the
@@ -129,6 +133,10 @@ def exception_for_error(code: grpc.StatusCode, details: str, failure: pb.Failure
     if failure is not None and failure.reason in _REBUILT and failure.class_name:
         return deserialize_failure(failure_to_dict(failure), allowed_remote_exmods)
     text = failure.message if failure is not None and failure.message else details
+    if code == grpc.StatusCode.UNAUTHENTICATED:
+        return Unauthenticated(text)
+    if code == grpc.StatusCode.PERMISSION_DENIED:
+        return PermissionDenied(text)
     if code == grpc.StatusCode.DEADLINE_EXCEEDED:
         return MessagingTimeout(f"Timed out waiting for a reply from {target}: {text}")
     if code == grpc.StatusCode.NOT_FOUND and at_least_once:
