@@ -9,7 +9,9 @@ Lifecycle of the process:
   the grace period for the calls already taken, then exit 0; if calls are still
   running when the grace period ends, exit 1 without waiting for them. A second
   SIGTERM/SIGINT while draining exits 1 at once;
-* SIGHUP: ``reset()`` (listeners renew their connections);
+* SIGHUP: ``reset()`` (listeners renew their connections) and the token, JWT key and
+  policy files are read again (a bad file keeps the previous one); the gRPC server's
+  TLS files are followed without a signal (docs/security.md);
 * every ``health_interval`` seconds, ``server.healthy`` (False while an AMQP listener
   has lost its broker) is published by the wires that can tell (``set_serving``: the
   gRPC health service), so ``bridge health`` and Kubernetes gRPC probes see
@@ -32,6 +34,7 @@ from typing import Any, TextIO
 
 import bridge
 from bridge.app.logs import RequestIdObserver, configure_logging
+from bridge.app.security import build_guard, check_exposure
 from bridge.app.settings import ServeSettings
 from bridge.exceptions import TaskTimeout
 from bridge.transport import driver_class
@@ -181,6 +184,7 @@ def run(settings: ServeSettings, out: TextIO | None = None) -> int:
     server: Any = None
     gateways: list[Any] = []
     try:
+        guard = build_guard(settings)
         for url in settings.urls:
             transports.append(bridge.get_transport(conf, url))
         target = bridge.Target(topic=settings.topic,
@@ -188,8 +192,9 @@ def run(settings: ServeSettings, out: TextIO | None = None) -> int:
                                exchange=settings.exchange)
         holder: dict[str, Any] = {}
         endpoints = load_endpoints(settings.endpoints, _ServerProxy(holder))
+        check_exposure(settings, endpoints, guard)
         server = bridge.get_rpc_server(transports, target, endpoints,
-                                       executor=settings.executor)
+                                       executor=settings.executor, guard=guard)
         holder["server"] = server
         server.add_observer(RequestIdObserver())
         metrics = None
@@ -204,7 +209,8 @@ def run(settings: ServeSettings, out: TextIO | None = None) -> int:
         signals.install()
         server.start(override_pool_size=settings.pool_size)
         gateways = start_gateways(settings, conf, server, transports,
-                                  observe=functools.partial(_observe_gateway, metrics))
+                                  observe=functools.partial(_observe_gateway, metrics),
+                                  guard=guard)
     except (bridge.MessagingException, EndpointLoadError, OSError, ValueError) as exc:
         LOG.error("Cannot start: %s", exc)
         _say(sys.stderr, f"bridge: cannot start: {exc}")
@@ -245,10 +251,11 @@ def _observe_gateway(metrics: Any, gateway: Any) -> None:
 def start_gateways(settings: ServeSettings, conf: dict[str, Any], server: Any,
                    transports: list[bridge.Transport],
                    observe: Callable[[Any], None] | None = None,
-                   forwarder: Any = None) -> list[Any]:
+                   forwarder: Any = None, guard: Any = None) -> list[Any]:
     """Start the gateway servers the routes ask for (docs/gateway.md); [] without routes.
 
     ``observe(gateway)`` is called for each gateway before it starts (logs, metrics).
+    ``guard`` (a :class:`bridge.auth.Guard`) admits what each gateway forwards.
 
     A route is served on every transport that other processes reach and whose driver
     is not its upstream's (never back onto its own wire): on a transport whose driver
@@ -287,7 +294,8 @@ def start_gateways(settings: ServeSettings, conf: dict[str, Any], server: Any,
                 listen[route.topic].append(transport)
     try:
         if unrouted:
-            gateway = gateway_server([], bridge.Target(topic="gateway", server=name), forwarder)
+            gateway = gateway_server([], bridge.Target(topic="gateway", server=name), forwarder,
+                                     guard=guard)
             gateways.append(gateway)
             if observe is not None:
                 observe(gateway)
@@ -298,7 +306,7 @@ def start_gateways(settings: ServeSettings, conf: dict[str, Any], server: Any,
             route = next(item for item in routes if item.topic == topic)
             exchange = route.exchange if route.exchange not in ("*", None) else settings.exchange
             gateway = gateway_server(on, bridge.Target(exchange=exchange, topic=topic,
-                                                       server=name), forwarder)
+                                                       server=name), forwarder, guard=guard)
             gateways.append(gateway)
             if observe is not None:
                 observe(gateway)
@@ -353,8 +361,9 @@ def _main_loop(server: Any, settings: ServeSettings, signals: _Signals,
         except queue.Empty:
             continue
         if event == "SIGHUP":
-            LOG.info("SIGHUP: resetting the listeners' connections")
+            LOG.info("SIGHUP: resetting the listeners' connections, reloading tokens and policy")
             server.reset()
+            server.guard.reload()
             continue
         reason = event
         break

@@ -30,6 +30,7 @@ from typing import Any
 
 import amqp.exceptions
 
+from bridge.auth.identity import Credentials
 from bridge.exceptions import (
     MalformedMessage,
     MessageDeliveryFailure,
@@ -250,6 +251,11 @@ class AmqpListener(Listener):
         self.fanout_queue = f"{target.topic}_fanout_{uuid.uuid4().hex}"
         self.address = (f"{driver.url} exchange={self.exchange} topic={self.topic} "
                         f"server={target.server}")
+        # Where a delivery's caller sent it, by the consumer that took it (see _consume).
+        self.consumer_targets = {
+            "1": Target(exchange=self.exchange, topic=self.topic),
+            "2": Target(exchange=self.exchange, topic=self.topic, server=target.server),
+            "3": Target(exchange=self.exchange, topic=self.topic, fanout=True)}
         self._stopped = False
         self._consumed_generation = -1
         self._seen: deque[str] = deque(maxlen=16)
@@ -417,6 +423,13 @@ class AmqpListener(Listener):
             except (TypeError, ValueError):
                 deadline = None
         incoming = AmqpIncoming(self, ctxt, message, msg_id, reply_q, client_timeout, deadline)
+        incoming.target = self.consumer_targets.get(msg.delivery_info.get("consumer_tag"))
+        # RabbitMQ refuses a user_id property other than the publishing connection's user:
+        # when present, it names the sender (bridge.auth).
+        user_id = msg.properties.get("user_id")
+        incoming.credentials = Credentials(
+            "amqp", broker_user=user_id if isinstance(user_id, str) and user_id else None,
+            brokered=True)
         return incoming, unique_id
 
     def _bad_message(self, msg: Any, exc: BadMessage) -> None:
