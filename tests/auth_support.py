@@ -65,3 +65,32 @@ def write_tokens(path: Path, entries: list[tuple[str, str, list[str]]]) -> str:
 def write(path: Path, text: str) -> str:
     path.write_text(text)
     return str(path)
+
+
+def issue_client(directory: Path, name: str, ca_key: Any, ca_cert: Any, *,
+                 uris: tuple[str, ...] = (), dns: tuple[str, ...] = (),
+                 common_name: str = "client") -> tuple[str, str]:
+    """A client certificate signed by the CA, with URI and DNS SANs; (cert, key) paths."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+    from tls_certs import write as write_pem
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = datetime.datetime.now(datetime.timezone.utc)
+    builder = (x509.CertificateBuilder()
+               .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
+               .issuer_name(ca_cert.subject).public_key(key.public_key())
+               .serial_number(x509.random_serial_number())
+               .not_valid_before(now - datetime.timedelta(minutes=5))
+               .not_valid_after(now + datetime.timedelta(days=1))
+               .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+               .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]),
+                              critical=False))
+    names = [x509.UniformResourceIdentifier(uri) for uri in uris] + \
+        [x509.DNSName(item) for item in dns]
+    if names:
+        builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
+    return write_pem(directory, name, key, builder.sign(ca_key, hashes.SHA256()))
