@@ -497,3 +497,49 @@ def test_a_failing_guard_refuses(serve, memory_url):
             anyone.call({}, "echo", value=1)
     finally:
         transport.cleanup()
+
+
+# -- secrets masked ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("text, secret", [
+    ("connecting to rabbit://nova:s3cr3t@rabbit:5672/", "s3cr3t"),
+    ("rabbit://a:p1@h1:5672,b:p2@h2:5672,c:p3@h3/vhost", "p2"),
+    ("rabbit://a:p1@h1,b:p2@h2/", "p2"),
+    ("authorization: Bearer abcdefgh0123456789", "abcdefgh0123456789"),
+    ("got eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJvcHMifQ.c2lnbmF0dXJl in a message", "c2lnbmF0dXJl"),
+    ("-----BEGIN PRIVATE KEY-----\nMIGHAgEAMBMG\n-----END PRIVATE KEY-----", "MIGHAgEAMBMG"),
+    ('{"password": "hunter2hunter2"}', "hunter2hunter2"),
+    ("url?password=hunter2hunter2&x=1", "hunter2hunter2"),
+])
+def test_secrets_are_masked_in_text(text, secret):
+    from bridge.auth.redact import redact_text
+
+    masked = redact_text(text)
+    assert secret not in masked and "***" in masked
+
+
+def test_text_without_secrets_is_kept():
+    from bridge.auth.redact import redact_text
+
+    for text in ("grpc://0.0.0.0:50051", "at 12:30:00 http://host:80/x",
+                 "cannot read token file '/etc/bridge/tokens.toml'",
+                 "Require bearer tokens (auth_token_file)"):
+        assert redact_text(text) == text
+
+
+def test_the_log_formatter_masks_every_line_and_traceback(capsys):
+    from bridge.app.logs import configure_logging
+
+    handler = configure_logging("INFO", "json")
+    try:
+        log = logging.getLogger("bridge.test.redact")
+        log.info("connecting to %s", "rabbit://u:pw-123456@h/")
+        try:
+            raise ValueError("token=abcdef123456 rejected")
+        except ValueError:
+            log.exception("failed with Bearer abcdefgh0123456789")
+    finally:
+        logging.getLogger().removeHandler(handler)
+    err = capsys.readouterr().err
+    assert "pw-123456" not in err and "abcdef123456" not in err
+    assert "abcdefgh0123456789" not in err and err.count("***") >= 3

@@ -92,7 +92,7 @@ def check_exposure(settings: ServeSettings, endpoints: Sequence[Any], guard: Gua
     if listening and not (settings.tls_ca_file or guard.authenticates):
         LOG.warning("%s is reachable from other machines without authentication: anyone "
                     "who can connect may call every endpoint. Require client certificates "
-                    "(tls_ca_file), bearer tokens (auth_token_file) or JWTs (auth_jwt_*), and "
+                    "(tls_ca_file), tokens (auth_token_file) or JWTs (auth_jwt_*), and "
                     "a policy (auth_policy_file); see docs/security.md",
                     ", ".join(listening.values()))
 

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -34,6 +36,9 @@ DEFAULT_LEEWAY = 30.0
 #: Seconds a fetched JWKS is kept before it is fetched again.
 DEFAULT_JWKS_LIFESPAN = 300.0
 JWKS_TIMEOUT = 5.0
+#: Seconds between two fetches forced by a key id the cached JWKS does not hold: a
+#: caller sending made-up key ids cannot make the server hammer the issuer.
+JWKS_REFRESH_COOLDOWN = 30.0
 
 
 class JwtConfigError(ValueError):
@@ -112,6 +117,8 @@ class JwtAuthenticator:
         self._key: Any = None
         self._key_set: jwt.PyJWKSet | None = None
         self._client: jwt.PyJWKClient | None = None
+        self._refresh_lock = threading.Lock()
+        self._refreshed_at = -JWKS_REFRESH_COOLDOWN
         if key_file:
             self._key, self._key_set = _load_key_file(key_file)
         else:
@@ -128,9 +135,9 @@ class JwtAuthenticator:
             return self._key
         try:
             if self._client is not None:
+                keys = self._client.get_signing_keys()  # cached for the lifespan
                 if kid is not None:
-                    return self._client.get_signing_key(kid).key
-                keys = self._client.get_signing_keys()
+                    return self._key_by_id(keys, kid)
             else:
                 assert self._key_set is not None
                 if kid is not None:
@@ -146,6 +153,23 @@ class JwtAuthenticator:
         if len(keys) != 1:
             raise Unauthenticated("the JWT names no key id (kid) and several keys are trusted")
         return keys[0].key
+
+    def _key_by_id(self, keys: list[jwt.PyJWK], kid: str) -> Any:
+        """The key ``kid`` of the fetched set; an unknown id refetches the set, at most
+        once per :data:`JWKS_REFRESH_COOLDOWN` (the issuer may have rotated its keys)."""
+        for key in keys:
+            if key.key_id == kid:
+                return key.key
+        with self._refresh_lock:
+            now = time.monotonic()
+            if now - self._refreshed_at < JWKS_REFRESH_COOLDOWN:
+                raise KeyError(kid)
+            self._refreshed_at = now
+        assert self._client is not None
+        for key in self._client.get_signing_keys(refresh=True):
+            if key.key_id == kid:
+                return key.key
+        raise KeyError(kid)
 
     def identify(self, token: str) -> Identity:
         """The identity a valid ``token`` carries; :class:`Unauthenticated` otherwise."""

@@ -20,7 +20,8 @@ _URL_PASSWORD = re.compile(r"(?P<head>\b[a-zA-Z][a-zA-Z0-9+.-]*://[^\s:/@\"']*:)
 # The further hosts of a multi-host URL: ``scheme://u:p@h1:5672,u2:p2@h2:5672/``.
 _MORE_HOSTS = re.compile(r"(?P<head>\*\*\*@[^\s,/@\"']*,[^\s:/@,\"']*:)(?P<secret>(?!\*\*\*@)"
                          r"[^\s@/\"',]*)(?P<tail>@)")
-_BEARER = re.compile(r"(?i)(?P<head>\bbearer\s+)(?P<secret>[^\s\"',;]+)")
+# A token is at least 8 characters (so that prose such as "bearer tokens" stays readable).
+_BEARER = re.compile(r"(?i)(?P<head>\bbearer\s+)(?P<secret>[A-Za-z0-9._~+/=-]{8,})")
 _JWT = re.compile(r"\beyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*")
 _PEM_KEY = re.compile(r"-----BEGIN (?P<kind>[A-Z ]*PRIVATE KEY)-----.*?-----END [A-Z ]*PRIVATE "
                       r"KEY-----", re.S)
