@@ -22,7 +22,7 @@ import bridge
 from bridge._proto.bridge.v1 import bridge_pb2 as pb
 from bridge.auth import IDENTITY_KEY, AuthConfig, Guard
 from bridge.gateway import Forwarder, Route, gateway_server
-from bridge.transport.amqp import decode_body, encode_envelope
+from bridge.transport.amqp.envelope import decode_body, encode_envelope
 from endpoints import default_endpoints
 from tests.waiting import wait_for
 

@@ -17,9 +17,6 @@ from bridge.failures import classify
 from bridge.transport.grpc.status import Rejection
 
 WIRE = "grpc"
-#: Failure reasons the server's admission step counts and logs itself (never the driver).
-COUNTED_BY_SERVER = frozenset({pb.Failure.REASON_UNAUTHENTICATED,
-                               pb.Failure.REASON_PERMISSION_DENIED})
 
 
 def _texts(values: Any) -> list[str]:

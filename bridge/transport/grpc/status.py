@@ -25,6 +25,7 @@ from bridge.exceptions import (
     serialize_failure,
 )
 from bridge.failures import classify
+from bridge.stats import record_refusal
 from bridge.transport.grpc.values import fill_value, from_value
 
 Reason = pb.Failure.Reason
@@ -62,6 +63,25 @@ class Rejection(Exception):  # noqa: N818 - a reply, not an error of the bridge
         super().__init__(message)
         self.failure = pb.Failure(reason=reason, message=message, limit_name=limit_name,
                                   limit_value=limit_value)
+
+
+#: bridge_refusals_total's reason label of each Failure reason: "target_not_found"...
+_REASON_LABELS = {value: name.removeprefix("REASON_").lower()
+                  for name, value in pb.Failure.Reason.items()}
+
+
+#: Failure reasons the server's admission step (bridge.auth) counts and logs itself.
+COUNTED_BY_SERVER = frozenset({pb.Failure.REASON_UNAUTHENTICATED,
+                               pb.Failure.REASON_PERMISSION_DENIED})
+
+
+def count_refusal(failure: pb.Failure) -> bool:
+    """Count a request refused before any listener took it (bridge_refusals_total); False
+    for a refusal of the server's admission step, which counted and logged it already."""
+    if failure.reason in COUNTED_BY_SERVER:
+        return False
+    record_refusal("grpc", _REASON_LABELS.get(failure.reason, "unspecified"))
+    return True
 
 
 def reason_for_exception(exc: BaseException, expected: bool = False) -> int:
