@@ -244,3 +244,61 @@ def test_refusals_are_counted_once_by_reason(token_server):
         key = ("grpc", reason)
         assert after.get(key, 0) - before.get(key, 0) == 1, (reason, before, after)
     assert json.dumps({f"{w}/{r}": n for (w, r), n in after.items()}).count(TOKEN) == 0
+
+
+def test_a_gateway_passes_its_callers_identity_to_an_upstream_that_trusts_it(tmp_path,
+                                                                           memory_url):
+    from bridge.gateway import Forwarder, Route, gateway_server
+
+    gateway_token, other_token = "gateway-token-0123456789", "other-token-0123456789"
+    token_file = write(tmp_path / "gateway.token", gateway_token + "\n")
+    other_file = write(tmp_path / "other.token", other_token)
+    upstream_guard = Guard(AuthConfig(
+        token_file=write_tokens(tmp_path / "tokens.toml", [(gateway_token, "gateway-1", []),
+                                                            (other_token, "other-1", [])]),
+        trusted_forwarders=("gateway-*",),
+        policy_file=write(tmp_path / "upstream.toml",
+                          '[[allow]]\nprincipals = ["alice"]\nmethod = "echo_context"\n')))
+    transport, upstream = serving("grpc://127.0.0.1:0", upstream_guard)
+    front = bridge.get_transport(None, memory_url)
+    forwarder = Forwarder([Route(topic="topic",
+                                 url=f"{upstream.addresses[0]}?token_file={token_file}")])
+    gateway = gateway_server(front, bridge.Target(topic="topic", server="gw"), forwarder,
+                             guard=Guard(AuthConfig(policy_file=write(
+                                 tmp_path / "gateway.toml",
+                                 '[[allow]]\nprincipals = ["alice", "bob"]\n'))))
+    gateway.start()
+    callers = []
+    try:
+        def client(name: str):
+            caller = bridge.get_transport(None, f"{memory_url}?identity={name}",
+                                          allowed_remote_exmods=["bridge.exceptions"])
+            callers.append(caller)
+            return bridge.get_rpc_client(caller, bridge.Target(topic="topic"), timeout=10)
+
+        seen = client("alice").call({}, "echo_context")
+        assert seen[IDENTITY_KEY] == {"principal": "alice", "mechanism": "broker",
+                                      "groups": [], "via": "gateway-1"}
+        # The gateway lets bob through; the upstream's policy, applied to bob, does not.
+        with pytest.raises(bridge.exceptions.PermissionDenied, match="bob may not"):
+            client("bob").call({}, "echo_context")
+        # Any other caller's claim is dropped: it is who its own token says.
+        direct = bridge.get_transport(None, f"{upstream.addresses[0]}?token_file={other_file}",
+                                      allowed_remote_exmods=["bridge.exceptions"])
+        callers.append(direct)
+        with pytest.raises(bridge.exceptions.PermissionDenied, match="other-1 may not"):
+            _context_seen_with(direct)
+    finally:
+        gateway.stop()
+        gateway.wait()
+        forwarder.close()
+        for caller in callers:
+            caller.cleanup()
+        front.cleanup()
+        stop(transport, upstream)
+
+
+def _context_seen_with(transport) -> dict:
+    client = bridge.get_rpc_client(transport, bridge.Target(topic="topic"), timeout=10)
+    return client.call({IDENTITY_KEY: {"principal": "alice", "mechanism": "jwt"}},
+                       "echo_context")

@@ -55,6 +55,19 @@ def credentials_of(context: Any, verified_peer: bool) -> Credentials:
     return bearer_credentials(WIRE, authorization, names)
 
 
+def bearer_metadata(token_file: str) -> tuple[tuple[str, str], ...]:
+    """The call metadata of a client with ``token_file`` (empty without one): the token
+    it holds (surrounding whitespace ignored) as ``authorization: Bearer <token>``.
+    ``OSError`` when it cannot be read, ``ValueError`` when it holds no single token."""
+    if not token_file:
+        return ()
+    with open(token_file, encoding="ascii", errors="replace") as handle:
+        token = handle.read().strip()
+    if not token or any(ch.isspace() for ch in token):
+        raise ValueError(f"the token file {token_file!r} holds no single token")
+    return (("authorization", f"Bearer {token}"),)
+
+
 def refused_cast(incoming: Any) -> None:
     """Raise the :class:`Rejection` of a cast the server's admission step refused, so the
     caller of ``Cast`` gets the refusal instead of an acceptance."""

@@ -51,6 +51,9 @@ class GrpcOptions:
     tls_client_auth: bool = False
     #: Clients expect this name in the server certificate instead of the URL's host.
     tls_server_name: str = ""
+    #: Clients send the token this file holds as ``authorization: Bearer <token>`` with
+    #: every call and cast (a static token or a JWT; docs/security.md).
+    token_file: str = ""
 
 
 def check_options(url: Any, options: GrpcOptions) -> None:
