@@ -219,7 +219,9 @@ class Guard:
         forwarded = ctxt.pop(IDENTITY_KEY, None) if IDENTITY_KEY in ctxt else None
         credentials = incoming.credentials
         policy = self.policy
-        if credentials is None and forwarded is None and policy is None:
+        if forwarded is None and policy is None and (credentials is None or (
+                credentials.bearer is None and not credentials.peer_names
+                and not credentials.broker_user and not credentials.brokered)):
             incoming.identity = ANONYMOUS_IDENTITY  # the common case without any auth
             return None
         try:

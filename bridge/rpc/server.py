@@ -292,6 +292,7 @@ class MessageHandlingServer:
 
     def _refuse(self, incoming: IncomingMessage, refusal: BaseException) -> None:
         """Answer a message the guard refused (it counted and logged the refusal)."""
+        incoming.refusal = refusal
         try:
             try:
                 incoming.reply(failure=refusal)

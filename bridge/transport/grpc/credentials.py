@@ -17,6 +17,8 @@ from bridge.failures import classify
 from bridge.transport.grpc.status import Rejection
 
 WIRE = "grpc"
+#: The credentials of a request that presents none (the common case, made once).
+NONE = Credentials(WIRE)
 
 
 def _texts(values: Any) -> list[str]:
@@ -51,6 +53,8 @@ def credentials_of(context: Any, verified_peer: bool) -> Credentials:
             if authorization is not None:
                 return Credentials(WIRE, malformed="several authorization headers")
             authorization = value
+    if authorization is None and not verified_peer:
+        return NONE
     names = peer_names(context.auth_context() or {}) if verified_peer else ()
     return bearer_credentials(WIRE, authorization, names)
 
