@@ -63,7 +63,7 @@ def test_reachable_without_authentication_warns_once():
 
 def test_control_on_a_reachable_address_needs_a_policy_naming_its_callers(tmp_path):
     refused = cli("serve", "--grpc-url", "grpc://0.0.0.0:0", "--amqp-url", "none",
-                  "--endpoint", "endpoints:default_endpoints", "--endpoint", CONTROL)
+                  "--endpoint", CONTROL)
     assert refused.returncode == 1
     assert "the control endpoint" in refused.stderr and "auth_policy_file" in refused.stderr
     everyone = write(tmp_path / "everyone.toml", '[[allow]]\nprincipals = ["*"]\n')
@@ -75,7 +75,7 @@ def test_control_on_a_reachable_address_needs_a_policy_naming_its_callers(tmp_pa
     named = write(tmp_path / "named.toml", '[[allow]]\nprincipals = ["ops"]\n'
                   'namespace = "control"\n\n[[allow]]\nprincipals = ["*"]\nnamespace = ""\n')
     proc = ServeProcess(["--grpc-url", "grpc://0.0.0.0:0", "--amqp-url", "none",
-                         "--endpoint", "endpoints:default_endpoints", "--endpoint", CONTROL,
+                         "--endpoint", CONTROL,
                          "--auth-policy-file", named, "--auth-token-file", tokens])
     try:
         proc.wait_ready()

@@ -15,8 +15,9 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
+from bridge.app import check
 from bridge.app.settings import ServeSettings
-from bridge.auth.guard import AuthConfig, Guard
+from bridge.auth.guard import AuthConfig, AuthConfigError, Guard
 from bridge.auth.policy import Request
 from bridge.transport import TransportURL, driver_class
 
@@ -100,3 +101,24 @@ def check_exposure(settings: ServeSettings, endpoints: Sequence[Any], guard: Gua
 def build_guard(settings: ServeSettings) -> Guard:
     """The guard of ``settings`` (``AuthConfigError``, a ValueError, if a file is bad)."""
     return Guard(auth_config(settings))
+
+
+def reload_guard(runtime: Any) -> None:
+    """SIGHUP (a :data:`bridge.app.serve.RELOAD_HOOKS` hook): the guard reads its files
+    again, under the settings just read; a file that does not load keeps its old
+    contents in force (logged)."""
+    if runtime.guard is not None:
+        runtime.guard.reload(auth_config(runtime.settings))
+
+
+def auth_problems(settings: ServeSettings) -> list[str]:
+    """``bridge check`` and ``bridge serve``'s check: the token, JWT and policy settings
+    and files load (a :data:`bridge.app.check.CHECKS` function)."""
+    try:
+        build_guard(settings)
+    except AuthConfigError as exc:
+        return [str(exc)]
+    return []
+
+
+check.CHECKS.append(auth_problems)

@@ -164,11 +164,13 @@ class Guard:
         """True when bearer tokens (static or JWT) are checked."""
         return self.config.authenticates
 
-    def reload(self) -> bool:
-        """Re-read the token file, the JWT keys and the policy file. A file that fails
-        keeps its previous contents in force and is logged with the reason; returns True
-        when everything was reloaded."""
+    def reload(self, config: AuthConfig | None = None) -> bool:
+        """Re-read the token file, the JWT keys and the policy file (of ``config`` when
+        given: new settings). A part that fails keeps its previous contents in force and
+        is logged with the reason; returns True when everything was reloaded."""
         with self._lock:
+            if config is not None:
+                self.config = config
             loaded, problems = _load(self.config, self._loaded)
             self._loaded = loaded
         for problem in problems:

@@ -108,6 +108,12 @@ class Transport:
         """The health status of the server at this URL (``implements.health_check``)."""
         return self._driver.check_health(service, timeout)
 
+    @property
+    def connected(self) -> bool:
+        """False while the driver's client connection is known to be lost
+        (:attr:`Driver.connected`)."""
+        return self._driver.connected
+
     def cleanup(self) -> None:
         """Release the driver's connections; safe to call more than once."""
         with self._lock:

@@ -15,6 +15,7 @@ from bridge.transport.amqp.envelope import (
     json_default,
     reply_body,
 )
+from bridge.transport.amqp.headers import trace_headers
 from bridge.transport.amqp.replies import ReplySender
 from bridge.transport.base import IncomingMessage
 
@@ -100,6 +101,7 @@ def parse_request(msg: Any, replies: ReplySender) -> tuple[AmqpIncoming, str | N
     incoming.credentials = Credentials(
         "amqp", broker_user=user_id if isinstance(user_id, str) and user_id else None,
         brokered=True)
+    incoming.headers = trace_headers(msg.properties.get("application_headers"))
     return incoming, unique_id
 
 
