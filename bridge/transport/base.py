@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from bridge.auth.identity import Credentials, Identity
     from bridge.conf import Settings
     from bridge.target import Target
     from bridge.transport.url import TransportURL
@@ -87,6 +88,18 @@ class IncomingMessage(abc.ABC):
       ``on_incoming``, instead of handing it to a worker. Never set it for a thread that
       has other work to do (a consumer or listener thread, an event loop): that thread
       would stop taking messages while the method runs.
+    * ``credentials``: what the wire tells about the sender (:class:`bridge.auth.Credentials`:
+      a bearer token, a verified client certificate's names, a broker-validated user id),
+      or None when it tells nothing.
+
+    Set by the server's admission step (:class:`bridge.auth.Guard`) before any handler:
+
+    * ``identity``: the caller's established :class:`bridge.auth.Identity`; also in
+      ``ctxt`` under :data:`bridge.auth.IDENTITY_KEY` unless anonymous (a value the
+      caller sent under that key is dropped first).
+    * ``refusal``: the ``Unauthenticated`` or ``PermissionDenied`` the message was
+      answered with instead of being handled, else None. A wire whose caller waits for
+      a cast's acceptance (gRPC ``Cast``) reports it.
 
     Set by the server before ``reply(failure=...)``:
 
@@ -102,6 +115,9 @@ class IncomingMessage(abc.ABC):
     wants_reply: bool = True
     target: Target | None = None
     may_run_inline: bool = False
+    credentials: Credentials | None = None
+    identity: Identity | None = None
+    refusal: BaseException | None = None
     failure_expected: bool = False
     #: Set by the server: it reached a server through ``serve_unrouted``, addressed to a
     #: target that none of the process's listeners serves (a gateway forwards it as such).

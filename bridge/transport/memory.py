@@ -4,7 +4,9 @@ It keeps the semantics of the AMQP wire: a shared topic queue served round-robin
 a queue per server, a fanout queue per listener, messages waiting in a queue until a
 server takes them (calls expire with their timeout), values copied through JSON.
 Transports with the same URL in one process share one broker; ``memory://name``
-or ``memory:///vhost`` gives a separate one.
+or ``memory:///vhost`` gives a separate one (the query is not part of the broker's
+name). For tests of authentication, ``?identity=NAME`` makes a client transport send as
+NAME, as a broker-validated AMQP ``user_id`` would (:class:`bridge.auth.Credentials`).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
+from bridge.auth.identity import Credentials
 from bridge.exceptions import (
     MessageUndeliverable,
     MessagingTimeout,
@@ -39,6 +42,7 @@ class _Envelope:
     client_timeout: float | None
     reply: _ReplyWaiter | None
     msg_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    sender: str | None = None  # the sending transport's ?identity=
 
 
 class _Queue:
@@ -85,7 +89,7 @@ class _Broker:
     def publish_fanout(self, exchange: str, envelope: _Envelope) -> None:
         with self.lock:
             for name in list(self.fanout.get(exchange, ())):
-                copy = _Envelope(envelope.body, None, None, None)
+                copy = _Envelope(envelope.body, None, None, None, sender=envelope.sender)
                 self.publish(name, copy)
 
     def subscribe(self, q: _Queue, consumer: _MemoryListener) -> None:
@@ -150,6 +154,7 @@ class MemoryIncoming(IncomingMessage):
         self.ctxt = dict(data["ctxt"])
         self.ctxt["client_timeout"] = envelope.client_timeout
         self.wants_reply = envelope.reply is not None
+        self.credentials = Credentials("memory", broker_user=envelope.sender)
 
     def reply(self, result: Any = None, failure: BaseException | None = None) -> None:
         waiter = self.envelope.reply
@@ -254,6 +259,8 @@ class MemoryDriver(Driver):
         super().__init__(url, settings, allowed_remote_exmods)
         hosts = ",".join(h.hostname or "" for h in url.hosts)
         self.broker = _broker_for(f"{hosts}/{url.virtual_host or ''}")
+        #: Who this transport's messages come from (tests of bridge.auth), or None.
+        self.identity = url.query.get("identity") or None
 
     def listen(self, target: Target) -> Listener:
         return _MemoryListener(self, target)
@@ -264,14 +271,15 @@ class MemoryDriver(Driver):
              at_least_once: bool = False) -> Any:
         body = json.dumps({"ctxt": ctxt, "message": message})
         if target.fanout:
-            self.broker.publish_fanout(f"{target.topic}_fanout", _Envelope(body, None, None, None))
+            self.broker.publish_fanout(f"{target.topic}_fanout",
+                                       _Envelope(body, None, None, None, sender=self.identity))
             return None
         exchange = target.exchange or self.settings.control_exchange
         name = f"{exchange}/{target.topic}" + (f".{target.server}" if target.server else "")
         deadline = time.monotonic() + timeout if (wait_for_reply and timeout) else None
         waiter = _ReplyWaiter() if wait_for_reply else None
         envelope = _Envelope(body, deadline, call_monitor_timeout if wait_for_reply else None,
-                             waiter)
+                             waiter, sender=self.identity)
         routed = self.broker.publish(name, envelope)
         if not routed and at_least_once:
             raise MessageUndeliverable(None, exchange, name.split("/", 1)[1], message)

@@ -156,7 +156,8 @@ def test_both_wires_in_one_process(broker_available):
 def test_sigterm_answers_calls_in_flight_on_both_wires(broker_available):
     topic = f"drain_{uuid.uuid4().hex[:10]}"
     proc = ServeProcess(["--grpc-url", "grpc://127.0.0.1:0", "--amqp-url", rabbit_url(),
-                         "--topic", topic, "--grace-period", "30"])
+                         "--topic", topic, "--grace-period", "30",
+                         "--endpoint", "endpoints.control:ServerControlEndpoint"])
     results: dict[str, object] = {}
     threads = []
     try:
