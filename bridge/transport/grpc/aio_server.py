@@ -177,7 +177,7 @@ class AioGrpcServer(GrpcServer):
         """The CallStream handler: a task reads the requests, this one sends responses."""
         out: asyncio.Queue = asyncio.Queue()
         calls = StreamCalls(self, remaining_time(context), out.put_nowait,
-                            self.credentials(context))
+                            self.sender(context))
 
         async def read() -> None:
             try:

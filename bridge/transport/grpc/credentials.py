@@ -1,4 +1,5 @@
-"""What a gRPC request tells about its sender, for the server's admission step.
+"""What a gRPC request tells about its sender, for the server's admission step, and the
+trace context it carries.
 
 :func:`credentials_of` reads the ``authorization`` metadata (``Bearer <token>``) and,
 when the server requires client certificates (so the TLS layer verified the peer's
@@ -9,11 +10,12 @@ verified and its names are ignored.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 from bridge._proto.bridge.v1 import bridge_pb2 as pb
 from bridge.auth.identity import Credentials, bearer_credentials
 from bridge.failures import classify
+from bridge.transport.grpc.headers import TRACE_KEYS, trace_headers
 from bridge.transport.grpc.status import Rejection
 
 WIRE = "grpc"
@@ -41,22 +43,35 @@ def peer_names(auth_context: dict[str, Any]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(names))
 
 
-def credentials_of(context: Any, verified_peer: bool) -> Credentials:
-    """The :class:`Credentials` of the request behind ``context`` (sync or aio).
+class Sender(NamedTuple):
+    """What a request's metadata tells: who sent it, and its W3C trace context."""
+
+    credentials: Credentials
+    headers: dict[str, str] | None
+
+
+def sender_of(context: Any, verified_peer: bool) -> Sender:
+    """The :class:`Sender` of the request behind ``context`` (sync or aio), read in one
+    pass over its metadata.
 
     ``verified_peer``: the server requires client certificates, so the peer's was
     verified against the CA and its names may identify the caller.
     """
     authorization = None
+    several = False
+    headers: dict[str, str] | None = None
     for key, value in context.invocation_metadata() or ():
         if key == "authorization":
-            if authorization is not None:
-                return Credentials(WIRE, malformed="several authorization headers")
+            several = authorization is not None
             authorization = value
+        elif key in TRACE_KEYS:
+            headers = trace_headers(((key, value),), headers)
+    if several:
+        return Sender(Credentials(WIRE, malformed="several authorization headers"), headers)
     if authorization is None and not verified_peer:
-        return NONE
+        return Sender(NONE, headers)
     names = peer_names(context.auth_context() or {}) if verified_peer else ()
-    return bearer_credentials(WIRE, authorization, names)
+    return Sender(bearer_credentials(WIRE, authorization, names), headers)
 
 
 def bearer_metadata(token_file: str) -> tuple[tuple[str, str], ...]:

@@ -76,6 +76,7 @@ class GrpcIncoming(IncomingMessage):
                             self.deadline, self.ctxt.get("client_timeout"), None,
                             self._make_reply, self._include_traceback, self._max_send)
         twin.credentials = self.credentials
+        twin.headers = self.headers
         return twin
 
 

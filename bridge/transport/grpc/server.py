@@ -30,7 +30,7 @@ from bridge.target import Target
 from bridge.timer import MONOTONIC, Clock, Timer
 from bridge.transport.grpc.addresses import Address, host_port
 from bridge.transport.grpc.admission import Admission
-from bridge.transport.grpc.credentials import credentials_of, refused_cast
+from bridge.transport.grpc.credentials import Sender, refused_cast, sender_of
 from bridge.transport.grpc.health import health_statuses
 from bridge.transport.grpc.incoming import Answer, GrpcIncoming, call_reply
 from bridge.transport.grpc.options import GrpcOptions
@@ -197,13 +197,14 @@ class GrpcServer(abc.ABC):
             LOG.warning("gRPC %s refused: %s", what, status[1])
         return status
 
-    def credentials(self, context: Any) -> Any:
-        """What the request behind ``context`` tells about its sender (bridge.auth)."""
-        return credentials_of(context, self.scheme == "grpcs" and self.options.tls_client_auth)
+    def sender(self, context: Any) -> Sender:
+        """What the request behind ``context`` tells about its sender (bridge.auth) and
+        its trace context."""
+        return sender_of(context, self.scheme == "grpcs" and self.options.tls_client_auth)
 
     def decode(self, envelope: pb.Envelope, remaining: float | None,
                answer: Answer | None, make_reply: Callable[[Any], bytes],
-               credentials: Any = None) -> GrpcIncoming:
+               sender: Sender | None = None) -> GrpcIncoming:
         """The IncomingMessage of ``envelope``; raise :class:`Rejection` when malformed."""
         target = envelope.target
         if not target.topic:
@@ -228,7 +229,8 @@ class GrpcServer(abc.ABC):
         incoming = GrpcIncoming(ctxt, message, deadline, remaining, answer, make_reply,
                                 self.options.include_traceback,
                                 self.options.max_send_message_length)
-        incoming.credentials = credentials
+        if sender is not None:
+            incoming.credentials, incoming.headers = sender
         return incoming
 
     def deliver(self, target: pb.Target, incoming: GrpcIncoming) -> None:
@@ -267,7 +269,7 @@ class GrpcServer(abc.ABC):
                             f"undecodable CallRequest: {exc}") from None
         envelope = request.envelope
         return envelope.target, self.decode(envelope, remaining, answer, call_reply,
-                                            self.credentials(context))
+                                            self.sender(context))
 
     def start_cast(self, data: bytes, context: Any = None) -> None:
         """Decode and deliver a Cast; raise Rejection when it is refused."""
@@ -277,6 +279,6 @@ class GrpcServer(abc.ABC):
             raise Rejection(pb.Failure.REASON_INVALID_ARGUMENT,
                             f"undecodable CastRequest: {exc}") from None
         incoming = self.decode(request.envelope, None, None, call_reply,
-                               self.credentials(context))
+                               self.sender(context))
         self.deliver(request.envelope.target, incoming)
         refused_cast(incoming)  # refused by the server's admission step: not accepted

@@ -40,10 +40,10 @@ class StreamCalls:
     """
 
     def __init__(self, server: GrpcServer, remaining: float | None,
-                 emit: Callable[[bytes | None], None], credentials: Any = None) -> None:
+                 emit: Callable[[bytes | None], None], sender: Any = None) -> None:
         self.server = server
         #: What the stream's metadata and peer tell about the sender (bridge.auth).
-        self.credentials = credentials
+        self.sender = sender
         self.deadline = None if remaining is None else server.clock.now() + remaining
         self.emit = emit
         self.lock = threading.Lock()
@@ -88,7 +88,7 @@ class StreamCalls:
             call.timer = server.timeouts.schedule(now + remaining, call.expire)
         try:
             incoming = server.decode(request.envelope, remaining, call.answer, call.make_reply,
-                                     self.credentials)
+                                     self.sender)
             server.deliver(request.envelope.target, incoming)
         except Rejection as rejection:
             LOG.warning("gRPC CallStream call %s refused: %s", call.id, rejection)

@@ -124,7 +124,7 @@ class SyncGrpcServer(GrpcServer):
                     context: grpc.ServicerContext) -> Iterator[bytes]:
         """The CallStream handler: a thread reads the requests, this one sends responses."""
         out: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
-        calls = StreamCalls(self, remaining_time(context), out.put, self.credentials(context))
+        calls = StreamCalls(self, remaining_time(context), out.put, self.sender(context))
 
         def read() -> None:
             try:

@@ -15,8 +15,7 @@ import pytest
 from amqp_support import rabbitmqctl, unique
 from auth_support import AUDIENCE, ISSUER, Signer, write, write_tokens
 from grpc_helpers import envelope
-from serving import ServeProcess
-from test_serve_wires import cli
+from serving import ServeProcess, cli
 from tls_certs import issue, make_pki
 from tls_certs import write as write_pem
 
