@@ -125,9 +125,10 @@ class AioGrpcServer(GrpcServer):
 
     # -- handlers (on the event loop) ---------------------------------------------------------
 
-    async def _abort(self, context: aio.ServicerContext, failure: Any, what: str) -> None:
+    async def _abort(self, context: aio.ServicerContext, failure: Any, what: str,
+                     log: bool = True) -> None:
         """Refuse a request no listener took: count it, log it, end the RPC (raises)."""
-        code, message, metadata = self.refuse(failure, what)
+        code, message, metadata = self.refuse(failure, what, log)
         await context.abort(code, message, metadata)
 
     async def call(self, data: bytes, context: aio.ServicerContext) -> bytes:
@@ -149,6 +150,8 @@ class AioGrpcServer(GrpcServer):
                 self.deliver(target, incoming)
             except Rejection as rejection:
                 await self._abort(context, rejection.failure, "Call")
+            except Exception as exc:
+                await self._abort(context, self.unexpected(exc, "Call"), "Call", log=False)
             try:
                 outcome = await future
             except asyncio.CancelledError:
@@ -168,6 +171,8 @@ class AioGrpcServer(GrpcServer):
             self.start_cast(data)
         except Rejection as rejection:
             await self._abort(context, rejection.failure, "Cast")
+        except Exception as exc:
+            await self._abort(context, self.unexpected(exc, "Cast"), "Cast", log=False)
         return b""  # an empty CastResponse
 
     async def call_stream(self, requests: AsyncIterator[bytes],

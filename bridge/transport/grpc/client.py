@@ -16,13 +16,14 @@ from bridge.exceptions import (
     InvalidTransportURL,
     MessageDeliveryFailure,
     MessagingTimeout,
+    TransportDriverError,
 )
 from bridge.target import Target
 from bridge.transport.grpc.addresses import Address, channel_target, client_host, host_port
 from bridge.transport.grpc.options import GrpcOptions, channel_args, read_file
 from bridge.transport.grpc.server import SERVICE_NAME
 from bridge.transport.grpc.status import exception_for_error, failure_from_metadata
-from bridge.transport.grpc.values import fill_map, from_value
+from bridge.transport.grpc.values import decode_error_text, fill_map, from_value
 
 LOG = logging.getLogger(__name__)
 
@@ -124,7 +125,11 @@ class GrpcClient:
                              at_least_once)
         if not wait_for_reply:
             return None
-        return from_value(pb.CallResponse.FromString(reply).result, "the result")
+        try:
+            return from_value(pb.CallResponse.FromString(reply).result, "the result")
+        except Exception as exc:  # DecodeError, InvalidValueError: never raw to the caller
+            raise TransportDriverError(
+                f"the reply from {target} cannot be read: {decode_error_text(exc)}") from None
 
     def _invoke(self, method: str, data: bytes, target: Target, timeout: float | None,
                 retry: int | None, at_least_once: bool) -> bytes:

@@ -33,22 +33,31 @@ from bridge.transport.grpc.admission import Admission
 from bridge.transport.grpc.incoming import Answer, GrpcIncoming, call_reply
 from bridge.transport.grpc.options import GrpcOptions, read_file
 from bridge.transport.grpc.routing import Router, target_text
-from bridge.transport.grpc.status import Rejection, count_refusal, status_of
+from bridge.transport.grpc.status import (
+    Rejection,
+    count_refusal,
+    failure_from_exception,
+    status_of,
+)
 from bridge.transport.grpc.values import from_map
 from bridge.values import InvalidValueError
 
 LOG = logging.getLogger(__name__)
 
 SERVICE_NAME = "bridge.v1.Bridge"
+#: The longest deadline or per-call timeout that counts, in seconds (about 31 years); a
+#: longer one counts as none, so that no later sum or wait with it can overflow.
+MAX_TIMEOUT = 1e9
 
 #: ``(code, details, trailing metadata)`` of an error status.
 Status = tuple[grpc.StatusCode, str, tuple[tuple[str, bytes], ...]]
 
 
 def remaining_time(context: Any) -> float | None:
-    """Seconds before the call's deadline; None without one (sync grpc says ~2**63 ns)."""
+    """Seconds before the call's deadline; None without one (sync grpc says ~2**63 ns), or
+    one past :data:`MAX_TIMEOUT`."""
     remaining = context.time_remaining()
-    if remaining is None or remaining > 1e9:
+    if remaining is None or not remaining <= MAX_TIMEOUT:
         return None
     return max(0.0, remaining)
 
@@ -195,12 +204,23 @@ class GrpcServer(abc.ABC):
         """Run ``resolve(outcome)`` where the RPC's handler may use it; from any thread."""
         resolve(outcome)
 
-    def refuse(self, failure: pb.Failure, what: str) -> Status:
+    def refuse(self, failure: pb.Failure, what: str, log: bool = True) -> Status:
         """Count and log a request refused before any listener took it; its status."""
         count_refusal(failure)
         status = status_of(failure)
-        LOG.warning("gRPC %s refused: %s", what, status[1])
+        if log:
+            LOG.warning("gRPC %s refused: %s", what, status[1])
         return status
+
+    def unexpected(self, exc: Exception, what: str) -> pb.Failure:
+        """The Failure answering a request whose decoding or delivery raised ``exc``, an
+        error no rule foresaw (logged once, with its traceback)."""
+        LOG.error("gRPC %s failed before dispatch", what, exc_info=exc)
+        try:
+            return failure_from_exception(exc)
+        except Exception:
+            return Rejection(pb.Failure.REASON_ENDPOINT_ERROR,
+                             f"{type(exc).__name__} before dispatch").failure
 
     def decode(self, envelope: pb.Envelope, remaining: float | None,
                answer: Answer | None, make_reply: Callable[[Any], bytes]) -> GrpcIncoming:

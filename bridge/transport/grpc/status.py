@@ -121,15 +121,19 @@ def status_of(failure: pb.Failure) -> tuple[grpc.StatusCode, str, tuple[tuple[st
 
 
 def failure_from_metadata(metadata: Any) -> pb.Failure | None:
-    """The ``Failure`` in trailing metadata, or None when there is none."""
+    """The ``Failure`` in trailing metadata, or None when there is none (or it cannot be
+    decoded: the status code and text then say what happened)."""
     for key, value in metadata or ():
         if key != DETAILS_KEY:
             continue
-        status = status_pb2.Status.FromString(value)
-        for detail in status.details:
-            failure = pb.Failure()
-            if detail.Unpack(failure):
-                return failure
+        try:
+            status = status_pb2.Status.FromString(value)
+            for detail in status.details:
+                failure = pb.Failure()
+                if detail.Unpack(failure):
+                    return failure
+        except Exception:
+            return None
     return None
 
 
@@ -138,7 +142,10 @@ def exception_for_error(code: grpc.StatusCode, details: str, failure: pb.Failure
                         target: Any = None) -> BaseException:
     """What a Python caller raises for an error status."""
     if failure is not None and failure.reason in _REBUILT and failure.class_name:
-        return deserialize_failure(failure_to_dict(failure), allowed_remote_exmods)
+        try:
+            return deserialize_failure(failure_to_dict(failure), allowed_remote_exmods)
+        except Exception:  # arguments this side cannot read: the text still tells
+            pass
     text = failure.message if failure is not None and failure.message else details
     if code == grpc.StatusCode.DEADLINE_EXCEEDED:
         return MessagingTimeout(f"Timed out waiting for a reply from {target}: {text}")

@@ -61,9 +61,10 @@ class SyncGrpcServer(GrpcServer):
 
     # -- handlers (grpc.server threads) -------------------------------------------------------
 
-    def _abort(self, context: grpc.ServicerContext, failure: Any, what: str) -> None:
+    def _abort(self, context: grpc.ServicerContext, failure: Any, what: str,
+               log: bool = True) -> None:
         """Refuse a request no listener took: count it, log it, end the RPC (raises)."""
-        code, message, metadata = self.refuse(failure, what)
+        code, message, metadata = self.refuse(failure, what, log)
         context.set_trailing_metadata(metadata)
         context.abort(code, message)
 
@@ -96,6 +97,8 @@ class SyncGrpcServer(GrpcServer):
                 self.deliver(target, incoming)
             except Rejection as rejection:
                 self._abort(context, rejection.failure, "Call")
+            except Exception as exc:
+                self._abort(context, self.unexpected(exc, "Call"), "Call", log=False)
             if not box:
                 # Past the deadline gRPC has answered the caller already: stop waiting.
                 done.acquire(timeout=-1 if remaining is None else remaining + 1.0)
@@ -117,6 +120,8 @@ class SyncGrpcServer(GrpcServer):
             self.start_cast(data)
         except Rejection as rejection:
             self._abort(context, rejection.failure, "Cast")
+        except Exception as exc:
+            self._abort(context, self.unexpected(exc, "Cast"), "Cast", log=False)
         return b""  # an empty CastResponse
 
     def call_stream(self, requests: Iterator[bytes],

@@ -1,8 +1,9 @@
 """Python primitives <-> ``bridge.v1.Value``: the exact, typed value of the gRPC wire.
 
 Integers stay integers and floats stay floats. An integer outside int64 crosses
-exactly as ``big_integer_value`` (its decimal text). Nesting deeper than
-:data:`bridge.values.MAX_DEPTH` is refused both ways.
+exactly as ``big_integer_value`` (its decimal text), up to
+:data:`MAX_INTEGER_DIGITS` digits. Nesting deeper than :data:`bridge.values.MAX_DEPTH`
+is refused both ways.
 """
 
 from __future__ import annotations
@@ -16,6 +17,9 @@ from bridge.values import MAX_DEPTH, InvalidValueError, NotPrimitiveError, path_
 
 INT64_MIN = -(2**63)
 INT64_MAX = 2**63 - 1
+#: The most digits a ``big_integer_value`` may have, both ways: Python's default limit of
+#: int/str conversion (``sys.get_int_max_str_digits()``).
+MAX_INTEGER_DIGITS = 4300
 _BIG_INTEGER = re.compile(r"-?[0-9]+\Z")
 #: The kinds whose field holds the Python value as it is.
 _SCALAR_KINDS = frozenset({"string_value", "integer_value", "double_value", "bool_value"})
@@ -35,7 +39,7 @@ def fill_value(msg: pb.Value, obj: Any, path: Any = "value", depth: int = 0) -> 
         if INT64_MIN <= obj <= INT64_MAX:
             msg.integer_value = obj
         else:
-            msg.big_integer_value = str(obj)
+            msg.big_integer_value = _big_integer_text(obj, path)
     elif kind is float:
         msg.double_value = obj
     elif obj is None:
@@ -80,6 +84,17 @@ def fill_value(msg: pb.Value, obj: Any, path: Any = "value", depth: int = 0) -> 
         raise NotPrimitiveError(path_text(path), obj)
 
 
+def _big_integer_text(obj: int, path: Any) -> str:
+    try:
+        text = str(obj)
+    except ValueError:  # over the interpreter's own limit
+        text = ""
+    if not text or len(text) - (text[0] == "-") > MAX_INTEGER_DIGITS:
+        raise NotPrimitiveError(path_text(path), obj, f"is an integer of more than "
+                                f"{MAX_INTEGER_DIGITS} digits")
+    return text
+
+
 def to_value(obj: Any, path: str = "value") -> pb.Value:
     """A new ``Value`` holding ``obj``."""
     msg = pb.Value()
@@ -99,8 +114,9 @@ def fill_map(fields: Any, mapping: Mapping[str, Any], path: str) -> None:
 def from_value(msg: pb.Value, path: Any = "value", depth: int = 0) -> Any:
     """The Python value of ``msg``; a ``Value`` with no kind set is None.
 
-    Raise :class:`InvalidValueError` for a malformed ``big_integer_value`` or
-    nesting deeper than :data:`~bridge.values.MAX_DEPTH`.
+    Raise :class:`InvalidValueError` for a malformed ``big_integer_value`` (or one of more
+    than :data:`MAX_INTEGER_DIGITS` digits) or nesting deeper than
+    :data:`~bridge.values.MAX_DEPTH`.
     """
     kind = msg.WhichOneof("kind")
     if kind == "string_value":
@@ -125,12 +141,22 @@ def from_value(msg: pb.Value, path: Any = "value", depth: int = 0) -> Any:
     if kind == "map_value":
         return _from_fields(msg.map_value.fields, path, depth + 1)
     if kind == "big_integer_value":
-        text = msg.big_integer_value
-        if not _BIG_INTEGER.match(text):
-            raise InvalidValueError(path, f"has big_integer_value {text[:40]!r}, which is not "
-                                    "a decimal integer (optional '-' then digits)")
-        return int(text)
+        return _big_integer(msg.big_integer_value, path)
     raise InvalidValueError(path, f"has an unknown kind {kind!r}")  # a newer writer
+
+
+def _big_integer(text: str, path: Any) -> int:
+    if not _BIG_INTEGER.match(text):
+        raise InvalidValueError(path, f"has big_integer_value {text[:40]!r}, which is not "
+                                "a decimal integer (optional '-' then digits)")
+    digits = len(text) - (text[0] == "-")
+    if digits > MAX_INTEGER_DIGITS:
+        raise InvalidValueError(path, f"has a big_integer_value of {digits} digits, over "
+                                f"the limit of {MAX_INTEGER_DIGITS}")
+    try:
+        return int(text)
+    except ValueError as exc:  # a lower limit set in this interpreter
+        raise InvalidValueError(path, f"has a big_integer_value Python refuses: {exc}") from None
 
 
 def from_map(fields: Any, path: str) -> dict[str, Any]:
@@ -148,3 +174,12 @@ def _from_fields(fields: Any, path: Any, depth: int) -> dict[str, Any]:
         result[key] = (getattr(item, kind) if kind in _SCALAR_KINDS
                        else from_value(item, (path, key), depth))
     return result
+
+
+def decode_error_text(exc: Exception) -> str:
+    """What went wrong decoding a message: protobuf's decoder refuses nesting past its
+    own limit before :func:`from_value` sees it, and says so in its own terms."""
+    text = str(exc)
+    if "MaxDepth" in text or "recursion" in text.lower():
+        return f"a value nests deeper than {MAX_DEPTH} levels"
+    return text
