@@ -39,7 +39,7 @@ from bridge.transport.grpc.status import (
     failure_from_exception,
     status_of,
 )
-from bridge.transport.grpc.values import from_map
+from bridge.transport.grpc.values import decode_error_text, from_map
 from bridge.values import InvalidValueError
 
 LOG = logging.getLogger(__name__)
@@ -282,7 +282,7 @@ class GrpcServer(abc.ABC):
             request = pb.CallRequest.FromString(data)
         except Exception as exc:
             raise Rejection(pb.Failure.REASON_INVALID_ARGUMENT,
-                            f"undecodable CallRequest: {exc}") from None
+                            f"undecodable CallRequest: {decode_error_text(exc)}") from None
         envelope = request.envelope
         return envelope.target, self.decode(envelope, remaining, answer, call_reply)
 
@@ -292,6 +292,6 @@ class GrpcServer(abc.ABC):
             request = pb.CastRequest.FromString(data)
         except Exception as exc:
             raise Rejection(pb.Failure.REASON_INVALID_ARGUMENT,
-                            f"undecodable CastRequest: {exc}") from None
+                            f"undecodable CastRequest: {decode_error_text(exc)}") from None
         incoming = self.decode(request.envelope, None, None, call_reply)
         self.deliver(request.envelope.target, incoming)

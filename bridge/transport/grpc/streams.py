@@ -17,7 +17,7 @@ from typing import Any
 from bridge._proto.bridge.v1 import bridge_pb2 as pb
 from bridge.transport.grpc.server import MAX_TIMEOUT, GrpcServer
 from bridge.transport.grpc.status import Rejection, count_refusal, status_of
-from bridge.transport.grpc.values import fill_value
+from bridge.transport.grpc.values import decode_error_text, fill_value
 
 LOG = logging.getLogger(__name__)
 
@@ -64,8 +64,8 @@ class StreamCalls:
         try:
             request = pb.StreamRequest.FromString(data)
         except Exception as exc:
-            self._refuse(0, Rejection(pb.Failure.REASON_INVALID_ARGUMENT,
-                                      f"undecodable StreamRequest: {exc}").failure)
+            text = f"undecodable StreamRequest: {decode_error_text(exc)}"
+            self._refuse(0, Rejection(pb.Failure.REASON_INVALID_ARGUMENT, text).failure)
             return
         call = _StreamCall(self, request.id)
         try:

@@ -108,7 +108,7 @@ def fill_map(fields: Any, mapping: Mapping[str, Any], path: str) -> None:
         if type(key) is not str:
             raise NotPrimitiveError(f"{path} key {key!r}", key,
                                     f"is a {type(key).__name__}; dict keys must be str")
-        fill_value(fields[key], item, (path, key), 1)
+        fill_value(fields[key], item, (path, key))
 
 
 def from_value(msg: pb.Value, path: Any = "value", depth: int = 0) -> Any:
@@ -161,7 +161,7 @@ def _big_integer(text: str, path: Any) -> int:
 
 def from_map(fields: Any, path: str) -> dict[str, Any]:
     """The dict of a ``map<string, Value>`` field."""
-    return _from_fields(fields, path, 1)
+    return _from_fields(fields, path, 0)
 
 
 def _from_fields(fields: Any, path: Any, depth: int) -> dict[str, Any]:

@@ -8,10 +8,11 @@ import math
 
 import grpc
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 import bridge
+import bridge.values
 from bridge._proto.bridge.v1 import bridge_pb2 as pb
 from bridge.transport.grpc.values import MAX_INTEGER_DIGITS, from_value
 from tests.grpc_helpers import channel, envelope, make_endpoints, raw_call, status_error
@@ -149,3 +150,133 @@ def test_any_stream_timeout_is_answered_and_timeouts_still_fire(live, timeout):
     else:
         assert from_value(by_id[1].result) == "pong"
     assert by_id[2].error.failure.reason == F.REASON_DEADLINE_EXCEEDED
+
+
+# -- nesting ---------------------------------------------------------------------------------------
+
+def _len(data: bytes) -> bytes:
+    """A protobuf varint length prefix."""
+    out, n = bytearray(), len(data)
+    while True:
+        byte, n = n & 0x7F, n >> 7
+        out.append(byte | (0x80 if n else 0))
+        if not n:
+            return bytes(out) + data
+
+
+def nested_value_bytes(shape: list[str], leaf: bytes = b"\x18\x02") -> bytes:
+    """The bytes of a Value nesting ``shape`` (outermost first: "map" or "list") around an
+    integer, written by hand: protobuf itself refuses to build some of them."""
+    data = leaf  # integer_value = 1 (zigzag)
+    for kind in reversed(shape):
+        if kind == "map":
+            entry = b"\x0a\x01k" + b"\x12" + _len(data)
+            data = b"\x3a" + _len(b"\x0a" + _len(entry))
+        else:
+            data = b"\x32" + _len(b"\x0a" + _len(data))
+    return data
+
+
+def request_with_arg(method: str, value: bytes, wrapper: str = "call") -> bytes:
+    """A CallRequest/CastRequest/StreamRequest of ``echo`` whose argument ``value`` is the
+    Value bytes ``value``."""
+    env = envelope(method=method).SerializeToString()
+    env += b"\x32" + _len(b"\x0a\x05value" + b"\x12" + _len(value))  # args["value"]
+    if wrapper == "stream":
+        return b"\x08\x07" + b"\x12" + _len(env)  # id 7, envelope
+    return b"\x0a" + _len(env)
+
+
+def _nested(shape: list[str]):
+    value = 1
+    for kind in reversed(shape):
+        value = {"k": value} if kind == "map" else [value]
+    return value
+
+
+shapes = st.lists(st.sampled_from(["map", "list"]), min_size=1, max_size=bridge.values.MAX_DEPTH)
+
+
+DEPTH = bridge.values.MAX_DEPTH
+
+
+@FEW
+@given(shape=shapes)
+@example(shape=["map"] * DEPTH)
+@example(shape=["list"] * DEPTH)
+@example(shape=["list", "map"] * (DEPTH // 2))
+def test_values_nested_up_to_the_limit_cross_both_ways(live, shape):
+    client = bridge.get_rpc_client(bridge.get_transport(None, live.address),
+                                   bridge.Target(topic="topic"), timeout=10)
+    value = _nested(shape)
+    # The context is one value: its entries nest one level less.
+    assert client.call({"deep": _nested(shape[1:])}, "echo", value=value) == value
+    # And by hand, as another client would send it.
+    reply = raw_call(live.chan, request_with_arg("echo", nested_value_bytes(shape)))
+    assert from_value(pb.CallResponse.FromString(reply).result) == value
+
+
+@FEW
+@given(shape=st.lists(st.sampled_from(["map", "list"]), min_size=bridge.values.MAX_DEPTH + 1,
+                      max_size=bridge.values.MAX_DEPTH + 40))
+@example(shape=["map"] * (DEPTH + 1))
+@example(shape=["list"] * (DEPTH + 1))
+def test_values_nested_past_the_limit_are_invalid_argument_naming_it(live, shape):
+    limit = f"deeper than {bridge.values.MAX_DEPTH} levels"
+    value = nested_value_bytes(shape)
+    for method in (CALL, CAST):
+        code, failure, details = status_error(live.chan, None, method=method,
+                                              request=request_with_arg("echo", value))
+        assert code == grpc.StatusCode.INVALID_ARGUMENT, details
+        assert failure.reason == F.REASON_INVALID_ARGUMENT and limit in details
+    responses = live.stream(iter([request_with_arg("echo", value, "stream")]), timeout=10)
+    (answer,) = [pb.StreamResponse.FromString(data) for data in responses]
+    assert answer.error.code == grpc.StatusCode.INVALID_ARGUMENT.value[0]
+    assert limit in answer.error.message
+    with pytest.raises(bridge.NotPrimitiveError, match=limit):
+        bridge.get_rpc_client(bridge.get_transport(None, live.address),
+                              bridge.Target(topic="topic"), timeout=10).call(
+            {}, "echo", value=_nested(shape))
+
+
+@pytest.fixture(scope="module")
+def replying():
+    """A bare grpcio server whose Call answers with the bytes put in ``replying.reply``."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    class Handler:
+        reply = b""
+
+        def call(self, request, context):
+            return self.reply
+
+    handler = Handler()
+    server = grpc.server(ThreadPoolExecutor(4))
+    server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(
+        "bridge.v1.Bridge", {"Call": grpc.unary_unary_rpc_method_handler(handler.call)})])
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    transport = bridge.get_transport(None, f"grpc://127.0.0.1:{port}")
+    handler.client = bridge.get_rpc_client(transport, bridge.Target(topic="t"), timeout=10)
+    yield handler
+    transport.cleanup()
+    server.stop(None)
+
+
+@FEW
+@given(reply=st.one_of(
+    st.lists(st.sampled_from(["map", "list"]), min_size=bridge.values.MAX_DEPTH + 1,
+             max_size=bridge.values.MAX_DEPTH + 60).map(
+        lambda shape: b"\x0a" + _len(nested_value_bytes(shape))),
+    st.binary(min_size=1, max_size=64),
+    st.integers(MAX_INTEGER_DIGITS + 1, 9000).map(
+        lambda n: b"\x0a" + _len(b"\x42" + _len(b"9" * n)))))
+def test_an_unreadable_reply_is_a_clear_error(replying, reply):
+    """A reply nested past the limit, with too many digits, or not a CallResponse at all:
+    the Python client raises a MessagingException saying so, never protobuf's own error."""
+    replying.reply = reply
+    try:
+        replying.client.call({}, "anything")
+    except bridge.MessagingException as exc:
+        assert "cannot be read" in str(exc)
+    # Some random bytes are a valid CallResponse: then a value comes back.
