@@ -16,14 +16,23 @@ from typing import Any
 
 from bridge._proto.bridge.v1 import bridge_pb2 as pb
 from bridge.transport.grpc.server import MAX_TIMEOUT, GrpcServer
-from bridge.transport.grpc.status import Rejection, count_refusal, status_of
+from bridge.transport.grpc.status import (
+    TEXT_BUDGET,
+    Rejection,
+    bounded,
+    count_refusal,
+    status_of,
+    truncate,
+)
 from bridge.transport.grpc.values import decode_error_text, fill_value
 
 LOG = logging.getLogger(__name__)
 
 
 def error_response(call_id: int, failure: pb.Failure) -> bytes:
-    """The encoded StreamResponse of call ``call_id`` ending with ``failure``."""
+    """The encoded StreamResponse of call ``call_id`` ending with ``failure`` (cut to the
+    budgets of a status: see :func:`~bridge.transport.grpc.status.bounded`)."""
+    failure = bounded(failure)
     code, message, _ = status_of(failure)
     return pb.StreamResponse(id=call_id, error=pb.StreamError(
         code=code.value[0], message=message, failure=failure)).SerializeToString()
@@ -76,7 +85,8 @@ class StreamCalls:
         try:
             self._deliver(call, request)
         except Rejection as rejection:
-            LOG.warning("gRPC CallStream call %s refused: %s", call.id, rejection)
+            LOG.warning("gRPC CallStream call %s refused: %s", call.id,
+                        truncate(str(rejection), TEXT_BUDGET))
             call.finish(error_response(call.id, rejection.failure), refused=rejection.failure)
         except Exception as exc:
             failure = server.unexpected(exc, f"CallStream call {call.id}")
@@ -84,7 +94,8 @@ class StreamCalls:
 
     def _refuse(self, call_id: int, failure: pb.Failure) -> None:
         """Answer a request refused before it holds a slot."""
-        LOG.warning("gRPC CallStream call %s refused: %s", call_id, failure.message)
+        LOG.warning("gRPC CallStream call %s refused: %s", call_id,
+                    truncate(failure.message, TEXT_BUDGET))
         count_refusal(failure)
         self.emit(error_response(call_id, failure))
 

@@ -27,16 +27,44 @@ FEW = settings(max_examples=25, deadline=None, derandomize=True,
                                       HealthCheck.too_slow])
 
 
+class KwError(Exception):
+    """An exception with keyword arguments (``kwargs``), as oslo.messaging's carry them."""
+
+    def __init__(self, **kwargs):
+        super().__init__("keywords")
+        self.kwargs = kwargs
+
+
+class Raising:
+    """Failures of every shape and size."""
+
+    target = bridge.Target(namespace="raising")
+
+    def many(self, ctxt, count=1, size=1):
+        raise ValueError(*("a" * size for _ in range(count)))
+
+    def keywords(self, ctxt, count=1, size=1):
+        raise KwError(**{f"k{n}" * size: "v" * size for n in range(count)})
+
+    def deep(self, ctxt, depth=1):
+        def down(level):
+            if level == 0:
+                raise RuntimeError("bottom")
+            down(level - 1)
+        down(depth)
+
+
 class Live:
     """A server (one flavour) and a raw channel to it, shared by the tests of a module."""
 
-    def __init__(self, flavour: str, limit: int) -> None:
+    def __init__(self, flavour: str, limit: int, traceback: bool = False) -> None:
         self.transport = bridge.get_transport(
-            {"grpc": {"server_flavour": flavour, "max_concurrent_calls": limit}},
+            {"grpc": {"server_flavour": flavour, "max_concurrent_calls": limit,
+                      "include_traceback": traceback}},
             "grpc://127.0.0.1:0")
         self.server = bridge.get_rpc_server(self.transport,
                                             bridge.Target(topic="topic", server="s"),
-                                            make_endpoints())
+                                            [*make_endpoints(), Raising()])
         self.server.start()
         self.address = self.server.addresses[0]
         self.chan = channel(self.address)
@@ -56,7 +84,7 @@ class Live:
 
 @pytest.fixture(scope="module", params=["sync", "aio"])
 def live(request):
-    server = Live(request.param, limit=4)
+    server = Live(request.param, limit=4, traceback=True)
     yield server
     server.close()
 
@@ -280,3 +308,66 @@ def test_an_unreadable_reply_is_a_clear_error(replying, reply):
     except bridge.MessagingException as exc:
         assert "cannot be read" in str(exc)
     # Some random bytes are a valid CallResponse: then a value comes back.
+
+
+# -- errors of any size ------------------------------------------------------------------------
+
+#: What a Python or Node client accepts in trailers without trouble.
+TRAILER_LIMIT = 8 * 1024
+
+
+def _trailers_size(err: grpc.RpcError) -> int:
+    return sum(len(key) + len(value) for key, value in err.trailing_metadata())
+
+
+@FEW
+@given(text=st.text(min_size=1, max_size=20), repeat=st.integers(1, 200_000))
+def test_failures_of_any_size_arrive_whole(live, text, repeat):
+    message = (text * repeat)[:1_500_000]
+    client = bridge.get_rpc_client(bridge.get_transport(None, live.address),
+                                   bridge.Target(topic="topic"), timeout=10)
+    with pytest.raises(ValueError) as info:
+        client.call({}, "fail", message=message)
+    got = str(info.value)
+    assert got.startswith(message[:40])
+    if len(message.encode()) > 2000:
+        assert "truncated" in got
+    code, failure, details = status_error(live.chan, envelope(method="fail", message=message))
+    assert code == grpc.StatusCode.UNKNOWN
+    assert (failure.class_name, failure.module) == ("ValueError", "builtins")
+    assert details.startswith("ValueError: ")
+    (answer,) = stream_answers(live, [pb.StreamRequest(
+        id=3, envelope=envelope(method="fail", message=message))])
+    assert answer.error.failure.class_name == "ValueError"
+    assert answer.error.failure.ByteSize() < TRAILER_LIMIT // 2
+
+
+@FEW
+@given(method=st.sampled_from(["many", "keywords", "deep"]), count=st.integers(1, 300),
+       size=st.integers(1, 5000))
+def test_failure_trailers_stay_within_budget(live, method, count, size):
+    """Many or huge arguments, keywords, a deep traceback: the trailers stay under 8 KiB and
+    the failure keeps its class and module."""
+    args = {"depth": min(count, 300)} if method == "deep" else {"count": count, "size": size}
+    with pytest.raises(grpc.RpcError) as info:
+        raw_call(live.chan, pb.CallRequest(envelope=envelope(
+            namespace="raising", method=method, **args)).SerializeToString())
+    err = info.value
+    assert err.code() == grpc.StatusCode.UNKNOWN, err.details()
+    assert _trailers_size(err) < TRAILER_LIMIT
+    code, failure, _ = status_error(live.chan, envelope(namespace="raising", method=method,
+                                                        **args))
+    assert failure.class_name == {"many": "ValueError", "keywords": "KwError",
+                                  "deep": "RuntimeError"}[method]
+    assert failure.module == ("builtins" if method != "keywords" else __name__)
+    assert failure.traceback  # include_traceback: its last lines at least
+
+
+@FEW
+@given(topic=st.text(min_size=1, max_size=3).map(lambda t: t * 100_000))
+def test_refusals_naming_huge_input_stay_within_budget(live, topic):
+    """A refusal that quotes the request (a topic no server serves) stays small."""
+    with pytest.raises(grpc.RpcError) as info:
+        raw_call(live.chan, pb.CallRequest(envelope=envelope(topic=topic)).SerializeToString())
+    assert info.value.code() == grpc.StatusCode.NOT_FOUND
+    assert _trailers_size(info.value) < TRAILER_LIMIT
