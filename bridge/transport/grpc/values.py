@@ -12,6 +12,8 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from google.protobuf.unknown_fields import UnknownFieldSet
+
 from bridge._proto.bridge.v1 import bridge_pb2 as pb
 from bridge.values import MAX_DEPTH, InvalidValueError, NotPrimitiveError, path_text
 
@@ -114,6 +116,9 @@ def fill_map(fields: Any, mapping: Mapping[str, Any], path: str) -> None:
 def from_value(msg: pb.Value, path: Any = "value", depth: int = 0) -> Any:
     """The Python value of ``msg``; a ``Value`` with no kind set is None.
 
+    A ``Value`` with no kind this reader knows but with fields it does not (a kind added
+    to the protocol after it was built) is refused, never read as None.
+
     Raise :class:`InvalidValueError` for a malformed ``big_integer_value`` (or one of more
     than :data:`MAX_INTEGER_DIGITS` digits) or nesting deeper than
     :data:`~bridge.values.MAX_DEPTH`.
@@ -127,7 +132,13 @@ def from_value(msg: pb.Value, path: Any = "value", depth: int = 0) -> Any:
         return msg.double_value
     if kind == "bool_value":
         return msg.bool_value
-    if kind is None or kind == "null_value":
+    if kind == "null_value":
+        return None
+    if kind is None:
+        if UnknownFieldSet(msg):  # a kind added by a newer writer: not a null
+            numbers = sorted({field.field_number for field in UnknownFieldSet(msg)})
+            raise InvalidValueError(path, f"has a kind this reader does not know (field "
+                                    f"{', '.join(map(str, numbers))})")
         return None
     if depth >= MAX_DEPTH:
         raise InvalidValueError(path, f"nests deeper than {MAX_DEPTH} levels")

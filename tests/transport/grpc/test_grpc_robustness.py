@@ -371,3 +371,55 @@ def test_refusals_naming_huge_input_stay_within_budget(live, topic):
         raw_call(live.chan, pb.CallRequest(envelope=envelope(topic=topic)).SerializeToString())
     assert info.value.code() == grpc.StatusCode.NOT_FOUND
     assert _trailers_size(info.value) < TRAILER_LIMIT
+
+
+# -- forward compatibility -----------------------------------------------------------------------
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, n = n & 0x7F, n >> 7
+        out.append(byte | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+@st.composite
+def unknown_kinds(draw) -> bytes:
+    """The bytes of a Value holding only a field this server does not know: a new field
+    number, or a known one with another wire type."""
+    number = draw(st.one_of(st.integers(9, 2**29 - 1), st.integers(1, 8)))
+    wire = draw(st.sampled_from([0, 1, 2, 5]))
+    if number <= 8:  # a known field, written with a wire type it never has
+        known = {1: 0, 2: 0, 3: 0, 4: 1, 5: 2, 6: 2, 7: 2, 8: 2}[number]
+        wire = draw(st.sampled_from([w for w in (0, 1, 5) if w != known]))
+    payload = {0: _varint(draw(st.integers(0, 2**64 - 1))), 1: draw(st.binary(min_size=8,
+               max_size=8)), 5: draw(st.binary(min_size=4, max_size=4))}.get(wire)
+    if payload is None:
+        payload = _len(draw(st.binary(max_size=40)))
+    return _varint(number << 3 | wire) + payload
+
+
+@FEW
+@given(value=unknown_kinds(), where=st.sampled_from(["args", "list", "map"]))
+def test_a_value_of_an_unknown_kind_is_invalid_argument(live, value, where):
+    if where == "list":
+        value = b"\x32" + _len(b"\x0a" + _len(value))
+    elif where == "map":
+        value = b"\x3a" + _len(b"\x0a" + _len(b"\x0a\x01k\x12" + _len(value)))
+    for method in (CALL, CAST):
+        code, failure, details = status_error(live.chan, None, method=method,
+                                              request=request_with_arg("echo", value))
+        assert code == grpc.StatusCode.INVALID_ARGUMENT, details
+        assert "does not know" in details
+    responses = live.stream(iter([request_with_arg("echo", value, "stream")]), timeout=10)
+    (answer,) = [pb.StreamResponse.FromString(data) for data in responses]
+    assert answer.error.code == grpc.StatusCode.INVALID_ARGUMENT.value[0]
+
+
+@FEW
+@given(value=unknown_kinds())
+def test_a_reply_of_an_unknown_kind_is_a_clear_error(replying, value):
+    replying.reply = b"\x0a" + _len(value)
+    with pytest.raises(bridge.MessagingException, match="does not know"):
+        replying.client.call({}, "anything")
