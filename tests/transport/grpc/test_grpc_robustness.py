@@ -423,3 +423,151 @@ def test_a_reply_of_an_unknown_kind_is_a_clear_error(replying, value):
     replying.reply = b"\x0a" + _len(value)
     with pytest.raises(bridge.MessagingException, match="does not know"):
         replying.client.call({}, "anything")
+
+
+# -- at most once ------------------------------------------------------------------------------
+
+class Counting:
+    """Records each run of ``run``, which holds until the test opens ``gate``."""
+
+    def __init__(self, name, runs, started, gate):
+        self.name, self.runs, self.started, self.gate = name, runs, started, gate
+
+    def run(self, ctxt, token=0):
+        self.runs.append((self.name, token))
+        self.started.set()
+        self.gate.wait(10)
+        return self.name
+
+
+@pytest.fixture
+def replaced(request):
+    """Two servers, ``a`` and ``b``, of one topic, and a client reaching ``a`` through a
+    proxy the test can turn to ``b`` (the server replaced): ``(client_for, state)``."""
+    import threading
+
+    from tests.tcp_proxy import TcpProxy
+
+    flavour, executor = request.param
+    state = {"runs": [], "started": threading.Event(), "gate": threading.Event()}
+    started = []
+    for name in ("a", "b"):
+        transport = bridge.get_transport({"grpc": {"server_flavour": flavour}},
+                                         "grpc://127.0.0.1:0")
+        server = bridge.get_rpc_server(
+            transport, bridge.Target(topic="replaced", server=name),
+            [Counting(name, state["runs"], state["started"], state["gate"])],
+            executor=executor)
+        server.start()
+        started.append((server, transport))
+        state[name] = ("127.0.0.1", int(server.addresses[0].rsplit(":", 1)[1]))
+    proxy = TcpProxy(state["a"])
+    proxy.start()
+    state["proxy"] = proxy
+    clients = []
+
+    def client_for(**kwargs):
+        transport = bridge.get_transport(None, f"grpc://127.0.0.1:{proxy.port}")
+        clients.append(transport)
+        return bridge.get_rpc_client(transport, bridge.Target(topic="replaced"), timeout=10,
+                                     **kwargs)
+
+    yield client_for, state
+    state["gate"].set()
+    proxy.stop()
+    for transport in clients:
+        transport.cleanup()
+    for server, transport in started:
+        server.stop()
+        server.wait()
+        transport.cleanup()
+
+
+def _replace_mid_call(state, send):
+    """Run ``send()`` in a thread; once ``a`` runs it, turn the proxy to ``b`` and cut the
+    connection; the outcome of ``send()`` (its result or exception)."""
+    import threading
+
+    outcome = []
+
+    def run():
+        try:
+            outcome.append(send())
+        except Exception as exc:  # the outcome under test
+            outcome.append(exc)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    assert state["started"].wait(10)
+    state["proxy"].upstream = state["b"]
+    state["proxy"].drop()
+    thread.join(15)
+    state["gate"].set()
+    return outcome[0]
+
+
+@pytest.mark.parametrize("replaced", [("sync", "threading"), ("aio", "threading")],
+                         indirect=True, ids=["sync", "aio"])
+def test_a_call_that_may_have_run_is_never_sent_again(replaced):
+    client_for, state = replaced
+    outcome = _replace_mid_call(state, lambda: client_for().call({}, "run", token=1))
+    assert isinstance(outcome, bridge.MessageDeliveryFailure), outcome
+    assert "not sent again" in str(outcome)
+    assert state["runs"] == [("a", 1)]
+    # The client goes on with the new server.
+    assert client_for().call({}, "run", token=2) == "b"
+    assert state["runs"] == [("a", 1), ("b", 2)]
+
+
+@pytest.mark.parametrize("replaced", [("sync", "blocking")], indirect=True, ids=["sync"])
+@pytest.mark.parametrize("at_least_once", [False, True])
+def test_a_cast_that_may_have_run_is_sent_again_only_at_least_once(replaced, at_least_once):
+    """With the blocking executor a Cast is answered once its method ran: cut meanwhile, it
+    may have run. Sent again only when the caller asked for at least once."""
+    client_for, state = replaced
+    client = client_for(transport_options=bridge.TransportOptions(at_least_once))
+    outcome = _replace_mid_call(state, lambda: client.cast({}, "run", token=1))
+    if at_least_once:
+        assert outcome is None
+        assert state["runs"] == [("a", 1), ("b", 1)]
+    else:
+        assert isinstance(outcome, bridge.MessageDeliveryFailure), outcome
+        assert state["runs"] == [("a", 1)]
+
+
+def test_a_call_refused_before_dispatch_is_sent_again():
+    """A call the bridge refuses because its servers are stopping never ran: the client
+    sends it again, and it runs once, on the server that came back."""
+    import threading
+
+    from bridge import stats
+
+    runs, started, gate = [], threading.Event(), threading.Event()
+    gate.set()
+    transport = bridge.get_transport(None, "grpc://127.0.0.1:0")
+    keep = bridge.get_rpc_server(transport, bridge.Target(topic="keep", server="k"),
+                                 make_endpoints())
+    keep.start()  # holds the port while the other server stops and starts
+    first = bridge.get_rpc_server(transport, bridge.Target(topic="back", server="s"),
+                                  [Counting("first", runs, started, gate)])
+    first.start()
+    first.stop()  # stopping: its requests are refused with UNAVAILABLE
+    client = bridge.get_rpc_client(bridge.get_transport(None, keep.addresses[0]),
+                                   bridge.Target(topic="back"), timeout=10)
+    refused = stats.refusal_counts().get(("grpc", "unavailable"), 0)
+    outcome = []
+    thread = threading.Thread(target=lambda: outcome.append(client.call({}, "run", token=7)))
+    thread.start()
+    from tests.waiting import wait_for
+
+    wait_for(lambda: stats.refusal_counts().get(("grpc", "unavailable"), 0) > refused, 10)
+    first.wait()
+    second = bridge.get_rpc_server(transport, bridge.Target(topic="back", server="s"),
+                                   [Counting("second", runs, started, gate)])
+    second.start()
+    thread.join(15)
+    assert outcome == ["second"] and runs == [("second", 7)]
+    for server in (second, keep):
+        server.stop()
+        server.wait()
+    transport.cleanup()
