@@ -48,6 +48,12 @@ SERVICE_NAME = "bridge.v1.Bridge"
 #: The longest deadline or per-call timeout that counts, in seconds (about 31 years); a
 #: longer one counts as none, so that no later sum or wait with it can overflow.
 MAX_TIMEOUT = 1e9
+#: While shutting down: how long no request must have been refused before the port closes,
+#: and the longest such wait (see :meth:`GrpcServer.shutdown`).
+QUIET = 0.02
+MAX_LINGER = 2.0
+
+_monotonic = time.monotonic
 
 #: ``(code, details, trailing metadata)`` of an error status.
 Status = tuple[grpc.StatusCode, str, tuple[tuple[str, bytes], ...]]
@@ -86,6 +92,10 @@ class GrpcServer(abc.ABC):
         #: False while the process says it cannot serve (set through a listener).
         self.process_serving = True
         self.running = False
+        #: When the last request was decoded (see :meth:`linger`).
+        self.last_request = 0.0
+        #: True while refused requests are held (see :meth:`linger`).
+        self.lingering = False
         self._server: Any = None
         self._health: Any = None
         self._start()
@@ -185,14 +195,52 @@ class GrpcServer(abc.ABC):
     def _publish_health(self, status: int) -> None:
         """Set ``status`` for the whole server and for ``bridge.v1.Bridge``."""
 
+    def linger(self) -> None:
+        """Wait, after the last listener went, until no client is being refused any more.
+
+        Requests for released listeners are refused with UNAVAILABLE (so a client retries
+        elsewhere) until the port closes; but grpc cancels (CANCELLED) the requests it
+        holds and has not handed to a handler yet when its server stops. So from now on
+        each Call or Cast refused as UNAVAILABLE is held (its client waits for the answer
+        instead of sending more) until :meth:`release_held`, which :meth:`shutdown` calls
+        once grpc takes no request in; and this waits until no request has come for
+        :data:`QUIET` seconds, so that grpc has handed every request it took in to a
+        handler (at most ``shutdown_grace`` and :data:`MAX_LINGER`).
+        """
+        if not self._may_block():
+            return
+        self.lingering = True
+        limit = min(self.options.shutdown_grace, MAX_LINGER)
+        began = time.monotonic()
+        while True:
+            now = time.monotonic()
+            quiet_for = now - self.last_request
+            if quiet_for >= QUIET or now - began >= limit:
+                return
+            time.sleep(min(QUIET - quiet_for, limit - (now - began)))
+
+    def release_held(self) -> None:
+        """Answer the requests held while lingering; hold none from now on."""
+        self.lingering = False
+        self._release_held()
+
+    @abc.abstractmethod
+    def _release_held(self) -> None:
+        """Let every request held in ``_abort`` go on."""
+
     def shutdown(self) -> None:
-        """Stop the server, letting replies in flight finish for ``shutdown_grace``."""
+        """Stop the server, letting replies in flight finish for ``shutdown_grace``; a
+        request that arrives meanwhile is refused with UNAVAILABLE."""
         if not self.running:
             return
         self.running = False
         server, self._server = self._server, None
         self._stop(server, self.options.shutdown_grace)
         self.timeouts.close()
+
+    def _may_block(self) -> bool:
+        """False on a thread that must not wait (the aio flavour's event loop)."""
+        return True
 
     @abc.abstractmethod
     def _stop(self, server: Any, grace: float) -> None:
@@ -244,7 +292,8 @@ class GrpcServer(abc.ABC):
             message["namespace"] = envelope.namespace
         if envelope.HasField("version"):
             message["version"] = envelope.version
-        deadline = None if remaining is None else time.monotonic() + remaining
+        self.last_request = now = _monotonic()
+        deadline = None if remaining is None else now + remaining
         return GrpcIncoming(ctxt, message, deadline, remaining, answer, make_reply,
                             self.options.include_traceback,
                             self.options.max_send_message_length)
@@ -272,6 +321,9 @@ class GrpcServer(abc.ABC):
             if handler is not None:
                 handler(incoming)
                 return
+        if not self.running or self.router.stopped(target):
+            raise Rejection(pb.Failure.REASON_UNAVAILABLE,
+                            f"the servers of {target_text(target)} stopped")
         raise Rejection(pb.Failure.REASON_TARGET_NOT_FOUND,
                         f"no server of {target_text(target)} at {self.address}")
 

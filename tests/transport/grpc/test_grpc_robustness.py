@@ -15,7 +15,14 @@ import bridge
 import bridge.values
 from bridge._proto.bridge.v1 import bridge_pb2 as pb
 from bridge.transport.grpc.values import MAX_INTEGER_DIGITS, from_value
-from tests.grpc_helpers import channel, envelope, make_endpoints, raw_call, status_error
+from tests.grpc_helpers import (
+    channel,
+    envelope,
+    failure_of,
+    make_endpoints,
+    raw_call,
+    status_error,
+)
 
 F = pb.Failure
 CALL = "/bridge.v1.Bridge/Call"
@@ -571,3 +578,65 @@ def test_a_call_refused_before_dispatch_is_sent_again():
         server.stop()
         server.wait()
     transport.cleanup()
+
+
+# -- shutdown ------------------------------------------------------------------------------------
+
+def _stop_under_load(flavour: str, seen) -> None:
+    """Start a server, call it from 6 threads without pause, stop it and wait until its port
+    is closed; count each outcome in ``seen``."""
+    import threading
+
+    from tests.waiting import wait_for
+
+    transport = bridge.get_transport({"grpc": {"server_flavour": flavour}},
+                                     "grpc://127.0.0.1:0")
+    server = bridge.get_rpc_server(transport, bridge.Target(topic="topic", server="s"),
+                                   make_endpoints())
+    server.start()
+    chan = channel(server.addresses[0])
+    stub = chan.unary_unary(CALL)
+    data = pb.CallRequest(envelope=envelope()).SerializeToString()
+    done = threading.Event()
+    answered = threading.Semaphore(0)
+
+    def load():
+        while not done.is_set():
+            try:
+                stub(data, timeout=10)
+                seen["ok"] += 1
+                answered.release()
+            except grpc.RpcError as err:
+                failure = failure_of(err)
+                if failure is None and "failed to connect" in err.details():
+                    seen["connection refused"] += 1
+                else:
+                    seen[(err.code().name, failure and F.Reason.Name(failure.reason))] += 1
+
+    threads = [threading.Thread(target=load) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for _ in range(50):  # the load is on
+        assert answered.acquire(timeout=10)
+    server.stop()
+    server.wait()
+    refused = seen["connection refused"]
+    wait_for(lambda: seen["connection refused"] > refused + 6, 10)  # the port is closed
+    done.set()
+    for thread in threads:
+        thread.join(10)
+    chan.close()
+    transport.cleanup()
+
+
+@pytest.mark.parametrize("flavour", ["sync", "aio"])
+def test_calls_during_stop_and_wait_are_always_unavailable(flavour):
+    """Clients calling without pause while a server stops: every refusal is UNAVAILABLE,
+    with the bridge's Failure until the port closes (then the connection is refused):
+    never NOT_FOUND, never CANCELLED."""
+    import collections
+
+    seen: collections.Counter = collections.Counter()
+    for _ in range(3):
+        _stop_under_load(flavour, seen)
+    assert set(seen) <= {"ok", "connection refused", ("UNAVAILABLE", "REASON_UNAVAILABLE")}, seen
