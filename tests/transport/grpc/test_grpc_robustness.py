@@ -640,3 +640,35 @@ def test_calls_during_stop_and_wait_are_always_unavailable(flavour):
     for _ in range(3):
         _stop_under_load(flavour, seen)
     assert set(seen) <= {"ok", "connection refused", ("UNAVAILABLE", "REASON_UNAVAILABLE")}, seen
+
+
+# -- bounded memory --------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("compression", [grpc.Compression.Gzip, grpc.Compression.Deflate])
+def test_a_compressed_request_is_refused_by_its_inflated_size(compression):
+    """A request that inflates past max_receive_message_length is refused as an oversized
+    plain one is (RESOURCE_EXHAUSTED), while inflating: grpc stops at the limit."""
+    transport = bridge.get_transport({"grpc": {"max_receive_message_length": 100_000}},
+                                     "grpc://127.0.0.1:0")
+    server = bridge.get_rpc_server(transport, bridge.Target(topic="topic", server="s"),
+                                   make_endpoints())
+    server.start()
+    chan = channel(server.addresses[0])
+    try:
+        stub = chan.unary_unary(CALL)
+        small = pb.CallRequest(envelope=envelope(method="echo", value="\0" * 50_000))
+        reply = stub(small.SerializeToString(), timeout=10, compression=compression)
+        assert from_value(pb.CallResponse.FromString(reply).result) == "\0" * 50_000
+        bomb = pb.CallRequest(envelope=envelope(method="echo", value="\0" * 8_000_000))
+        for data in (bomb.SerializeToString(), b"\0" * 8_000_000):
+            with pytest.raises(grpc.RpcError) as info:
+                stub(data, timeout=10, compression=compression)
+            assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert "larger than max" in info.value.details()
+        reply = stub(pb.CallRequest(envelope=envelope()).SerializeToString(), timeout=10)
+        assert from_value(pb.CallResponse.FromString(reply).result) == "pong"
+    finally:
+        chan.close()
+        server.stop()
+        server.wait()
+        transport.cleanup()
