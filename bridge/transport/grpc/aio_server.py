@@ -91,6 +91,12 @@ class AioGrpcServer(GrpcServer):
                 LOG.exception("Error while stopping the gRPC server on %s", self.address)
         self._stop_loop()
 
+    def _hold_from_now(self) -> None:
+        async def clear() -> None:
+            self._held.clear()
+
+        self._run(clear())
+
     def _release_held(self) -> None:
         if self._on_loop():
             self._held.set()

@@ -209,6 +209,7 @@ class GrpcServer(abc.ABC):
         """
         if not self._may_block():
             return
+        self._hold_from_now()
         self.lingering = True
         limit = min(self.options.shutdown_grace, MAX_LINGER)
         began = time.monotonic()
@@ -223,6 +224,10 @@ class GrpcServer(abc.ABC):
         """Answer the requests held while lingering; hold none from now on."""
         self.lingering = False
         self._release_held()
+
+    @abc.abstractmethod
+    def _hold_from_now(self) -> None:
+        """Make ``_abort`` hold the requests it refuses as UNAVAILABLE (while lingering)."""
 
     @abc.abstractmethod
     def _release_held(self) -> None:

@@ -63,6 +63,9 @@ class SyncGrpcServer(GrpcServer):
             stopped.wait(grace + 10)
         self._pool.shutdown(wait=False)
 
+    def _hold_from_now(self) -> None:
+        self._held.clear()
+
     def _release_held(self) -> None:
         self._held.set()
 
