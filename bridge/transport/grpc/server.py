@@ -50,7 +50,7 @@ SERVICE_NAME = "bridge.v1.Bridge"
 MAX_TIMEOUT = 1e9
 #: While shutting down: how long no request must have been refused before the port closes,
 #: and the longest such wait (see :meth:`GrpcServer.shutdown`).
-QUIET = 0.02
+QUIET = 0.05
 MAX_LINGER = 2.0
 
 _monotonic = time.monotonic
