@@ -181,12 +181,7 @@ def test_cast_nobody_serves(wire, served, fanout):
     assert drain(served.events, 0) == []
 
 
-def test_undeliverable_names_the_exchange(wire, served, request):
-    if wire.family == "grpc":
-        request.applymarker(pytest.mark.xfail(
-            strict=True, reason="gRPC driver: MessageUndeliverable.exchange is '' when the "
-            "target has no exchange, not the control exchange the message was sent to "
-            "(bridge/transport/grpc/status.py exception_for_error)"))
+def test_undeliverable_names_the_exchange(wire, served):
     client = wire.client(bridge.Target(topic=f"{served.topic}-nobody"), timeout=5,
                          transport_options=bridge.TransportOptions(at_least_once=True))
     with pytest.raises(bridge.MessageUndeliverable) as info:

@@ -53,12 +53,6 @@ def finished(thread: threading.Thread, box: dict, what: str) -> object:
 def test_stop_during_a_slow_call(wire, topic, executor, request):
     """stop() returns while a call runs; that call still gets its answer; wait() returns
     only after it."""
-    if wire.name == "grpc-aio" and executor == "blocking":
-        request.applymarker(pytest.mark.xfail(strict=True, reason=(
-            "gRPC driver (aio flavour): stop() blocks until a method running under the "
-            "blocking executor returns: the listener's _stop() calls "
-            "GrpcServer.update_health(), which waits (up to 30 s) for a coroutine on the "
-            "event loop that the method occupies")))
     gate = Gate()
     server = wire.server(bridge.Target(topic=topic, server="s1"), [gate], executor=executor)
     client = wire.client(bridge.Target(topic=topic))

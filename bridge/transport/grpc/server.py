@@ -35,23 +35,38 @@ from bridge.transport.grpc.health import health_statuses
 from bridge.transport.grpc.incoming import Answer, GrpcIncoming, call_reply
 from bridge.transport.grpc.options import GrpcOptions
 from bridge.transport.grpc.routing import Router, target_text
-from bridge.transport.grpc.status import Rejection, count_refusal, status_of
+from bridge.transport.grpc.status import (
+    Rejection,
+    count_refusal,
+    failure_from_exception,
+    status_of,
+)
 from bridge.transport.grpc.tls_reload import server_credentials
-from bridge.transport.grpc.values import from_map
+from bridge.transport.grpc.values import decode_error_text, from_map
 from bridge.values import InvalidValueError
 
 LOG = logging.getLogger(__name__)
 
 SERVICE_NAME = "bridge.v1.Bridge"
+#: The longest deadline or per-call timeout that counts, in seconds (about 31 years); a
+#: longer one counts as none, so that no later sum or wait with it can overflow.
+MAX_TIMEOUT = 1e9
+#: While shutting down: how long no request must have been refused before the port closes,
+#: and the longest such wait (see :meth:`GrpcServer.shutdown`).
+QUIET = 0.05
+MAX_LINGER = 2.0
+
+_monotonic = time.monotonic
 
 #: ``(code, details, trailing metadata)`` of an error status.
 Status = tuple[grpc.StatusCode, str, tuple[tuple[str, bytes], ...]]
 
 
 def remaining_time(context: Any) -> float | None:
-    """Seconds before the call's deadline; None without one (sync grpc says ~2**63 ns)."""
+    """Seconds before the call's deadline; None without one (sync grpc says ~2**63 ns), or
+    one past :data:`MAX_TIMEOUT`."""
     remaining = context.time_remaining()
-    if remaining is None or remaining > 1e9:
+    if remaining is None or not remaining <= MAX_TIMEOUT:
         return None
     return max(0.0, remaining)
 
@@ -80,6 +95,10 @@ class GrpcServer(abc.ABC):
         #: False while the process says it cannot serve (set through a listener).
         self.process_serving = True
         self.running = False
+        #: When the last request was decoded (see :meth:`linger`).
+        self.last_request = 0.0
+        #: True while refused requests are held (see :meth:`linger`).
+        self.lingering = False
         self._server: Any = None
         self._health: Any = None
         self._start()
@@ -171,14 +190,57 @@ class GrpcServer(abc.ABC):
     def _publish_health(self, statuses: dict[str, int]) -> None:
         """Set each health service name's status."""
 
+    def linger(self) -> None:
+        """Wait, after the last listener went, until no client is being refused any more.
+
+        Requests for released listeners are refused with UNAVAILABLE (so a client retries
+        elsewhere) until the port closes; but grpc cancels (CANCELLED) the requests it
+        holds and has not handed to a handler yet when its server stops. So from now on
+        each Call or Cast refused as UNAVAILABLE is held (its client waits for the answer
+        instead of sending more) until :meth:`release_held`, which :meth:`shutdown` calls
+        once grpc takes no request in; and this waits until no request has come for
+        :data:`QUIET` seconds, so that grpc has handed every request it took in to a
+        handler (at most ``shutdown_grace`` and :data:`MAX_LINGER`).
+        """
+        if not self._may_block():
+            return
+        self._hold_from_now()
+        self.lingering = True
+        limit = min(self.options.shutdown_grace, MAX_LINGER)
+        began = time.monotonic()
+        while True:
+            now = time.monotonic()
+            quiet_for = now - self.last_request
+            if quiet_for >= QUIET or now - began >= limit:
+                return
+            time.sleep(min(QUIET - quiet_for, limit - (now - began)))
+
+    def release_held(self) -> None:
+        """Answer the requests held while lingering; hold none from now on."""
+        self.lingering = False
+        self._release_held()
+
+    @abc.abstractmethod
+    def _hold_from_now(self) -> None:
+        """Make ``_abort`` hold the requests it refuses as UNAVAILABLE (while lingering)."""
+
+    @abc.abstractmethod
+    def _release_held(self) -> None:
+        """Let every request held in ``_abort`` go on."""
+
     def shutdown(self) -> None:
-        """Stop the server, letting replies in flight finish for ``shutdown_grace``."""
+        """Stop the server, letting replies in flight finish for ``shutdown_grace``; a
+        request that arrives meanwhile is refused with UNAVAILABLE."""
         if not self.running:
             return
         self.running = False
         server, self._server = self._server, None
         self._stop(server, self.options.shutdown_grace)
         self.timeouts.close()
+
+    def _may_block(self) -> bool:
+        """False on a thread that must not wait (the aio flavour's event loop)."""
+        return True
 
     @abc.abstractmethod
     def _stop(self, server: Any, grace: float) -> None:
@@ -190,17 +252,29 @@ class GrpcServer(abc.ABC):
         """Run ``resolve(outcome)`` where the RPC's handler may use it; from any thread."""
         resolve(outcome)
 
-    def refuse(self, failure: pb.Failure, what: str) -> Status:
+    def refuse(self, failure: pb.Failure, what: str, log: bool = True) -> Status:
         """Count and log a request refused before any listener took it; its status."""
         status = status_of(failure)
-        if count_refusal(failure):  # else the server's admission step counted and logged it
+        if count_refusal(failure) and log:  # else the admission step logged it
             LOG.warning("gRPC %s refused: %s", what, status[1])
         return status
 
-    def sender(self, context: Any) -> Sender:
+    def sender(self, context: Any) -> Sender | None:
         """What the request behind ``context`` tells about its sender (bridge.auth) and
-        its trace context."""
+        its trace context (None without a context)."""
+        if context is None:
+            return None
         return sender_of(context, self.scheme == "grpcs" and self.options.tls_client_auth)
+
+    def unexpected(self, exc: Exception, what: str) -> pb.Failure:
+        """The Failure answering a request whose decoding or delivery raised ``exc``, an
+        error no rule foresaw (logged once, with its traceback)."""
+        LOG.error("gRPC %s failed before dispatch", what, exc_info=exc)
+        try:
+            return failure_from_exception(exc)
+        except Exception:
+            return Rejection(pb.Failure.REASON_ENDPOINT_ERROR,
+                             f"{type(exc).__name__} before dispatch").failure
 
     def decode(self, envelope: pb.Envelope, remaining: float | None,
                answer: Answer | None, make_reply: Callable[[Any], bytes],
@@ -225,7 +299,8 @@ class GrpcServer(abc.ABC):
             message["namespace"] = envelope.namespace
         if envelope.HasField("version"):
             message["version"] = envelope.version
-        deadline = None if remaining is None else time.monotonic() + remaining
+        self.last_request = now = _monotonic()
+        deadline = None if remaining is None else now + remaining
         incoming = GrpcIncoming(ctxt, message, deadline, remaining, answer, make_reply,
                                 self.options.include_traceback,
                                 self.options.max_send_message_length)
@@ -256,6 +331,9 @@ class GrpcServer(abc.ABC):
             if handler is not None:
                 handler(incoming)
                 return
+        if not self.running or self.router.stopped(target):
+            raise Rejection(pb.Failure.REASON_UNAVAILABLE,
+                            f"the servers of {target_text(target)} stopped")
         raise Rejection(pb.Failure.REASON_TARGET_NOT_FOUND,
                         f"no server of {target_text(target)} at {self.address}")
 
@@ -266,7 +344,7 @@ class GrpcServer(abc.ABC):
             request = pb.CallRequest.FromString(data)
         except Exception as exc:
             raise Rejection(pb.Failure.REASON_INVALID_ARGUMENT,
-                            f"undecodable CallRequest: {exc}") from None
+                            f"undecodable CallRequest: {decode_error_text(exc)}") from None
         envelope = request.envelope
         return envelope.target, self.decode(envelope, remaining, answer, call_reply,
                                             self.sender(context))
@@ -277,7 +355,7 @@ class GrpcServer(abc.ABC):
             request = pb.CastRequest.FromString(data)
         except Exception as exc:
             raise Rejection(pb.Failure.REASON_INVALID_ARGUMENT,
-                            f"undecodable CastRequest: {exc}") from None
+                            f"undecodable CastRequest: {decode_error_text(exc)}") from None
         incoming = self.decode(request.envelope, None, None, call_reply,
                                self.sender(context))
         self.deliver(request.envelope.target, incoming)

@@ -12,9 +12,10 @@ from typing import Any
 
 import grpc
 
+from bridge._proto.bridge.v1 import bridge_pb2 as pb
 from bridge.transport.grpc.health import initial_statuses
 from bridge.transport.grpc.options import server_args
-from bridge.transport.grpc.server import GrpcServer, remaining_time
+from bridge.transport.grpc.server import MAX_LINGER, GrpcServer, remaining_time
 from bridge.transport.grpc.status import Rejection, status_of
 from bridge.transport.grpc.streams import StreamCalls
 
@@ -29,6 +30,7 @@ class SyncGrpcServer(GrpcServer):
     def _start(self) -> None:
         from grpc_health.v1 import health
 
+        self._held = threading.Event()
         # Each call in flight holds one of these threads while the executor runs it; the
         # spare ones answer health checks and refuse calls over the limit. Threads are
         # made only when needed.
@@ -56,15 +58,29 @@ class SyncGrpcServer(GrpcServer):
             self._health.set(name, status)
 
     def _stop(self, server: Any, grace: float) -> None:
-        if server is not None:
-            server.stop(grace).wait(grace + 10)
+        stopped = server.stop(grace) if server is not None else None
+        self.release_held()  # after grpc took its last request in: none is cancelled
+        if stopped is not None:
+            stopped.wait(grace + 10)
         self._pool.shutdown(wait=False)
+
+    def _hold_from_now(self) -> None:
+        self._held.clear()
+
+    def _release_held(self) -> None:
+        self._held.set()
 
     # -- handlers (grpc.server threads) -------------------------------------------------------
 
-    def _abort(self, context: grpc.ServicerContext, failure: Any, what: str) -> None:
-        """Refuse a request no listener took: count it, log it, end the RPC (raises)."""
-        code, message, metadata = self.refuse(failure, what)
+    def _abort(self, context: grpc.ServicerContext, failure: Any, what: str,
+               log: bool = True) -> None:
+        """Refuse a request no listener took: count it, log it, end the RPC (raises).
+
+        While the server lingers, a request refused as UNAVAILABLE is held until its port
+        closes (see :meth:`GrpcServer.linger`)."""
+        code, message, metadata = self.refuse(failure, what, log)
+        if self.lingering and failure.reason == pb.Failure.REASON_UNAVAILABLE:
+            self._held.wait(MAX_LINGER)
         context.set_trailing_metadata(metadata)
         context.abort(code, message)
 
@@ -86,6 +102,7 @@ class SyncGrpcServer(GrpcServer):
             self.admission.enter()
         except Rejection as rejection:
             self._abort(context, rejection.failure, "Call")
+        refused: tuple[Any, bool] | None = None  # (failure, log it)
         try:
             remaining = remaining_time(context)
             try:
@@ -96,12 +113,16 @@ class SyncGrpcServer(GrpcServer):
                 context.add_callback(lambda: None if box else incoming.caller_cancelled())
                 self.deliver(target, incoming)
             except Rejection as rejection:
-                self._abort(context, rejection.failure, "Call")
-            if not box:
+                refused = (rejection.failure, True)
+            except Exception as exc:
+                refused = (self.unexpected(exc, "Call"), False)
+            if refused is None and not box:
                 # Past the deadline gRPC has answered the caller already: stop waiting.
                 done.acquire(timeout=-1 if remaining is None else remaining + 1.0)
         finally:
             self.admission.leave()
+        if refused is not None:
+            self._abort(context, refused[0], "Call", refused[1])
         if not box:
             return b""  # the deadline passed; nobody reads this
         outcome = box[0]
@@ -118,6 +139,8 @@ class SyncGrpcServer(GrpcServer):
             self.start_cast(data, context)
         except Rejection as rejection:
             self._abort(context, rejection.failure, "Cast")
+        except Exception as exc:
+            self._abort(context, self.unexpected(exc, "Cast"), "Cast", log=False)
         return b""  # an empty CastResponse
 
     def call_stream(self, requests: Iterator[bytes],
