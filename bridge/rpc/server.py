@@ -12,8 +12,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Sequence
-from typing import Any, Protocol
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
 
 from bridge.exceptions import (
     ExpectedException,
@@ -30,7 +30,10 @@ from bridge.rpc.heartbeat import HeartbeatScheduler
 from bridge.serializer import Serializer
 from bridge.target import Target
 from bridge.transport import Transport
-from bridge.transport.base import IncomingMessage, Listener
+from bridge.transport.base import Credentials, IncomingMessage, Listener
+
+if TYPE_CHECKING:
+    from bridge.rpc.describe import Allow
 
 LOG = logging.getLogger(__name__)
 
@@ -95,6 +98,10 @@ class MessageHandlingServer:
         self._lifecycle_lock = threading.RLock()
         self._observers: list[ServerObserver] = []
         self._accepted_at: dict[int, float] = {}
+        #: Given a caller's credentials, what that caller may see in :meth:`describe`
+        #: (an ``allow`` callback of :mod:`bridge.rpc.describe`, or None for all): the
+        #: seam for a per-caller access policy. None lists what the dispatcher allows.
+        self.describe_filter: Callable[[Credentials | None], Allow | None] | None = None
 
     def add_observer(self, observer: ServerObserver) -> None:
         """Tell ``observer`` about every message from now on (see :class:`ServerObserver`)."""
@@ -139,6 +146,7 @@ class MessageHandlingServer:
             with self._cond:
                 self._state = _RUNNING
             for listener in listeners:
+                listener.describe = self.describe
                 listener.start(self._on_incoming)
             if listeners:
                 LOG.info("Serving %s on %s", self.target,
@@ -157,6 +165,7 @@ class MessageHandlingServer:
                 return self._on_unrouted
             return None
 
+        route.describe = self.describe  # type: ignore[attr-defined] # see UnroutedHandler
         transport.serve_unrouted(route)
         self._unrouted.append(transport)
 
@@ -187,6 +196,20 @@ class MessageHandlingServer:
         with self._lifecycle_lock:
             if self._state == _STOPPED:
                 self._drain_and_release(timeout)
+
+    def describe(self, credentials: Credentials | None = None,
+                 allow: Allow | None = None) -> dict[str, Any]:
+        """What this server serves, in the plain form of
+        :meth:`bridge.rpc.describe.Description.as_dict`.
+
+        ``allow`` (or, when None, :attr:`describe_filter` given ``credentials``) leaves out
+        what it refuses. Listeners get this method (``Listener.describe``) for their wire.
+        """
+        from bridge.rpc.describe import Description
+
+        if allow is None and self.describe_filter is not None:
+            allow = self.describe_filter(credentials)
+        return Description(tuple(self.handler.describe(self.target, allow))).as_dict()
 
     def reset(self) -> None:
         """Ask each listener to renew its connections (drivers with ``implements.reset``)."""

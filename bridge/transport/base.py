@@ -64,6 +64,29 @@ class Capabilities:
     remote: bool = True
 
 
+@dataclass(frozen=True)
+class Credentials:
+    """What a caller presented, as its wire tells: set by the driver on
+    :attr:`IncomingMessage.credentials` for the server's access policy to judge.
+
+    A field is None when the caller sent no such thing (or the wire cannot tell).
+    """
+
+    #: The ``Authorization`` header (HTTP) or metadata entry (gRPC), as sent.
+    authorization: str | None = None
+    #: The caller's TLS client certificate (DER), verified by the TLS handshake against
+    #: the server's CA; None without mutual TLS.
+    peer_certificate: bytes | None = None
+    #: The caller's address (``host:port``), for logs.
+    peer: str | None = None
+
+
+#: What a server serves, as the plain dict of :meth:`bridge.rpc.describe.Description.as_dict`
+#: (``{"targets": [...]}``); given the caller's :class:`Credentials` (None: not known), it
+#: lists only what that caller may call.
+DescribeCallable = Callable[["Credentials | None"], "dict[str, Any]"]
+
+
 class UnsupportedCapability(NotImplementedError):
     """A driver was asked for something its :class:`Capabilities` do not declare."""
 
@@ -103,6 +126,9 @@ class IncomingMessage(abc.ABC):
     target: Target | None = None
     may_run_inline: bool = False
     failure_expected: bool = False
+    #: Who is calling (see :class:`Credentials`), set by a driver whose wire tells; the
+    #: server's access policy reads it. None: the wire says nothing about the caller.
+    credentials: Credentials | None = None
     #: Set by the server: it reached a server through ``serve_unrouted``, addressed to a
     #: target that none of the process's listeners serves (a gateway forwards it as such).
     unrouted: bool = False
@@ -160,6 +186,8 @@ class IncomingMessage(abc.ABC):
 OnIncoming = Callable[[IncomingMessage], None]
 #: Given a request's target, the callable that takes its message (and answers it), or
 #: None to refuse it as a target nobody serves. Runs on the driver's thread: no blocking.
+#: The server's handler also has a ``describe`` attribute (a :data:`DescribeCallable`)
+#: listing the targets it takes (a gateway's routed topics), for wires that describe.
 UnroutedHandler = Callable[["Target"], "OnIncoming | None"]
 
 
@@ -205,6 +233,9 @@ class Listener(abc.ABC):
     address: str | None = None
     #: A URL that a client in another process can call this listener with, or None.
     client_url: str | None = None
+    #: Set by the server before :meth:`start`: what the server behind this listener
+    #: serves (see :data:`DescribeCallable`), for wires that answer a Describe request.
+    describe: DescribeCallable | None = None
 
     def __init__(self) -> None:
         self.lock = OwnedLock()
