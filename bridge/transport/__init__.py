@@ -31,6 +31,8 @@ DRIVERS = {
     "memory": "bridge.transport.memory:MemoryDriver",
     "grpc": "bridge.transport.grpc:GrpcDriver",
     "grpcs": "bridge.transport.grpc:GrpcDriver",
+    "http": "bridge.transport.http:HttpDriver",
+    "https": "bridge.transport.http:HttpDriver",
     "rabbit": "bridge.transport.amqp:AmqpDriver",
     "kombu": "bridge.transport.amqp:AmqpDriver",
     "amqp": "bridge.transport.amqp:AmqpDriver",
