@@ -262,8 +262,7 @@ class BridgeApp:
             else:
                 from bridge.transport.http.openapi import openapi_document
 
-                await respond(send, 200, values.dumps(openapi_document(
-                    description, self.server.address)))
+                await respond(send, 200, values.dumps(openapi_document(description)))
             return True
         if not self.server.options.explorer:
             return False
