@@ -104,22 +104,29 @@ class _ServerProxy:
 
 def driver_conf(settings: ServeSettings) -> dict[str, Any]:
     """The ``conf`` mapping handed to ``get_transport``: the drivers' option groups, with
-    the gRPC settings of ``bridge serve`` (message size, TLS files) in the gRPC URL's."""
+    the settings of ``bridge serve`` (message size, TLS files) in the groups of the gRPC
+    and HTTP URLs' drivers (TLS files only where the URL asks for TLS)."""
     conf: dict[str, Any] = {name: dict(table) for name, table in settings.driver_groups.items()}
-    grpc_url = settings.grpc_url or "grpc://"
-    group_name = driver_class(grpc_url).implements.option_group or ""
-    served: dict[str, Any] = {
-        "max_receive_message_length": settings.max_message_size,
-        "max_send_message_length": settings.max_message_size,
-    }
+    tls: dict[str, Any] = {}
     if settings.tls_cert_file:
-        served["tls_cert_file"] = settings.tls_cert_file
-        served["tls_key_file"] = settings.tls_key_file
+        tls["tls_cert_file"] = settings.tls_cert_file
+        tls["tls_key_file"] = settings.tls_key_file
     if settings.tls_ca_file:
         # A CA on the server side means: clients must present a certificate it signed.
-        served["tls_ca_file"] = settings.tls_ca_file
-        served["tls_client_auth"] = True
-    conf[group_name] = {**served, **conf.get(group_name, {})}
+        tls["tls_ca_file"] = settings.tls_ca_file
+        tls["tls_client_auth"] = True
+    size = settings.max_message_size
+    http_tls = bool(settings.http_url and settings.http_url.startswith("https://"))
+    # gRPC's group gets the TLS files whenever they are set (the settings allow them only
+    # with grpcs://, or with gRPC off: then gateway clients of grpcs:// routes use them).
+    for url, served, with_tls in (
+            (settings.grpc_url or "grpc://", {"max_receive_message_length": size,
+                                             "max_send_message_length": size}, True),
+            (settings.http_url, {"max_message_size": size}, http_tls)):
+        if not url:
+            continue
+        group_name = driver_class(url).implements.option_group or ""
+        conf[group_name] = {**served, **(tls if with_tls else {}), **conf.get(group_name, {})}
     if settings.exchange:
         conf["control_exchange"] = settings.exchange
     return conf

@@ -207,6 +207,9 @@ OPTIONS: tuple[Option, ...] = (
            "grpc://HOST1:PORT1,HOST2:PORT2), or grpcs://... with the TLS files; port 0 picks "
            "a free port; 'none' turns gRPC off",
            "grpc://127.0.0.1:50051", _optional_text, "URL"),
+    Option("http_url", "where HTTP/JSON listens (docs/http.md): http://HOST:PORT, or "
+           "https://... with the TLS files; port 0 picks a free port; 'none' or an empty "
+           "value turns HTTP off", "http://127.0.0.1:8080", _optional_text, "URL"),
     Option("amqp_urls", "an AMQP transport URL to serve on, such as "
            "rabbit://user:pass@host:5672/ (repeatable); memory:// is the in-process "
            "stand-in; 'none' turns AMQP off", ["memory://"], _url_list, "URL",
@@ -221,13 +224,14 @@ OPTIONS: tuple[Option, ...] = (
     Option("executor", "how messages are run: threading, blocking or asyncio", "threading",
            _choice("threading", "blocking", "asyncio"), "NAME"),
     Option("pool_size", "executor threads, shared by every wire", 64, _positive_int, "N"),
-    Option("max_message_size", "the largest gRPC message accepted or sent, in bytes "
+    Option("max_message_size", "the largest gRPC message (or HTTP body) accepted or sent, in bytes "
            "(units allowed: 4MiB, 512KiB)", 4 * 1024 * 1024, _size, "BYTES",
            default_text="4MiB"),
-    Option("tls_cert_file", "PEM certificate chain of the gRPC server (needs grpcs://)",
-           None, _optional_text, "FILE"),
-    Option("tls_key_file", "PEM private key of the gRPC server", None, _optional_text, "FILE"),
-    Option("tls_ca_file", "PEM CA bundle; when set, gRPC clients must present a "
+    Option("tls_cert_file", "PEM certificate chain of the gRPC server (needs grpcs://), "
+           "and of the HTTP server when http_url is https://", None, _optional_text, "FILE"),
+    Option("tls_key_file", "PEM private key of the gRPC (and HTTPS) server", None,
+           _optional_text, "FILE"),
+    Option("tls_ca_file", "PEM CA bundle; when set, gRPC (and HTTPS) clients must present a "
            "certificate it signed (mutual TLS)", None, _optional_text, "FILE"),
     Option("log_level", "DEBUG, INFO, WARNING, ERROR or CRITICAL", "INFO",
            _choice("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL", lower=False), "LEVEL"),
@@ -255,6 +259,7 @@ class ServeSettings:
     server: str | None = None
     exchange: str | None = None
     grpc_url: str | None = "grpc://127.0.0.1:50051"
+    http_url: str | None = "http://127.0.0.1:8080"
     amqp_urls: list[str] = field(default_factory=lambda: ["memory://"])
     routes: list[dict[str, Any]] = field(default_factory=list)
     gateway_max_in_flight: int = 1024
@@ -277,8 +282,9 @@ class ServeSettings:
 
     @property
     def urls(self) -> list[str]:
-        """Every transport URL to listen on: gRPC first, then the AMQP ones."""
-        return ([self.grpc_url] if self.grpc_url else []) + list(self.amqp_urls)
+        """Every transport URL to listen on: gRPC first, then HTTP, then the AMQP ones."""
+        return ([self.grpc_url] if self.grpc_url else []) + (
+            [self.http_url] if self.http_url else []) + list(self.amqp_urls)
 
     def as_dict(self) -> dict[str, Any]:
         """The settings and their sources, for ``--print-settings``."""
@@ -362,10 +368,17 @@ def resolve(flags: Mapping[str, Any] | None = None,
 
 def _check(settings: ServeSettings) -> None:
     if not settings.urls:
-        raise SettingsError("nothing to listen on: both grpc_url and amqp_urls are turned off")
+        raise SettingsError("nothing to listen on: grpc_url, http_url and amqp_urls are all "
+                            "turned off")
     if settings.grpc_url and not re.match(r"^grpcs?://", settings.grpc_url):
         raise SettingsError(f"grpc_url must start with grpc:// or grpcs://, "
                             f"not {settings.grpc_url!r}")
+    if settings.http_url and not re.match(r"^https?://", settings.http_url):
+        raise SettingsError(f"http_url must start with http:// or https://, "
+                            f"not {settings.http_url!r}")
+    if settings.http_url and settings.http_url.startswith("https://") and \
+            not settings.tls_cert_file:
+        raise SettingsError("https:// needs tls_cert_file and tls_key_file")
     for url in settings.amqp_urls:
         if "://" not in url:
             raise SettingsError(f"amqp_urls: {url!r} is not a URL (driver://host:port/vhost)")

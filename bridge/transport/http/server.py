@@ -28,6 +28,10 @@ from bridge.transport.http.router import Admission, Router
 from bridge.transport.http.status import Rejection
 
 LOG = logging.getLogger(__name__)
+# uvicorn says "Started server process" and the like at INFO: the bridge logs its own.
+_UVICORN_LOG = logging.getLogger("uvicorn.error")
+if _UVICORN_LOG.level == logging.NOTSET:
+    _UVICORN_LOG.setLevel(logging.WARNING)
 
 _STARTUP_TIMEOUT = 30.0
 
