@@ -1,4 +1,4 @@
-"""The ``bridge`` command: ``serve``, ``call``, ``cast`` and ``health``.
+"""The ``bridge`` command: ``serve``, ``call``, ``cast``, ``health`` and ``describe``.
 
 Exit codes: 0 success; 1 a remote failure, a timeout, an unreachable server, or a
 health status other than SERVING; 2 a usage or configuration error.
@@ -67,16 +67,21 @@ def parse_arguments(pairs: Sequence[str]) -> dict[str, Any]:
 
 
 def _client_conf(args: argparse.Namespace) -> dict[str, Any]:
-    return _client_conf_of({name: getattr(args, name, None) for name in TLS_CLIENT_OPTIONS})
+    return _client_conf_of({name: getattr(args, name, None) for name in TLS_CLIENT_OPTIONS},
+                           args.url)
 
 
-def _client_conf_of(tls: dict[str, Any]) -> dict[str, Any]:
-    """The conf of a client: the TLS options given, in the gRPC driver's group."""
+def _client_conf_of(tls: dict[str, Any], url: str | None = None) -> dict[str, Any]:
+    """The conf of a client: the TLS options given, in the group of ``url``'s driver (the
+    gRPC driver's without a URL, or when the URL names no driver)."""
     group = {name: value for name, value in tls.items() if value}
     if not group:
         return {}
-    name = bridge.transport.driver_class("grpcs://").implements.option_group or ""
-    return {name: group}
+    try:
+        driver = bridge.transport.driver_class(url or "grpcs://")
+    except bridge.MessagingException:
+        driver = bridge.transport.driver_class("grpcs://")
+    return {driver.implements.option_group or "": group}
 
 
 def _send(args: argparse.Namespace, wait_for_reply: bool) -> int:
@@ -179,7 +184,7 @@ def check_health(url: str, timeout: float = 5.0, service: str = "",
     """
     try:
         parsed = bridge.TransportURL.parse(url)
-        transport = bridge.get_transport(_client_conf_of(tls or {}), parsed)
+        transport = bridge.get_transport(_client_conf_of(tls or {}, url), parsed)
     except bridge.MessagingException as exc:
         raise UsageError(str(exc)) from None
     try:
@@ -215,17 +220,46 @@ def _health(args: argparse.Namespace) -> int:
     return EXIT_OK if status == "SERVING" else EXIT_FAILED
 
 
+# -- describe --------------------------------------------------------------------------------
+
+def _describe(args: argparse.Namespace) -> int:
+    from bridge.rpc.describe import as_text
+
+    try:
+        transport = bridge.get_transport(_client_conf(args), args.url)
+    except bridge.MessagingException as exc:
+        raise UsageError(str(exc)) from None
+    try:
+        if not transport.implements.describe:
+            raise UsageError(f"describe needs the URL of a server that answers Describe "
+                             f"(http://HOST:PORT or https://...), not {transport.url}")
+        try:
+            description = transport.describe(args.timeout)
+        except (bridge.MessagingException, OSError) as exc:
+            print(f"bridge: describe {transport.url}: {type(exc).__name__}: "
+                  f"{_first_line(exc)}", file=sys.stderr)
+            return EXIT_FAILED
+    finally:
+        transport.cleanup()
+    if args.json:
+        print(json.dumps(description, indent=2, ensure_ascii=False))
+    else:
+        print(as_text(description))
+    return EXIT_OK
+
+
 # -- the parser ------------------------------------------------------------------------------
 
 def _add_tls_client_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tls-ca", dest="tls_ca_file", metavar="FILE",
-                        help="grpcs://: PEM CA bundle that signed the server's certificate")
+                        help="grpcs://, https://: PEM CA bundle that signed the server's "
+                             "certificate")
     parser.add_argument("--tls-cert", dest="tls_cert_file", metavar="FILE",
-                        help="grpcs://: client certificate (mutual TLS)")
+                        help="grpcs://, https://: client certificate (mutual TLS)")
     parser.add_argument("--tls-key", dest="tls_key_file", metavar="FILE",
-                        help="grpcs://: client private key (mutual TLS)")
+                        help="grpcs://, https://: client private key (mutual TLS)")
     parser.add_argument("--tls-server-name", dest="tls_server_name", metavar="NAME",
-                        help="grpcs://: the name expected in the server's certificate "
+                        help="grpcs://, https://: the name expected in the server's certificate "
                              "(default: the URL's host; required with several hosts)")
 
 
@@ -253,7 +287,7 @@ def _add_send_options(parser: argparse.ArgumentParser, call: bool) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The ``bridge`` argument parser with its four commands."""
+    """The ``bridge`` argument parser with its commands."""
     parser = argparse.ArgumentParser(prog="bridge", description=bridge.__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"bridge {bridge.__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -294,6 +328,18 @@ def build_parser() -> argparse.ArgumentParser:
                                                       "(default: the whole server)")
     _add_tls_client_options(health)
     health.set_defaults(func=_health)
+
+    describe = sub.add_parser("describe", help="list what a server serves",
+                              description="Ask the server at URL what it serves: each "
+                                          "target, its endpoints (namespace, version) and "
+                                          "their methods with parameters and docstrings; "
+                                          "routed gateway topics as such.")
+    describe.add_argument("url", metavar="URL", help="http://HOST:PORT or https://...")
+    describe.add_argument("--json", action="store_true", help="print the description as JSON")
+    describe.add_argument("--timeout", type=float, default=5.0, metavar="SECONDS",
+                          help="seconds to wait for the answer (default 5)")
+    _add_tls_client_options(describe)
+    describe.set_defaults(func=_describe)
     return parser
 
 

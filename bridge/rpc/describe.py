@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import enum
 import inspect
+import json
 import types
 import typing
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -162,6 +163,68 @@ class Description:
 def merge(descriptions: Iterable[dict[str, Any]]) -> dict[str, Any]:
     """One plain description holding the targets of several (in order)."""
     return {"targets": [target for item in descriptions for target in item.get("targets", ())]}
+
+
+def as_text(description: dict[str, Any]) -> str:
+    """A plain description for people: one block per target, one line per method."""
+    lines = []
+    for target in description.get("targets", ()):
+        exchange = target.get("exchange") or "the default exchange"
+        if target.get("routed"):
+            namespace = target.get("route_namespace")
+            lines.append(f"routed topic {target['topic']!r} (exchange {exchange}, namespace "
+                         f"{'any' if namespace == ANY else _namespace(namespace)}): "
+                         "forwarded, any method")
+            continue
+        lines.append(f"topic {target['topic']!r} server {target.get('server')!r} "
+                     f"({exchange})")
+        for endpoint in target.get("endpoints", ()):
+            lines.append(f"  namespace {_namespace(endpoint.get('namespace'))}, version "
+                         f"{endpoint.get('version')}")
+            for method in endpoint.get("methods", ()):
+                lines.append(f"    {_signature(method)}")
+                doc = (method.get("doc") or "").strip()
+                if doc:
+                    lines.append(f"        {doc.splitlines()[0]}")
+    return "\n".join(lines) if lines else "(nothing served)"
+
+
+def _namespace(namespace: str | None) -> str:
+    return "(null)" if namespace is None else repr(namespace)
+
+
+def _type_text(schema: dict[str, Any] | None) -> str:
+    if not schema:
+        return "any"
+    kind = schema.get("type")
+    if isinstance(kind, list):
+        return " | ".join(kind)
+    if kind == "array" and isinstance(schema.get("items"), dict):
+        return f"array[{_type_text(schema['items'])}]"
+    if kind == "object" and isinstance(schema.get("additionalProperties"), dict):
+        return f"object[{_type_text(schema['additionalProperties'])}]"
+    if "enum" in schema:
+        return " | ".join(json.dumps(item) for item in schema["enum"])
+    if "anyOf" in schema:
+        return " | ".join(_type_text(item) for item in schema["anyOf"])
+    return str(kind or "any")
+
+
+def _signature(method: dict[str, Any]) -> str:
+    params = []
+    for param in method.get("parameters", ()):
+        text = param["name"]
+        if "schema" in param:
+            text += f": {_type_text(param['schema'])}"
+        if "default" in param:
+            text += f" = {json.dumps(param['default'])}"
+        elif not param.get("required"):
+            text += " = ..."
+        params.append(text)
+    if method.get("extra_arguments"):
+        params.append("**kwargs")
+    returns = f" -> {_type_text(method['returns'])}" if "returns" in method else ""
+    return f"{method['name']}({', '.join(params)}){returns}"
 
 
 # -- endpoints -------------------------------------------------------------------------------
@@ -383,5 +446,5 @@ def describe_routes(routes: Iterable[Any], allow: Allow | None = None) -> list[S
 
 
 __all__ = ["ANY", "Allow", "Callee", "Description", "Endpoint", "Method", "Parameter",
-           "Served", "describe_dispatcher", "describe_method", "describe_routes",
+           "Served", "as_text", "describe_dispatcher", "describe_method", "describe_routes",
            "json_schema", "merge"]

@@ -110,6 +110,11 @@ class Transport:
         """The health status of the server at this URL (``implements.health_check``)."""
         return self._driver.check_health(service, timeout)
 
+    def describe(self, timeout: float = 5.0) -> dict[str, Any]:
+        """What the server at this URL serves (``implements.describe``; see
+        :meth:`Driver.describe`)."""
+        return self._driver.describe(timeout)
+
     def cleanup(self) -> None:
         """Release the driver's connections; safe to call more than once."""
         with self._lock:

@@ -60,6 +60,8 @@ class Capabilities:
     unrouted: bool = False
     #: :meth:`Driver.check_health` asks the server at the URL for its health.
     health_check: bool = False
+    #: :meth:`Driver.describe` asks the server at the URL what it serves.
+    describe: bool = False
     #: Other processes can reach its listeners (``memory://`` cannot).
     remote: bool = True
 
@@ -375,6 +377,14 @@ class Driver(abc.ABC):
         ``MessagingException``) when the server cannot be reached.
         """
         raise UnsupportedCapability(f"the {self.wire} driver has no health check")
+
+    def describe(self, timeout: float = 5.0) -> dict[str, Any]:
+        """What the server at this driver's URL serves, as the plain dict of
+        :meth:`bridge.rpc.describe.Description.as_dict` (``implements.describe`` only).
+
+        Raises ``OSError`` or a subclass of ``MessagingException`` when it cannot tell.
+        """
+        raise UnsupportedCapability(f"the {self.wire} driver cannot ask for a description")
 
     def cleanup(self) -> None:  # noqa: B027 - drivers with nothing to release
         """Release connections and reply queues."""

@@ -49,7 +49,7 @@ class HttpDriver(Driver):
     wire = "http"
     implements = Capabilities(schemes=("http", "https"), option_group="http",
                               options_type=HttpOptions, unrouted=True, process_health=True,
-                              health_check=True)
+                              health_check=True, describe=True)
 
     def __init__(self, url: Any, settings: Any, allowed_remote_exmods: list[str]) -> None:
         super().__init__(url, settings, allowed_remote_exmods)
