@@ -3,7 +3,7 @@ and never a server error for arguments that match their schemas."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import bridge
 
@@ -38,8 +38,8 @@ class Text:
         return sep.join(words)
 
     @bridge.expected_exceptions(KeyError)
-    def lookup(self, ctx: dict, key: str) -> str:
-        """The colour named ``key``; KeyError for any other key than red or blue."""
+    def lookup(self, ctx: dict, key: Literal["red", "blue"]) -> str:
+        """The colour named ``key``: red or blue (any other key: KeyError)."""
         colours = {"red": "#ff0000", "blue": "#0000ff"}
         if key not in colours:
             raise KeyError(key)

@@ -124,8 +124,10 @@ def _shorthand(target: dict, group: list[tuple[dict, dict]]) -> dict[str, Any]:
     return {"operationId": _operation_id(target["topic"], *namespaces[:1], method["name"]),
             "summary": doc.splitlines()[0] if doc else method["name"],
             "description": doc, "tags": [target["topic"]], "parameters": parameters,
-            "requestBody": {"required": False, "content": {"application/json": {
-                "schema": schemas[0] if len(schemas) == 1 else {"anyOf": schemas}}}},
+            "requestBody": {"required": any("required" in schema for schema in schemas),
+                            "content": {"application/json": {
+                                "schema": schemas[0] if len(schemas) == 1
+                                else {"anyOf": schemas}}}},
             "responses": {"200": _result_response(method), "default": _ERROR}}
 
 
@@ -151,6 +153,8 @@ def _call_body(target: dict, endpoint: dict | None, method: dict | None) -> dict
     else:
         properties["method"] = {"const": method["name"]}
         properties["args"] = _arguments_schema(method)
+        if "required" in properties["args"]:
+            required.append("args")
         if endpoint["namespace"] is None:
             properties["namespace"] = {"type": "null"}
         else:
