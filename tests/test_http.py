@@ -411,3 +411,55 @@ def test_routed_topics_are_forwarded_over_http():
         backend.wait()
         local.cleanup()
         upstream.cleanup()
+
+
+def test_https_with_mutual_tls_hands_the_client_certificate_over(tmp_path):
+    import ssl
+
+    from tls_certs import make_pki
+
+    pki = make_pki(tmp_path)
+    cert, key = pki["server"]
+    client_cert, client_key = pki["client"]
+    server_tls = {"tls_cert_file": cert, "tls_key_file": key, "tls_ca_file": pki["ca"],
+                  "tls_client_auth": True}
+    transport = bridge.get_transport({"http": server_tls}, "https://127.0.0.1:0")
+    seen = []
+
+    class Observer:
+        def on_start(self, incoming):
+            seen.append(incoming.credentials)
+
+        def on_finish(self, incoming, outcome, seconds):
+            pass
+
+    server = bridge.get_rpc_server(transport, bridge.Target(topic="t", server="s"), ENDPOINTS)
+    server.add_observer(Observer())
+    server.start()
+    url = server.addresses[0]
+    try:
+        assert url.startswith("https://")
+        client_tls = {"tls_ca_file": pki["ca"], "tls_cert_file": client_cert,
+                      "tls_key_file": client_key, "tls_server_name": "localhost"}
+        client_transport = bridge.get_transport({"http": client_tls}, url)
+        try:
+            client = bridge.get_rpc_client(client_transport, bridge.Target(topic="t"))
+            assert client.call({}, "greet", name="TLS") == "Hello, TLS!"
+        finally:
+            client_transport.cleanup()
+        with open(client_cert) as handle:
+            expected = ssl.PEM_cert_to_DER_cert(handle.read())
+        assert seen[-1].peer_certificate == expected
+        # Without a client certificate the handshake is refused.
+        anonymous = bridge.get_transport({"http": {"tls_ca_file": pki["ca"],
+                                                   "tls_server_name": "localhost"}}, url)
+        try:
+            with pytest.raises(bridge.MessageDeliveryFailure):
+                bridge.get_rpc_client(anonymous, bridge.Target(topic="t"),
+                                      timeout=5).call({}, "greet", name="x")
+        finally:
+            anonymous.cleanup()
+    finally:
+        server.stop()
+        server.wait()
+        transport.cleanup()
