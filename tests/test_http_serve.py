@@ -182,3 +182,28 @@ def test_doc_curl_examples_run_verbatim():
                 assert done.stdout.strip() == expected, (command, done.stdout)
     finally:
         _stop(proc)
+
+
+def test_bridge_describe_health_and_call_over_http(test_server):
+    def cli(*argv: str) -> subprocess.CompletedProcess:
+        from serving import source_env
+
+        return subprocess.run([sys.executable, "-m", "bridge", *argv], capture_output=True,
+                              text=True, env=source_env(), cwd=ROOT, timeout=60)
+
+    done = cli("describe", test_server)
+    assert done.returncode == 0, done.stderr
+    assert "namespace 'calc', version 1.2" in done.stdout
+    assert "    add(a: integer, b: integer = 0) -> integer" in done.stdout
+    assert "        Add two integers." in done.stdout
+    as_json = cli("describe", test_server, "--json")
+    assert as_json.returncode == 0
+    assert json.loads(as_json.stdout) == _get_json(test_server + "/v1/describe")
+    health = cli("health", test_server)
+    assert (health.returncode, health.stdout.strip()) == (0, "SERVING")
+    call = cli("call", test_server, "bridge", "mul", "a=6", "b=7", "--namespace", "calc")
+    assert (call.returncode, call.stdout.strip()) == (0, "42"), call.stderr
+    failed = cli("call", test_server, "bridge", "lookup", 'key="green"')
+    assert failed.returncode == 1 and "KeyError" in failed.stderr
+    refused = cli("describe", "memory://")
+    assert refused.returncode == 2 and "describe needs" in refused.stderr
