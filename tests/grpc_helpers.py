@@ -1,10 +1,13 @@
-"""Helpers for the gRPC tests: raw requests and status details."""
+"""Helpers for the gRPC tests: raw requests, status details, test endpoints."""
 
 from __future__ import annotations
+
+import threading
 
 import grpc
 from grpc_status import rpc_status
 
+import bridge
 from bridge._proto.bridge.v1 import bridge_pb2 as pb
 from bridge.transport.grpc.values import fill_map
 
@@ -45,3 +48,92 @@ def failure_of(err: grpc.RpcError) -> pb.Failure | None:
         if detail.Unpack(failure):
             return failure
     return None
+
+
+def status_error(chan: grpc.Channel, env: pb.Envelope | None,
+                 method: str = "/bridge.v1.Bridge/Call", timeout: float | None = 10,
+                 request: bytes | None = None):
+    """(code, Failure or None, details) of a raw request that must fail."""
+    import pytest
+
+    data = request if request is not None else pb.CallRequest(envelope=env).SerializeToString()
+    with pytest.raises(grpc.RpcError) as info:
+        raw_call(chan, data, timeout=timeout, method=method)
+    return info.value.code(), failure_of(info.value), info.value.details()
+
+
+def health(chan: grpc.Channel, service: str = "") -> int:
+    """The health status the server at ``chan`` reports for ``service``."""
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    stub = health_pb2_grpc.HealthStub(chan)
+    return stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=5).status
+
+
+# -- endpoints of the gRPC tests ----------------------------------------------------------------
+
+class AppError(Exception):
+    """An application exception, rebuilt on the caller's side only when its module is allowed."""
+
+
+class Failing:
+    target = bridge.Target(namespace="failing")
+
+    def app_error(self, ctxt, text="app"):
+        raise AppError(text)
+
+    @bridge.expected_exceptions(KeyError)
+    def expected(self, ctxt, key="k"):
+        raise KeyError(key)
+
+    def builtin(self, ctxt):
+        raise ValueError("bad value")
+
+    def not_primitive(self, ctxt):
+        return object()
+
+    def huge(self, ctxt, size=0):
+        return "x" * size
+
+
+class Gate:
+    """``wait`` returns only once the test opens the gate (or after 10 s)."""
+
+    target = bridge.Target(namespace="gate")
+
+    def __init__(self):
+        self.event = threading.Event()
+
+    def wait(self, ctxt):
+        return "opened" if self.event.wait(10) else "gave up"
+
+
+class Named:
+    """``name`` returns its name; ``note`` records casts."""
+
+    def __init__(self, name):
+        self.name_value = name
+        self.casts = []
+        self.seen = threading.Event()
+
+    def name(self, ctxt):
+        return self.name_value
+
+    def note(self, ctxt, value=None):
+        self.casts.append(value)
+        self.seen.set()
+
+
+def make_endpoints():
+    """Fresh endpoints (the counter keeps state) for each server."""
+    from endpoints import default_endpoints
+
+    return [*default_endpoints(), Failing()]
+
+
+def wait_in_flight(srv) -> None:
+    """Wait (at most 10 s) until the server runs a call."""
+    from tests.waiting import wait_for
+
+    wait_for(lambda: srv.in_flight, 10, interval=0.01)
+    assert srv.in_flight

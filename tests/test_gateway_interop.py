@@ -137,7 +137,7 @@ def test_concurrent_calls_share_one_connection_and_the_limit_holds(legacy):
         assert 1 <= len(served) and refused, outcomes
         assert all("RESOURCE_EXHAUSTED" in str(o) for o in refused)
         upstream = front.forwarder.transport_for(front.forwarder.routes[0])
-        assert upstream.driver._calls == {}  # no state left behind
+        assert len(upstream.driver.client.calls) == 0  # no state left behind
     finally:
         front.close()
 
@@ -303,12 +303,12 @@ def test_a_caller_that_cancels_leaves_nothing_behind(legacy, front):
         call = chan.unary_unary("/bridge.v1.Bridge/Call").future(request, timeout=30)
         assert legacy["events"].get(timeout=10) == ("compute-1", "started")
         upstream = front.forwarder.transport_for(front.forwarder.routes[0]).driver
-        assert len(upstream._calls) == 1 and front.gateway.in_flight == 1
+        assert len(upstream.client.calls) == 1 and front.gateway.in_flight == 1
         call.cancel()
         # Bounded (1.5 s, well before the 5 s call ends).
-        wait_for(lambda: not upstream._calls and front.gateway.in_flight == 0, 1.5)
+        wait_for(lambda: not len(upstream.client.calls) and front.gateway.in_flight == 0, 1.5)
         # Long before the call's 30 s deadline, no pending reply, timer or slot is left.
-        assert upstream._calls == {} and front.gateway.in_flight == 0
+        assert len(upstream.client.calls) == 0 and front.gateway.in_flight == 0
         assert front.forwarder._slots._value == front.forwarder.max_in_flight
     finally:
         chan.close()

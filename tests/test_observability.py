@@ -389,7 +389,6 @@ def test_amqp_bad_messages_are_counted_once_as_refusals(monkeypatch):
     import kombu
     from amqp_support import BROKER_URL, delete_queues, unique
 
-    from bridge.transport.amqp import AmqpListener
 
     exchange, topic, reply_q = unique("bx"), unique("obs"), unique("reply")
     transport = bridge.get_transport(None, BROKER_URL)
@@ -418,16 +417,18 @@ def test_amqp_bad_messages_are_counted_once_as_refusals(monkeypatch):
                 {"method": "echo", "args": {}, "_msg_id": "m0", "_reply_q": reply_q})}))
             assert _wait_moved(refusals, {"invalid_argument": 2}) == {"invalid_argument": 2}
 
-            real_parse = AmqpListener._parse
+            from bridge.transport.amqp import listener as amqp_listener
+
+            real_parse = amqp_listener.parse_request
             broken = {"left": 1}
 
-            def parse_once_broken(self, msg):
+            def parse_once_broken(msg, replies):
                 if broken["left"]:
                     broken["left"] -= 1
                     raise RuntimeError("listener bug")
-                return real_parse(self, msg)
+                return real_parse(msg, replies)
 
-            monkeypatch.setattr(AmqpListener, "_parse", parse_once_broken)
+            monkeypatch.setattr(amqp_listener, "parse_request", parse_once_broken)
             rpc.cast({}, "ping")
             assert _wait_moved(refusals, {"internal": 1}) == {"internal": 1}
             assert rpc.call({}, "ping") == "pong"

@@ -11,87 +11,49 @@ it. Many publishes are therefore in flight at once on one channel.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import random
-import select
-import socket
 import ssl
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
-from struct import pack
 from typing import Any
 
-import amqp
+import amqp.exceptions
 import kombu
 from amqp import spec
-from amqp.serialization import dumps
 
-from bridge.exceptions import MessageDeliveryFailure, MessageUndeliverable
 from bridge.stats import record_reconnect
+from bridge.transport.amqp.confirms import Confirms, ConnectionLost
+from bridge.transport.amqp.frames import PublishFrames
 from bridge.transport.amqp.options import AmqpOptions, connection_name
+from bridge.transport.amqp.sockets import buffer_reads, serialize_tls_reads, shutdown_socket
 
 LOG = logging.getLogger(__name__)
 
-_PUBLISH_ARGSIG = "Bssbb"
-_METHOD_HEAD = pack(">HH", *spec.Basic.Publish)
-_FRAME_END = b"\xce"
-
-
-def _buffer_reads(transport: Any) -> None:
-    """Let py-amqp read the socket in chunks instead of 3 reads per frame.
-
-    py-amqp asks the socket for exactly the bytes of the next frame part and keeps
-    any surplus in its read buffer; asking for more cuts the system calls (and the
-    GIL hand-overs each costs the I/O thread when many callers run) several-fold.
-    """
-    if type(transport).__name__ != "TCPTransport" or not hasattr(transport, "_quick_recv"):
-        return
-    recv = transport.sock.recv
-    transport._quick_recv = lambda size: recv(max(size, 16384))
-
-
-def _serialize_tls_reads(transport: Any, lock: threading.Lock) -> None:
-    """Never read a TLS connection while another thread writes it.
-
-    OpenSSL does not let one TLS session be read and written from two threads at
-    once: under load (large messages, several callers), the I/O thread's reads, made
-    while publishers wrote, saw the stream end and the connection was lost. The I/O
-    thread now waits for input outside ``lock`` (the write lock), then, holding it,
-    reads what has arrived without blocking; so no write waits for input to come.
-    Reads take what is there (up to 16 KiB), as ``_buffer_reads`` does for TCP.
-    """
-    if type(transport).__name__ != "SSLTransport" or not hasattr(transport, "_quick_recv"):
-        return
-    sock = transport.sock
-    poller = select.poll()
-    poller.register(sock, select.POLLIN)
-
-    def recv(size: int) -> bytes:
-        while True:
-            timeout = sock.gettimeout()
-            if not sock.pending() and not poller.poll(
-                    None if timeout is None else timeout * 1000):
-                raise TimeoutError("The read operation timed out")
-            with lock:
-                sock.settimeout(0)  # a record may hold no data (a session ticket)
-                try:
-                    return sock.read(max(size, 16384))
-                except ssl.SSLWantReadError:
-                    continue
-                finally:
-                    sock.settimeout(timeout)
-
-    transport._quick_recv = recv
-
-
-class ConnectionLost(Exception):  # noqa: N818 - a state, not an error of the caller
-    """The connection dropped (or is not up) before the broker confirmed a publish."""
-
+__all__ = ["AmqpConnection", "ConnectionLost", "Setup", "refused_for_good"]
 
 Setup = Callable[["AmqpConnection", Any], None]
+#: An exchange to declare before a publish: ``(name, type, durable, auto_delete)``.
+ExchangeDeclare = tuple[str, str, bool, bool]
+
+
+def refused_for_good(error: BaseException | None) -> bool:
+    """Whether a connection failed for a reason that trying again will not change.
+
+    A refused login, an unknown virtual host, a declare conflict (PRECONDITION_FAILED),
+    or a TLS handshake that either side refused: a broker certificate not trusted or
+    for another host name, a client certificate missing or not trusted, TLS towards a
+    plain port. A TLS connection cut during the handshake (``SSLEOFError``) may be a
+    broker restarting, and is retried like an unreachable broker.
+    """
+    if isinstance(error, (amqp.exceptions.ChannelError,
+                          amqp.exceptions.IrrecoverableConnectionError)):
+        return True
+    return isinstance(error, ssl.SSLError) and not isinstance(error, (
+        ssl.SSLEOFError, ssl.SSLZeroReturnError, ssl.SSLSyscallError, ssl.SSLWantReadError,
+        ssl.SSLWantWriteError))
 
 
 class AmqpConnection:
@@ -103,20 +65,14 @@ class AmqpConnection:
     """
 
     def __init__(self, hosts: list[dict[str, Any]], options: AmqpOptions, name: str,
-                 setup: Setup | None = None,
-                 on_state: Callable[[bool], None] | None = None) -> None:
+                 setup: Setup | None = None) -> None:
         self.hosts = list(hosts)
         self.options = options
         self.name = name
         self._setup = setup
-        self._on_state = on_state
         self._write_lock = threading.Lock()
-        self._pending_lock = threading.Lock()
-        self._pending: dict[int, Future] = {}
-        self._mandatory: dict[bytes, int] = {}  # body -> delivery tag, to match returns
-        self._mandatory_body: dict[int, bytes] = {}
-        self._returned: dict[int, tuple[Any, str, str]] = {}
-        self._seq = 0
+        self._confirms = Confirms()
+        self._frames = PublishFrames()
         self._declared: set[str] = set()
         self._connected = threading.Event()
         self._closed = threading.Event()
@@ -128,8 +84,6 @@ class AmqpConnection:
         self._channel: Any = None
         self._when_connected: list[Callable[[], None]] = []
         self._ack_upto = 0
-        self._outbox: list[bytes] = []
-        self._properties_cache: dict[Any, bytes] = {}
         self._channel_id = 1
         self._frame_max = 131072
         self._host_index = 0
@@ -137,7 +91,6 @@ class AmqpConnection:
         if len(self.hosts) > 1:
             random.shuffle(self.hosts)  # as oslo.messaging does with several hosts
         self.last_error: BaseException | None = None
-        self.connect_attempts = 0
         #: Counts connections made; consumers compare it to know whether they are on this one.
         self.generation = 0
         self._first_attempt = threading.Event()
@@ -146,7 +99,7 @@ class AmqpConnection:
         self._started = False
         self._start_lock = threading.Lock()
 
-    # -- public ---------------------------------------------------------------------------
+    # -- state ------------------------------------------------------------------------------
 
     def start(self) -> None:
         """Start the I/O thread (idempotent)."""
@@ -157,23 +110,28 @@ class AmqpConnection:
 
     @property
     def closed(self) -> bool:
+        """True once :meth:`close` was called."""
         return self._closed.is_set()
 
     @property
     def connected(self) -> bool:
+        """True while connected and set up (publishes are let through)."""
         return self._connected.is_set() and not self._closed.is_set()
-
-    def wait_connected(self, timeout: float | None) -> bool:
-        """Block until connected (and set up); False after ``timeout`` s or once closed."""
-        self.start()
-        if self._closed.is_set():
-            return False
-        return self._connected.wait(timeout) and not self._closed.is_set()
 
     def wait_first_attempt(self, timeout: float) -> bool:
         """Block until the first connection attempt succeeded or failed."""
         self.start()
         return self._first_attempt.wait(timeout)
+
+    def when_connected(self, callback: Callable[[], None]) -> None:
+        """Run ``callback`` on the I/O thread once connected (now if connected)."""
+        with self._write_lock:
+            if not self._connected.is_set():
+                self._when_connected.append(callback)
+                return
+        callback()
+
+    # -- writes (any thread) ------------------------------------------------------------------
 
     def consume(self, queue: str, consumer_tag: str, callback: Callable[[Any], None],
                 arguments: dict[str, Any] | None = None) -> None:
@@ -195,7 +153,7 @@ class AmqpConnection:
     def publish(self, exchange: str, routing_key: str, body: bytes, *,
                 mandatory: bool = False, expiration: str | None = None,
                 headers: dict[str, Any] | None = None,
-                declare: tuple[str, str, bool, bool] | None = None,
+                declare: ExchangeDeclare | None = None,
                 always_declare: bool = False) -> Future:
         """Publish without waiting; the Future ends when the broker confirms.
 
@@ -206,93 +164,20 @@ class AmqpConnection:
         per connection unless ``always_declare``); declares are pipelined (nowait).
         Raises :class:`ConnectionLost` at once when not connected.
         """
-        data = self._frames(exchange, routing_key, body, mandatory, expiration, headers)
+        data = self._frames.build(self._channel_id, self._frame_max, exchange, routing_key,
+                                  body, mandatory, expiration, headers)
         future: Future = Future()
+        mandatory_body = body if mandatory else None
         if declare is not None and (always_declare or declare[0] not in self._declared):
             with self._write_lock:
-                channel = self._channel
-                if not self._connected.is_set() or channel is None:
-                    raise ConnectionLost(f"not connected to the AMQP broker ({self.last_error})")
-                try:
-                    self._flush()  # what is queued goes out before the declare
-                    name, type_, durable, auto_delete = declare
-                    channel.exchange_declare(name, type_, durable=durable,
-                                             auto_delete=auto_delete, nowait=True)
-                except Exception as exc:
-                    self._break(exc)
-                    raise ConnectionLost(f"declare failed: {exc}") from exc
-                self._declared.add(name)
-                self._enqueue(future, data, body if mandatory else None)
+                self._declare_exchange(declare)
+                self._enqueue(future, data, mandatory_body)
                 self._flush()
             return future
-        self._enqueue(future, data, body if mandatory else None)
+        self._enqueue(future, data, mandatory_body)
         with self._write_lock:
             self._flush()
         return future
-
-    def _frames(self, exchange: str, routing_key: str, body: bytes, mandatory: bool,
-                expiration: str | None, headers: dict[str, Any] | None) -> bytes:
-        """The method, header and body frames of one publish, ready for the socket."""
-        key = (expiration, tuple(sorted(headers.items())) if headers else None)
-        properties = self._properties_cache.get(key)
-        if properties is None:
-            values: dict[str, Any] = {
-                "content_type": "application/json", "content_encoding": "utf-8",
-                "application_headers": headers or {}, "delivery_mode": 2, "priority": 0,
-            }
-            if expiration is not None:
-                values["expiration"] = expiration
-            properties = amqp.Message(b"", **values)._serialize_properties()
-            if len(self._properties_cache) < 256:
-                self._properties_cache[key] = properties
-        channel_id = self._channel_id
-        method = _METHOD_HEAD + dumps(_PUBLISH_ARGSIG, (0, exchange, routing_key, mandatory,
-                                                        False))
-        header = pack(">HHQ", 60, 0, len(body)) + properties
-        parts = [pack(">BHI", 1, channel_id, len(method)), method, _FRAME_END,
-                 pack(">BHI", 2, channel_id, len(header)), header, _FRAME_END]
-        chunk = self._frame_max - 8
-        for offset in range(0, len(body), chunk):
-            piece = body[offset:offset + chunk]
-            parts += [pack(">BHI", 3, channel_id, len(piece)), piece, _FRAME_END]
-        return b"".join(parts)
-
-    def _enqueue(self, future: Future, data: bytes, mandatory_body: bytes | None) -> None:
-        """Give a publish its delivery tag and queue its bytes, in the same order."""
-        with self._pending_lock:
-            if not self._connected.is_set() or self._channel is None:
-                raise ConnectionLost(f"not connected to the AMQP broker ({self.last_error})")
-            self._seq += 1
-            tag = self._seq
-            self._pending[tag] = future
-            if mandatory_body is not None:
-                self._mandatory[mandatory_body] = tag
-                self._mandatory_body[tag] = mandatory_body
-            self._outbox.append(data)
-
-    def _flush(self) -> None:
-        """Write every queued publish in one system call (the write lock is held).
-
-        Whoever holds the lock sends what other threads queued meanwhile, so under
-        load many publishes share one ``sendall``.
-        """
-        with self._pending_lock:
-            if not self._outbox:
-                return
-            outbox, self._outbox = self._outbox, []
-        conn, transport = self._amqp, self._transport
-        try:
-            if conn is None:
-                raise ConnectionLost("not connected")
-            transport.write(outbox[0] if len(outbox) == 1 else b"".join(outbox))
-            conn.bytes_sent += 1
-        except Exception as exc:
-            # The futures fail with ConnectionLost when the I/O thread sees the drop.
-            self._break(exc)
-
-    def ack(self, delivery_tag: int) -> None:
-        """Acknowledge a delivery (I/O thread or any thread)."""
-        self._write("basic_ack", delivery_tag)
 
     def ack_soon(self, delivery_tag: int) -> None:
         """Acknowledge a delivery (I/O thread only) together with the ones before it.
@@ -304,23 +189,15 @@ class AmqpConnection:
 
     def reject(self, delivery_tag: int, requeue: bool) -> None:
         """Reject a delivery, requeued or dropped."""
-        self._write("basic_reject", delivery_tag, requeue)
+        self._send_method(spec.Basic.Reject, "Lb", (delivery_tag, requeue))
 
     def cancel(self, consumer_tag: str) -> None:
         """Stop a consumer without waiting for the broker's answer."""
-        self._write("basic_cancel", consumer_tag, True)
+        self._send_method(spec.Basic.Cancel, "sb", (consumer_tag, True))
 
     def delete_queue(self, queue: str) -> None:
         """Delete a queue without waiting for the broker's answer."""
-        self._write("queue_delete", queue, False, False, True)
-
-    def when_connected(self, callback: Callable[[], None]) -> None:
-        """Run ``callback`` on the I/O thread once connected (now if connected)."""
-        with self._write_lock:
-            if not self._connected.is_set():
-                self._when_connected.append(callback)
-                return
-        callback()
+        self._send_method(spec.Queue.Delete, "Bsbbb", (0, queue, False, False, True))
 
     def close(self, timeout: float = 5.0) -> None:
         """Close the connection and stop the I/O thread; pending publishes fail."""
@@ -332,58 +209,81 @@ class AmqpConnection:
                     # Ask the broker to close: its Close-Ok wakes the I/O thread.
                     conn.send_method(spec.Connection.Close, "BsBB", (200, "", 0, 0))
                 except Exception:
-                    self._shutdown_socket(transport)
+                    shutdown_socket(transport)
         if self._started and self._thread is not threading.current_thread():
             self._thread.join(timeout)
             if self._thread.is_alive():
-                self._shutdown_socket(transport)
+                shutdown_socket(transport)
                 self._thread.join(timeout)
 
     def force_reconnect(self) -> None:
         """Drop the current connection; the I/O thread reconnects."""
         with self._write_lock:
             transport = self._transport
-        self._shutdown_socket(transport)
+        shutdown_socket(transport)
 
-    # -- internals ------------------------------------------------------------------------
+    # -- write internals ------------------------------------------------------------------------
 
-    def _write(self, method: str, *args: Any) -> None:
+    def _ready(self) -> bool:
+        return self._connected.is_set() and self._channel is not None
+
+    def _not_ready(self) -> str:
+        return f"not connected to the AMQP broker ({self.last_error})"
+
+    def _declare_exchange(self, declare: ExchangeDeclare) -> None:
+        """Declare an exchange (nowait) after what is queued (the write lock is held)."""
+        channel = self._channel
+        if not self._connected.is_set() or channel is None:
+            raise ConnectionLost(self._not_ready())
+        try:
+            self._flush()
+            name, type_, durable, auto_delete = declare
+            channel.exchange_declare(name, type_, durable=durable, auto_delete=auto_delete,
+                                     nowait=True)
+        except Exception as exc:
+            self._break(exc)
+            raise ConnectionLost(f"declare failed: {exc}") from exc
+        self._declared.add(name)
+
+    def _enqueue(self, future: Future, data: bytes, mandatory_body: bytes | None) -> None:
+        self._confirms.add(future, data, mandatory_body, self._ready, self._not_ready)
+
+    def _flush(self) -> None:
+        """Write every queued publish in one system call (the write lock is held).
+
+        Whoever holds the lock sends what other threads queued meanwhile, so under
+        load many publishes share one ``sendall``.
+        """
+        data = self._confirms.take_outbox()
+        if data is None:
+            return
+        conn, transport = self._amqp, self._transport
+        try:
+            if conn is None:
+                raise ConnectionLost("not connected")
+            transport.write(data)
+            conn.bytes_sent += 1
+        except Exception as exc:
+            # The futures fail with ConnectionLost when the I/O thread sees the drop.
+            self._break(exc)
+
+    def _send_method(self, method: tuple[int, int], signature: str, args: tuple) -> None:
         with self._write_lock:
             channel = self._channel
             if channel is None or not self._connected.is_set():
                 raise ConnectionLost("not connected to the AMQP broker")
             try:
-                if method == "basic_ack":
-                    channel.send_method(spec.Basic.Ack, "Lb", (args[0], False))
-                elif method == "basic_reject":
-                    channel.send_method(spec.Basic.Reject, "Lb", args)
-                elif method == "basic_cancel":
-                    channel.send_method(spec.Basic.Cancel, "sb", args)
-                elif method == "queue_delete":
-                    channel.send_method(spec.Queue.Delete, "Bsbbb", (0,) + args)
-                else:  # pragma: no cover - programming error
-                    raise ValueError(method)
+                channel.send_method(method, signature, args)
             except Exception as exc:
                 self._break(exc)
                 raise ConnectionLost(str(exc)) from exc
 
-    @staticmethod
-    def _shutdown_socket(transport: Any) -> None:
-        """Cut the connection under its I/O thread, which sees it end and reconnects.
-
-        ``socket.socket.shutdown`` on a TLS socket too: ``SSLSocket.shutdown`` drops
-        its TLS state, py-amqp's close then failed before closing the descriptor, and
-        each dropped TLS connection kept a socket open until garbage collection.
-        """
-        sock = getattr(transport, "sock", None)
-        if sock is not None:
-            with contextlib.suppress(OSError):
-                socket.socket.shutdown(sock, socket.SHUT_RDWR)
-
     def _break(self, exc: BaseException) -> None:
         """A write failed half-way: the stream is unusable, make the I/O thread reconnect."""
         self._connected.clear()
-        self._shutdown_socket(self._transport)
+        shutdown_socket(self._transport)
+
+    # -- the I/O thread -------------------------------------------------------------------------
 
     def _sleep(self, seconds: float) -> bool:
         """Sleep unless closed; True if closed meanwhile."""
@@ -404,7 +304,6 @@ class AmqpConnection:
                 self._connect()
             except Exception as exc:
                 attempt += 1
-                self.connect_attempts += 1
                 self.last_error = exc
                 self._discard()
                 self._first_attempt.set()
@@ -416,7 +315,6 @@ class AmqpConnection:
                 LOG.info("Reconnected to AMQP server on %s (%s)", self._host_label(), self.name)
             attempt = 0
             self._first_attempt.set()
-            self._set_state(True)
             if self.generation > 1:
                 record_reconnect("amqp")  # bridge_reconnects_total{wire="amqp"}
             try:
@@ -428,7 +326,6 @@ class AmqpConnection:
                                 self._host_label(), exc)
                     attempt = 1
             finally:
-                self._set_state(False)
                 self._discard()
         self._discard()
 
@@ -436,14 +333,17 @@ class AmqpConnection:
         host = self._host
         return f"{host['hostname']}:{host['port']}"
 
-    def _connect(self) -> None:
-        opts = self.options
+    def _next_host(self) -> dict[str, Any]:
         host = self._host = self.hosts[self._host_index % len(self.hosts)]
         if len(self.hosts) > 1:
-            if opts.kombu_failover_strategy == "shuffle":
+            if self.options.kombu_failover_strategy == "shuffle":
                 self._host_index = random.randrange(len(self.hosts))
             else:
                 self._host_index += 1
+        return host
+
+    def _open(self, host: dict[str, Any]) -> kombu.Connection:
+        opts = self.options
         heartbeat = opts.heartbeat_timeout_threshold
         kconn = kombu.Connection(
             transport="pyamqp", heartbeat=heartbeat, ssl=opts.ssl_params(host["hostname"]),
@@ -458,24 +358,26 @@ class AmqpConnection:
             }},
             **host)
         kconn.connect()
+        return kconn
+
+    def _connect(self) -> None:
+        kconn = self._open(self._next_host())
         self._kombu, self._amqp = kconn, kconn.connection
         self._transport = transport = self._amqp.transport
-        _buffer_reads(transport)
-        _serialize_tls_reads(transport, self._write_lock)
+        buffer_reads(transport)
+        serialize_tls_reads(transport, self._write_lock)
         channel = kconn.channel()
         channel.confirm_select()
-        channel.events["basic_ack"].add(self._on_ack)
-        channel.events["basic_nack"].add(self._on_nack)
-        channel.events["basic_return"].add(self._on_return)
-        if opts.rabbit_qos_prefetch_count > 0:
-            channel.basic_qos(0, opts.rabbit_qos_prefetch_count, False)
+        channel.events["basic_ack"].add(self._confirms.on_ack)
+        channel.events["basic_nack"].add(self._confirms.on_nack)
+        channel.events["basic_return"].add(self._confirms.on_return)
+        if self.options.rabbit_qos_prefetch_count > 0:
+            channel.basic_qos(0, self.options.rabbit_qos_prefetch_count, False)
         self._channel = channel
         self._channel_id = channel.channel_id
         self._frame_max = self._amqp.frame_max
         self._declared = set()
-        with self._pending_lock:
-            self._seq = 0
-            self._outbox = []
+        self._confirms.restart()
         self._ack_upto = 0
         self.generation += 1
         if self._setup is not None:
@@ -523,61 +425,10 @@ class AmqpConnection:
             self._connected.clear()
             kconn, self._kombu, self._channel = self._kombu, None, None
             self._amqp = self._transport = None
-        with self._pending_lock:
-            pending, self._pending = self._pending, {}
-            self._outbox = []
-            self._mandatory.clear()
-            self._mandatory_body.clear()
-            self._returned.clear()
-        error = ConnectionLost(f"connection lost before the broker confirmed "
-                               f"({self.last_error})")
-        for future in pending.values():
-            if not future.done():
-                future.set_exception(error)
+        self._confirms.fail_all(ConnectionLost(
+            f"connection lost before the broker confirmed ({self.last_error})"))
         if kconn is not None:
             try:
                 kconn.collect()
             except Exception:
                 pass
-
-    def _set_state(self, up: bool) -> None:
-        if self._on_state is not None:
-            try:
-                self._on_state(up)
-            except Exception:
-                LOG.exception("Error in the state callback of %s", self.name)
-
-    def _take(self, delivery_tag: int, multiple: bool) -> list[tuple[int, Future]]:
-        with self._pending_lock:
-            if multiple:
-                tags = [tag for tag in self._pending if tag <= delivery_tag]
-            else:
-                tags = [delivery_tag] if delivery_tag in self._pending else []
-            for tag in tags:
-                body = self._mandatory_body.pop(tag, None)
-                if body is not None and self._mandatory.get(body) == tag:
-                    del self._mandatory[body]
-            return [(tag, self._pending.pop(tag)) for tag in tags]
-
-    def _on_ack(self, delivery_tag: int, multiple: bool) -> None:
-        for tag, future in self._take(delivery_tag, multiple):
-            with self._pending_lock:
-                returned = self._returned.pop(tag, None)
-            if returned is not None:
-                exc, exchange, routing_key = returned
-                future.set_exception(MessageUndeliverable(exc, exchange, routing_key, None))
-            else:
-                future.set_result(None)
-
-    def _on_nack(self, delivery_tag: int, multiple: bool) -> None:
-        for _, future in self._take(delivery_tag, multiple):
-            future.set_exception(MessageDeliveryFailure("The broker refused (nacked) a message"))
-
-    def _on_return(self, exc: Any, exchange: str, routing_key: str, message: Any) -> None:
-        body = message.body
-        if isinstance(body, str):
-            body = body.encode("utf-8")
-        with self._pending_lock:
-            tag = self._mandatory.get(bytes(body))
-            if tag is not None:
-                self._returned[tag] = (exc, exchange, routing_key)

@@ -89,43 +89,6 @@ class AmqpOptions:
         if self.heartbeat_rate <= 0:  # as oslo.messaging reads it
             object.__setattr__(self, "heartbeat_rate", 2)
 
-    # -- queue and exchange flags (WIRE 2.2, 2.3) -------------------------------------------
-
-    @property
-    def topic_durable(self) -> bool:
-        return bool(self.amqp_durable_queues or self.rabbit_quorum_queue)
-
-    def topic_queue_arguments(self) -> dict[str, Any]:
-        args: dict[str, Any] = {}
-        if self.rabbit_ha_queues:
-            args["x-ha-policy"] = "all"
-        if self.rabbit_quorum_queue:
-            args.update(self._quorum_arguments())
-        return args
-
-    def transient_queue_arguments(self) -> dict[str, Any]:
-        args: dict[str, Any] = {}
-        if self.rabbit_transient_queues_ttl > 0:
-            args["x-expires"] = self.rabbit_transient_queues_ttl * 1000
-        if self.rabbit_ha_queues:
-            args["x-ha-policy"] = "all"
-        if self.rabbit_transient_quorum_queue:
-            args.update(self._quorum_arguments())
-        return args
-
-    def _quorum_arguments(self) -> dict[str, Any]:
-        args: dict[str, Any] = {"x-queue-type": "quorum"}
-        if self.rabbit_quorum_delivery_limit:
-            args["x-delivery-limit"] = self.rabbit_quorum_delivery_limit
-        if self.rabbit_quorum_max_memory_length:
-            args["x-max-in-memory-length"] = self.rabbit_quorum_max_memory_length
-        if self.rabbit_quorum_max_memory_bytes:
-            args["x-max-in-memory-bytes"] = self.rabbit_quorum_max_memory_bytes
-        return args
-
-    def consumer_arguments(self) -> dict[str, Any] | None:
-        return {"x-cancel-on-ha-failover": True} if self.enable_cancel_on_failover else None
-
     # -- reconnection ---------------------------------------------------------------------
 
     def backoff(self, attempt: int) -> float:

@@ -23,6 +23,7 @@ from bridge.exceptions import (
     serialize_failure,
 )
 from bridge.failures import classify
+from bridge.stats import record_refusal
 from bridge.transport.grpc.values import fill_value, from_value
 
 Reason = pb.Failure.Reason
@@ -58,6 +59,16 @@ class Rejection(Exception):  # noqa: N818 - a reply, not an error of the bridge
         super().__init__(message)
         self.failure = pb.Failure(reason=reason, message=message, limit_name=limit_name,
                                   limit_value=limit_value)
+
+
+#: bridge_refusals_total's reason label of each Failure reason: "target_not_found"...
+_REASON_LABELS = {value: name.removeprefix("REASON_").lower()
+                  for name, value in pb.Failure.Reason.items()}
+
+
+def count_refusal(failure: pb.Failure) -> None:
+    """Count a request refused before any listener took it (bridge_refusals_total)."""
+    record_refusal("grpc", _REASON_LABELS.get(failure.reason, "unspecified"))
 
 
 def reason_for_exception(exc: BaseException, expected: bool = False) -> int:

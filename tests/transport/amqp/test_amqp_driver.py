@@ -13,6 +13,7 @@ import pytest
 from amqp_support import BROKER_URL, Peer, delete_queues, drain, list_queues, unique
 
 import bridge
+from bridge.transport.amqp import queues
 from bridge.transport.amqp.options import AmqpOptions, kombu_urls
 from bridge.transport.options import parse_options
 from bridge.transport.url import TransportURL
@@ -65,7 +66,7 @@ def test_options_from_conf_overridden_by_url():
     transport = bridge.get_transport(conf, "rabbit://h/?rabbit_qos_prefetch_count=7")
     options = transport.driver.options
     assert options.rabbit_qos_prefetch_count == 7
-    assert options.amqp_durable_queues is True and options.topic_durable is True
+    assert options.amqp_durable_queues is True and queues.topic_durable(options) is True
     assert options.heartbeat_timeout_threshold == 60
     transport.cleanup()
 
@@ -78,10 +79,11 @@ def _options(query: dict[str, str]) -> AmqpOptions:
 def test_queue_arguments_follow_oslo_names():
     options = _options({"rabbit_quorum_queue": "true", "rabbit_quorum_delivery_limit": "3",
                         "rabbit_transient_queues_ttl": "10"})
-    assert options.topic_durable
-    assert options.topic_queue_arguments() == {"x-queue-type": "quorum", "x-delivery-limit": 3}
-    assert options.transient_queue_arguments() == {"x-expires": 10000}
-    assert _options({"rabbit_transient_queues_ttl": "0"}).transient_queue_arguments() == {}
+    assert queues.topic_durable(options)
+    assert queues.topic_queue_arguments(options) == {"x-queue-type": "quorum",
+                                                     "x-delivery-limit": 3}
+    assert queues.transient_queue_arguments(options) == {"x-expires": 10000}
+    assert queues.transient_queue_arguments(_options({"rabbit_transient_queues_ttl": "0"})) == {}
     with pytest.raises(bridge.InvalidTransportURL):
         _options({"rabbit_quorum_queue": "1", "rabbit_ha_queues": "1"})
 
@@ -322,7 +324,7 @@ def test_many_threads_and_async_calls_share_one_reply_queue(names):
                    for i in range(300)]
         assert [f.result(timeout=30) for f in futures] == list(range(300))
         assert len({transport.driver.reply_queue}) == 1
-        assert transport.driver._conn.generation == 1  # one connection did all of it
+        assert transport.driver.client.connection.generation == 1  # one connection did all of it
     finally:
         peer.close()
 
@@ -338,7 +340,7 @@ def test_amqp_heartbeats_survive_a_long_method(names):
         client = peer.client(exchange, topic, transport=transport, timeout=30)
         assert client.call({}, "sleep", seconds=5) == 5
         assert server.listeners[0]._conn.generation == 1
-        assert transport.driver._conn.generation == 1
+        assert transport.driver.client.connection.generation == 1
         assert client.call({}, "echo", value=uuid.uuid4().hex)
     finally:
         peer.close()

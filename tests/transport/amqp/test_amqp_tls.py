@@ -155,7 +155,8 @@ def assert_refused(url: str, names: tuple[str, str], reason: str) -> None:
 
 def generations(server: Any, peer: Peer) -> tuple[int, int]:
     """How many connections the server's listener and the last client transport made."""
-    return server.listeners[0]._conn.generation, peer.transports[-1].driver._conn.generation
+    client = peer.transports[-1].driver.client
+    return server.listeners[0]._conn.generation, client.connection.generation
 
 
 def test_call_cast_and_remote_exception_over_tls(tls_proxy, pki, names):

@@ -1,0 +1,195 @@
+"""The ``aio`` flavour: grpc.aio, every handler on an event loop in a thread of its own.
+
+Answers come from the server's executor threads; :meth:`AioGrpcServer.hand_back`
+queues them and wakes the loop once per batch, where each RPC's handler awaits its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import threading
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from grpc import aio
+
+from bridge.transport.grpc.options import server_args
+from bridge.transport.grpc.server import SERVICE_NAME, GrpcServer, remaining_time
+from bridge.transport.grpc.status import Rejection, status_of
+from bridge.transport.grpc.streams import StreamCalls
+
+LOG = logging.getLogger(__name__)
+
+
+class AioGrpcServer(GrpcServer):
+    """A :class:`GrpcServer` on grpc.aio, its event loop running in a thread of its own."""
+
+    flavour = "aio"
+
+    def _start(self) -> None:
+        self._answers: collections.deque[tuple[Callable[[Any], None], Any]] = (
+            collections.deque())
+        self._wake_pending = False
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._run_loop, daemon=True,
+                                        name=f"bridge-grpc-{self.addresses[0][1]}")
+        self._thread.start()
+        try:
+            self._run(self._start_on_loop())
+        except BaseException:
+            self._stop_loop()
+            raise
+
+    async def _start_on_loop(self) -> None:
+        from grpc_health.v1 import health, health_pb2
+
+        server = aio.server(options=server_args(self.options))
+        servicer = health.aio.HealthServicer()
+        for name in ("", SERVICE_NAME):
+            await servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+        try:
+            self._prepare(server, servicer)
+        except BaseException:
+            # Only a server that started frees the ports bound before the failure.
+            await server.start()
+            await server.stop(None)
+            raise
+        await server.start()
+        self._server = server
+
+    def _publish_health(self, status: int) -> None:
+        async def publish() -> None:
+            for name in ("", SERVICE_NAME):
+                await self._health.set(name, status)
+
+        if self._on_loop():
+            self.loop.create_task(publish())
+        else:
+            self._run(publish())
+
+    def _stop(self, server: Any, grace: float) -> None:
+        if self._on_loop():
+            # Released from the loop itself (a blocking executor): stop without waiting.
+            if server is not None:
+                self.loop.create_task(server.stop(grace))
+            return
+        if server is not None:
+            try:
+                self._run(server.stop(grace), grace + 10)
+            except Exception:
+                LOG.exception("Error while stopping the gRPC server on %s", self.address)
+        self._stop_loop()
+
+    # -- the event loop ----------------------------------------------------------------------
+
+    def _run_loop(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.loop.run_forever()
+
+    def _run(self, coro: Any, timeout: float | None = 30) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def _stop_loop(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(timeout=10)
+        if not self.loop.is_running():
+            self.loop.close()
+
+    def _on_loop(self) -> bool:
+        return threading.current_thread() is self._thread
+
+    def hand_back(self, resolve: Callable[[Any], None], outcome: Any) -> None:
+        """Run ``resolve(outcome)`` on the loop; callable from any thread."""
+        if self._on_loop():
+            resolve(outcome)
+            return
+        self._answers.append((resolve, outcome))
+        if not self._wake_pending:
+            self._wake_pending = True
+            try:
+                self.loop.call_soon_threadsafe(self._drain_answers)
+            except RuntimeError:  # the loop is closed: nobody waits any more
+                pass
+
+    def _drain_answers(self) -> None:
+        self._wake_pending = False
+        answers = self._answers
+        while answers:
+            resolve, outcome = answers.popleft()
+            try:
+                resolve(outcome)
+            except Exception:
+                LOG.exception("Could not hand an answer back to its gRPC call")
+
+    # -- handlers (on the event loop) ---------------------------------------------------------
+
+    async def _abort(self, context: aio.ServicerContext, failure: Any, what: str) -> None:
+        """Refuse a request no listener took: count it, log it, end the RPC (raises)."""
+        code, message, metadata = self.refuse(failure, what)
+        await context.abort(code, message, metadata)
+
+    async def call(self, data: bytes, context: aio.ServicerContext) -> bytes:
+        """The Call handler: the encoded CallResponse, or the RPC aborted with the failure."""
+        future: asyncio.Future = self.loop.create_future()
+
+        def resolve(outcome: Any) -> None:
+            if not future.done():
+                future.set_result(outcome)
+
+        try:
+            self.admission.enter()
+        except Rejection as rejection:
+            await self._abort(context, rejection.failure, "Call")
+        try:
+            try:
+                target, incoming = self.decode_call(
+                    data, remaining_time(context), lambda outcome: self.hand_back(resolve, outcome))
+                self.deliver(target, incoming)
+            except Rejection as rejection:
+                await self._abort(context, rejection.failure, "Call")
+            try:
+                outcome = await future
+            except asyncio.CancelledError:
+                incoming.caller_cancelled()  # the caller went away
+                raise
+        finally:
+            self.admission.leave()
+        if isinstance(outcome, bytes):
+            return outcome
+        code, message, metadata = status_of(outcome)
+        await context.abort(code, message, metadata)
+        raise AssertionError("unreachable")  # abort() raises
+
+    async def cast(self, data: bytes, context: aio.ServicerContext) -> bytes:
+        """The Cast handler: an empty CastResponse once a listener took the cast."""
+        try:
+            self.start_cast(data)
+        except Rejection as rejection:
+            await self._abort(context, rejection.failure, "Cast")
+        return b""  # an empty CastResponse
+
+    async def call_stream(self, requests: AsyncIterator[bytes],
+                          context: aio.ServicerContext) -> AsyncIterator[bytes]:
+        """The CallStream handler: a task reads the requests, this one sends responses."""
+        out: asyncio.Queue = asyncio.Queue()
+        calls = StreamCalls(self, remaining_time(context), out.put_nowait)
+
+        async def read() -> None:
+            try:
+                async for data in requests:
+                    calls.start(data)
+            finally:
+                calls.end_of_requests()
+
+        reader = self.loop.create_task(read())
+        sent = 0
+        try:
+            while not calls.finished(sent):
+                item = await out.get()
+                if item is not None:
+                    sent += 1
+                    yield item
+        finally:
+            reader.cancel()

@@ -1,0 +1,193 @@
+"""The client side of the gRPC wire: one channel per transport, calls, casts and retries."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import grpc
+
+from bridge._proto.bridge.v1 import bridge_pb2 as pb
+from bridge.exceptions import (
+    InvalidTarget,
+    InvalidTransportURL,
+    MessageDeliveryFailure,
+    MessagingTimeout,
+)
+from bridge.target import Target
+from bridge.transport.grpc.addresses import Address, channel_target, client_host, host_port
+from bridge.transport.grpc.options import GrpcOptions, channel_args, read_file
+from bridge.transport.grpc.server import SERVICE_NAME
+from bridge.transport.grpc.status import exception_for_error, failure_from_metadata
+from bridge.transport.grpc.values import fill_map, from_value
+
+LOG = logging.getLogger(__name__)
+
+CALL = f"/{SERVICE_NAME}/Call"
+CAST = f"/{SERVICE_NAME}/Cast"
+
+
+def encode_request(target: Target, ctxt: dict[str, Any], message: dict[str, Any],
+                   wait_for_reply: bool, default_exchange: str) -> bytes:
+    """The encoded CallRequest (``wait_for_reply``) or CastRequest of a message."""
+    if wait_for_reply and target.fanout:
+        raise InvalidTarget("A call cannot be used with fanout", target)
+    request = pb.CallRequest() if wait_for_reply else pb.CastRequest()
+    envelope = request.envelope
+    envelope.target.exchange = target.exchange or default_exchange
+    envelope.target.topic = str(target.topic)
+    if target.server:
+        envelope.target.server = target.server
+    if target.fanout:
+        envelope.target.fanout = True
+    envelope.method = message["method"]
+    if message.get("namespace") is not None:
+        envelope.namespace = message["namespace"]
+    if message.get("version") is not None:
+        envelope.version = message["version"]
+    fill_map(envelope.context, ctxt, "the request context")
+    fill_map(envelope.args, message.get("args") or {}, "argument")
+    return request.SerializeToString()
+
+
+class GrpcClient:
+    """Calls and casts to the servers at ``addresses()`` over one channel, made on first use.
+
+    ``addresses`` is a callable: a server of the same transport that was given ports
+    for port 0 changes them.
+    """
+
+    def __init__(self, url: Any, options: GrpcOptions, addresses: Callable[[], list[Address]],
+                 settings: Any, allowed_remote_exmods: list[str]) -> None:
+        self.url = url
+        self.scheme = url.driver_name
+        self.options = options
+        self.addresses = addresses
+        self.settings = settings
+        self.allowed_remote_exmods = allowed_remote_exmods
+        self._lock = threading.Lock()
+        self._channel: grpc.Channel | None = None
+        self._stubs: dict[str, Any] = {}
+
+    @property
+    def connect_address(self) -> str:
+        """host:port this client connects to (comma-separated, several hosts)."""
+        return ",".join(host_port(client_host(host), port) for host, port in self.addresses())
+
+    def make_channel(self) -> grpc.Channel:
+        """A new channel to the servers (the caller closes it)."""
+        opts = self.options
+        addresses = self.addresses()
+        if self.scheme == "grpcs" and len(addresses) > 1 and not opts.tls_server_name:
+            raise InvalidTransportURL(
+                str(self.url), f"a grpcs:// client of several hosts ({self.url}) needs "
+                "tls_server_name, the name every server's certificate holds: one channel "
+                "cannot check each server against its own host name")
+        target = channel_target(addresses)
+        args = channel_args(opts)
+        if self.scheme != "grpcs":
+            return grpc.insecure_channel(target, args)
+        if opts.tls_server_name:
+            args.append(("grpc.ssl_target_name_override", opts.tls_server_name))
+        credentials = grpc.ssl_channel_credentials(
+            root_certificates=read_file(opts.tls_ca_file) if opts.tls_ca_file else None,
+            private_key=read_file(opts.tls_key_file) if opts.tls_key_file else None,
+            certificate_chain=read_file(opts.tls_cert_file) if opts.tls_cert_file else None)
+        return grpc.secure_channel(target, credentials, args)
+
+    def _stub(self, method: str) -> Any:
+        stub = self._stubs.get(method)
+        if stub is not None:
+            return stub
+        with self._lock:
+            if self._channel is None:
+                try:
+                    self._channel = self.make_channel()
+                except OSError as exc:
+                    raise MessageDeliveryFailure(
+                        f"cannot connect to gRPC {self.connect_address}: {exc}") from None
+            stub = self._stubs[method] = self._channel.unary_unary(method)
+            return stub
+
+    def send(self, target: Target, ctxt: dict[str, Any], message: dict[str, Any], *,
+             wait_for_reply: bool, timeout: float | None, retry: int | None = None,
+             at_least_once: bool = False) -> Any:
+        """Send a call (its result) or a cast (None); see :meth:`Driver.send`."""
+        data = encode_request(target, ctxt, message, wait_for_reply,
+                              self.settings.control_exchange)
+        if not wait_for_reply:
+            timeout = timeout or self.settings.rpc_response_timeout
+        reply = self._invoke(CALL if wait_for_reply else CAST, data, target, timeout, retry,
+                             at_least_once)
+        if not wait_for_reply:
+            return None
+        return from_value(pb.CallResponse.FromString(reply).result, "the result")
+
+    def _invoke(self, method: str, data: bytes, target: Target, timeout: float | None,
+                retry: int | None, at_least_once: bool) -> bytes:
+        stub = self._stub(method)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        attempts = 0
+        delay = 0.05
+        while True:
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                raise MessagingTimeout(f"Timed out sending to {target} at "
+                                       f"{self.connect_address}")
+            try:
+                return stub(data, timeout=remaining)
+            except grpc.RpcError as err:
+                code = err.code() if hasattr(err, "code") else grpc.StatusCode.UNKNOWN
+                details = err.details() if hasattr(err, "details") else str(err)
+                failure = failure_from_metadata(
+                    err.trailing_metadata() if hasattr(err, "trailing_metadata") else None)
+                if code == grpc.StatusCode.UNAVAILABLE and (retry is None or retry < 0
+                                                            or attempts < retry):
+                    attempts += 1
+                    pause = delay if remaining is None else min(delay, max(0.0, remaining))
+                    LOG.debug("gRPC %s to %s unavailable (%s); retry %d in %.2f s", method,
+                              self.connect_address, details, attempts, pause)
+                    time.sleep(pause)
+                    delay = min(delay * 2, 1.0)
+                    continue
+                if code == grpc.StatusCode.UNAVAILABLE:
+                    raise MessageDeliveryFailure(
+                        f"gRPC server {self.connect_address} unavailable for {target} after "
+                        f"{attempts + 1} attempt(s): {details}") from None
+                raise exception_for_error(code, details, failure, self.allowed_remote_exmods,
+                                          at_least_once, target) from None
+
+    def check_health(self, service: str = "", timeout: float = 5.0) -> str:
+        """Ask the gRPC health service (grpc.health.v1) of the servers; the status name.
+
+        Raises :class:`MessageDeliveryFailure` (``CODE: details``) when the server cannot
+        be reached or has no health service, :class:`InvalidTransportURL` when no host
+        resolves, ``OSError`` when a TLS file cannot be read.
+        """
+        from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+        try:
+            channel = self.make_channel()
+        except OSError as exc:
+            if isinstance(exc, (FileNotFoundError, PermissionError, IsADirectoryError)):
+                raise
+            raise InvalidTransportURL(str(self.url), f"cannot resolve {self.url}: {exc}") from None
+        try:
+            stub = health_pb2_grpc.HealthStub(channel)
+            reply = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=timeout)
+        except grpc.RpcError as err:
+            raise MessageDeliveryFailure(f"{err.code().name}: {err.details()}") from None
+        finally:
+            channel.close()
+        return health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
+
+    def close(self) -> None:
+        """Close the channel (a later call opens a new one)."""
+        with self._lock:
+            channel, self._channel = self._channel, None
+            self._stubs.clear()
+        if channel is not None:
+            channel.close()

@@ -1,0 +1,100 @@
+"""The options of the gRPC driver (the ``[grpc]`` conf group, overridden by the URL query),
+and the grpcio channel arguments they become."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from bridge.exceptions import InvalidTransportURL
+
+MIB = 1024 * 1024
+
+
+def _at_least_0(default: Any) -> Any:
+    return dataclasses.field(default=default, metadata={"minimum": 0})
+
+
+@dataclasses.dataclass(frozen=True)
+class GrpcOptions:
+    """Options of the gRPC driver: the ``[grpc]`` conf group, overridden by the URL query."""
+
+    #: Largest request (server) or reply (client) accepted, in bytes.
+    max_receive_message_length: int = _at_least_0(4 * MIB)
+    #: Largest message sent, in bytes.
+    max_send_message_length: int = _at_least_0(4 * MIB)
+    #: Calls a server address runs at once; more get RESOURCE_EXHAUSTED (0: no limit).
+    max_concurrent_calls: int = _at_least_0(0)
+    #: Interval of HTTP/2 keepalive pings this side sends, in ms.
+    keepalive_time_ms: int = _at_least_0(30_000)
+    #: How long a keepalive ping may go unanswered before the connection is closed, in ms.
+    keepalive_timeout_ms: int = _at_least_0(20_000)
+    #: Shortest interval between client pings a server tolerates, in ms.
+    min_ping_interval_ms: int = _at_least_0(5_000)
+    #: Send formatted tracebacks of endpoint failures to callers.
+    include_traceback: bool = False
+    #: The grpcio server: ``sync`` (grpc.server) or ``aio`` (grpc.aio); see docs/performance.md.
+    server_flavour: str = dataclasses.field(default="sync",
+                                            metadata={"choices": ("sync", "aio")})
+    #: Seconds a server waits for replies in flight when its last listener is released.
+    shutdown_grace: float = _at_least_0(5.0)
+    #: Serve grpc.reflection.v1alpha (and v1) server reflection.
+    reflection: bool = True
+    #: PEM certificate chain: the server's, or the client's for mutual TLS.
+    tls_cert_file: str = ""
+    #: PEM private key of ``tls_cert_file``.
+    tls_key_file: str = ""
+    #: PEM CA bundle: clients verify the server with it (system roots when empty);
+    #: servers verify client certificates with it.
+    tls_ca_file: str = ""
+    #: Servers require a client certificate signed by ``tls_ca_file`` (mutual TLS).
+    tls_client_auth: bool = False
+    #: Clients expect this name in the server certificate instead of the URL's host.
+    tls_server_name: str = ""
+
+
+def check_options(url: Any, options: GrpcOptions) -> None:
+    """Refuse options that do not go together, naming them."""
+    tls_set = [name for name in ("tls_cert_file", "tls_key_file", "tls_ca_file")
+               if getattr(options, name)] + (["tls_client_auth"] if options.tls_client_auth
+                                             else [])
+    if url.driver_name == "grpc" and tls_set:
+        raise InvalidTransportURL(str(url), f"{', '.join(tls_set)} need a grpcs:// URL, "
+                                  f"not {url}")
+    if bool(options.tls_cert_file) != bool(options.tls_key_file):
+        raise InvalidTransportURL(str(url), "tls_cert_file and tls_key_file go together")
+    if options.tls_client_auth and not options.tls_ca_file:
+        raise InvalidTransportURL(str(url), "tls_client_auth needs tls_ca_file (the CA that "
+                                  "signs client certificates)")
+
+
+def server_args(options: GrpcOptions) -> list[tuple[str, Any]]:
+    """The grpcio server arguments of ``options``."""
+    return [
+        ("grpc.max_receive_message_length", options.max_receive_message_length),
+        ("grpc.max_send_message_length", options.max_send_message_length),
+        ("grpc.keepalive_time_ms", options.keepalive_time_ms),
+        ("grpc.keepalive_timeout_ms", options.keepalive_timeout_ms),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.min_recv_ping_interval_without_data_ms", options.min_ping_interval_ms),
+        ("grpc.http2.min_ping_interval_without_data_ms", options.min_ping_interval_ms),
+        ("grpc.http2.max_ping_strikes", 0),
+        ("grpc.so_reuseport", 0),
+    ]
+
+
+def channel_args(options: GrpcOptions) -> list[tuple[str, Any]]:
+    """The grpcio channel arguments of a client with ``options``."""
+    return [
+        ("grpc.max_receive_message_length", options.max_receive_message_length),
+        ("grpc.max_send_message_length", options.max_send_message_length),
+        ("grpc.keepalive_time_ms", options.keepalive_time_ms),
+        ("grpc.keepalive_timeout_ms", options.keepalive_timeout_ms),
+        ("grpc.enable_retries", 0),
+    ]
+
+
+def read_file(path: str) -> bytes:
+    """The bytes of a TLS file named by an option."""
+    with open(path, "rb") as handle:
+        return handle.read()

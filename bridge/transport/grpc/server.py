@@ -1,0 +1,277 @@
+"""The gRPC server shared by every listener on its addresses: what both flavours share.
+
+One :class:`GrpcServer` listens on a set of addresses and serves ``bridge.v1.Bridge``,
+the health service and (optionally) reflection. Each request is decoded into a
+:class:`~bridge.transport.grpc.incoming.GrpcIncoming` (:meth:`GrpcServer.decode`) and
+handed to a listener of its target (:meth:`GrpcServer.deliver`, through the
+:class:`~bridge.transport.grpc.routing.Router`). A request refused before any listener
+took it (malformed, no such target, over a limit, server stopping) raises
+:class:`~bridge.transport.grpc.status.Rejection`, which the flavour's handler turns into
+the status.
+
+The flavours (:mod:`~bridge.transport.grpc.sync_server`, grpc.server with its thread
+pool; :mod:`~bridge.transport.grpc.aio_server`, grpc.aio on an event loop thread) add
+only what must differ: how the server runs, how a handler waits for its answer, and
+how it aborts an RPC.
+"""
+
+from __future__ import annotations
+
+import abc
+import logging
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import grpc
+
+from bridge._proto.bridge.v1 import bridge_pb2 as pb
+from bridge.target import Target
+from bridge.timer import MONOTONIC, Clock, Timer
+from bridge.transport.grpc.addresses import Address, host_port
+from bridge.transport.grpc.admission import Admission
+from bridge.transport.grpc.incoming import Answer, GrpcIncoming, call_reply
+from bridge.transport.grpc.options import GrpcOptions, read_file
+from bridge.transport.grpc.routing import Router, target_text
+from bridge.transport.grpc.status import Rejection, count_refusal, status_of
+from bridge.transport.grpc.values import from_map
+from bridge.values import InvalidValueError
+
+LOG = logging.getLogger(__name__)
+
+SERVICE_NAME = "bridge.v1.Bridge"
+
+#: ``(code, details, trailing metadata)`` of an error status.
+Status = tuple[grpc.StatusCode, str, tuple[tuple[str, bytes], ...]]
+
+
+def remaining_time(context: Any) -> float | None:
+    """Seconds before the call's deadline; None without one (sync grpc says ~2**63 ns)."""
+    remaining = context.time_remaining()
+    if remaining is None or remaining > 1e9:
+        return None
+    return max(0.0, remaining)
+
+
+class GrpcServer(abc.ABC):
+    """One gRPC server on its addresses, shared by its listeners, with its router.
+
+    ``addresses`` are the ``(host, port)`` pairs it listens on (the bound port where
+    port 0 was asked for). ``clock`` times the per-call timeouts of CallStream
+    requests (a :class:`~bridge.timer.ManualClock` in tests).
+    """
+
+    #: ``sync`` or ``aio``: the ``server_flavour`` option's value.
+    flavour = ""
+
+    def __init__(self, scheme: str, addresses: Sequence[Address], options: GrpcOptions,
+                 default_exchange: str, clock: Clock = MONOTONIC) -> None:
+        self.scheme = scheme
+        self.addresses: list[Address] = list(addresses)
+        self.options = options
+        self.clock = clock
+        self.router = Router(default_exchange)
+        self.admission = Admission(options.max_concurrent_calls)
+        #: Per-call timeouts of CallStream requests: one thread for all of them.
+        self.timeouts = Timer("bridge-grpc-timeouts", clock)
+        #: False while the process says it cannot serve (set through a listener).
+        self.process_serving = True
+        self.running = False
+        self._server: Any = None
+        self._health: Any = None
+        self._start()
+        self.running = True
+
+    @property
+    def address(self) -> str:
+        """``scheme://host:port``, or ``scheme://h1:p1,h2:p2`` (a URL clients can use)."""
+        return f"{self.scheme}://{','.join(host_port(*item) for item in self.addresses)}"
+
+    # -- setting up --------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def _start(self) -> None:
+        """Make the grpc server, :meth:`_prepare` it and start it; set ``_server``."""
+
+    def _handlers(self) -> dict[str, grpc.RpcMethodHandler]:
+        """The method handlers of ``bridge.v1.Bridge``."""
+        return {
+            "Call": grpc.unary_unary_rpc_method_handler(self.call),
+            "Cast": grpc.unary_unary_rpc_method_handler(self.cast),
+            "CallStream": grpc.stream_stream_rpc_method_handler(self.call_stream),
+        }
+
+    # The handlers, sync or ``async def`` depending on the flavour.
+
+    @abc.abstractmethod
+    def call(self, data: bytes, context: Any) -> Any:
+        """Call: the encoded CallResponse, or the RPC aborted with the failure."""
+
+    @abc.abstractmethod
+    def cast(self, data: bytes, context: Any) -> Any:
+        """Cast: an empty CastResponse once a listener took the cast."""
+
+    @abc.abstractmethod
+    def call_stream(self, requests: Any, context: Any) -> Any:
+        """CallStream: one StreamResponse per StreamRequest, as the calls finish."""
+
+    def _prepare(self, server: Any, health: Any) -> None:
+        """Add the services to ``server`` and bind every address (the bound ports replace
+        the ports asked for)."""
+        from grpc_health.v1 import health as health_module
+        from grpc_health.v1 import health_pb2_grpc
+
+        server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(
+            SERVICE_NAME, self._handlers())])
+        health_pb2_grpc.add_HealthServicer_to_server(health, server)
+        self._health = health
+        names = [SERVICE_NAME, health_module.SERVICE_NAME]
+        if self.options.reflection:
+            from grpc_reflection.v1alpha import reflection
+
+            names.append(reflection.SERVICE_NAME)
+            reflection.enable_server_reflection(names, server)
+        self.addresses = [(host, self._bind(server, host, port))
+                          for host, port in self.addresses]
+
+    def _bind(self, server: Any, host: str, port: int) -> int:
+        address = host_port(host, port)
+        try:
+            if self.scheme == "grpcs":
+                bound = server.add_secure_port(address, self._server_credentials())
+            else:
+                bound = server.add_insecure_port(address)
+        except RuntimeError as exc:
+            raise OSError(f"cannot listen on {address}: {exc}") from None
+        if not bound:
+            raise OSError(f"cannot listen on {address} (in use, or not a local address?)")
+        return bound
+
+    def _server_credentials(self) -> grpc.ServerCredentials:
+        opts = self.options
+        if not (opts.tls_cert_file and opts.tls_key_file):
+            raise ValueError("a grpcs:// server needs tls_cert_file and tls_key_file")
+        return grpc.ssl_server_credentials(
+            [(read_file(opts.tls_key_file), read_file(opts.tls_cert_file))],
+            root_certificates=read_file(opts.tls_ca_file) if opts.tls_ca_file else None,
+            require_client_auth=opts.tls_client_auth)
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def update_health(self) -> None:
+        """Publish SERVING while some listener takes messages, else NOT_SERVING.
+
+        ``process_serving`` (see :meth:`GrpcListener.set_serving`) holds it at
+        NOT_SERVING while the process cannot serve (an AMQP listener lost its broker).
+        """
+        from grpc_health.v1 import health_pb2
+
+        status = (health_pb2.HealthCheckResponse.SERVING
+                  if self.router.serving and self.process_serving
+                  else health_pb2.HealthCheckResponse.NOT_SERVING)
+        if self.running:
+            self._publish_health(status)
+
+    @abc.abstractmethod
+    def _publish_health(self, status: int) -> None:
+        """Set ``status`` for the whole server and for ``bridge.v1.Bridge``."""
+
+    def shutdown(self) -> None:
+        """Stop the server, letting replies in flight finish for ``shutdown_grace``."""
+        if not self.running:
+            return
+        self.running = False
+        server, self._server = self._server, None
+        self._stop(server, self.options.shutdown_grace)
+        self.timeouts.close()
+
+    @abc.abstractmethod
+    def _stop(self, server: Any, grace: float) -> None:
+        """Stop the grpc ``server`` (None if it never started) within ``grace`` seconds."""
+
+    # -- requests, whatever the flavour ------------------------------------------------------
+
+    def hand_back(self, resolve: Callable[[Any], None], outcome: Any) -> None:
+        """Run ``resolve(outcome)`` where the RPC's handler may use it; from any thread."""
+        resolve(outcome)
+
+    def refuse(self, failure: pb.Failure, what: str) -> Status:
+        """Count and log a request refused before any listener took it; its status."""
+        count_refusal(failure)
+        status = status_of(failure)
+        LOG.warning("gRPC %s refused: %s", what, status[1])
+        return status
+
+    def decode(self, envelope: pb.Envelope, remaining: float | None,
+               answer: Answer | None, make_reply: Callable[[Any], bytes]) -> GrpcIncoming:
+        """The IncomingMessage of ``envelope``; raise :class:`Rejection` when malformed."""
+        target = envelope.target
+        if not target.topic:
+            raise Rejection(pb.Failure.REASON_INVALID_ARGUMENT,
+                            "the envelope's target has no topic")
+        if not envelope.method:
+            raise Rejection(pb.Failure.REASON_INVALID_ARGUMENT, "the envelope has no method")
+        if answer is not None and target.fanout:
+            raise Rejection(pb.Failure.REASON_INVALID_ARGUMENT,
+                            "A call cannot be used with fanout")
+        try:
+            ctxt = from_map(envelope.context, "context")
+            args = from_map(envelope.args, "argument")
+        except InvalidValueError as exc:
+            raise Rejection(pb.Failure.REASON_INVALID_ARGUMENT, str(exc)) from None
+        message: dict[str, Any] = {"method": envelope.method, "args": args}
+        if envelope.HasField("namespace"):
+            message["namespace"] = envelope.namespace
+        if envelope.HasField("version"):
+            message["version"] = envelope.version
+        deadline = None if remaining is None else time.monotonic() + remaining
+        return GrpcIncoming(ctxt, message, deadline, remaining, answer, make_reply,
+                            self.options.include_traceback,
+                            self.options.max_send_message_length)
+
+    def deliver(self, target: pb.Target, incoming: GrpcIncoming) -> None:
+        """Hand ``incoming`` to one listener of ``target`` (every one for fanout)."""
+        listeners = self.router.candidates(target)
+        delivered = 0
+        for listener in listeners:
+            if listener.hand_over(incoming.copy_for_fanout() if delivered else incoming):
+                delivered += 1
+                if not target.fanout:
+                    return
+        if delivered:
+            return
+        if listeners:
+            raise Rejection(pb.Failure.REASON_UNAVAILABLE,
+                            f"the servers of {target_text(target)} are stopping or not "
+                            "started")
+        fallback = self.router.fallback
+        if fallback is not None:
+            incoming.target = Target(exchange=target.exchange or None, topic=target.topic,
+                                     server=target.server or None, fanout=target.fanout or None)
+            handler = fallback(incoming.target)
+            if handler is not None:
+                handler(incoming)
+                return
+        raise Rejection(pb.Failure.REASON_TARGET_NOT_FOUND,
+                        f"no server of {target_text(target)} at {self.address}")
+
+    def decode_call(self, data: bytes, remaining: float | None,
+                    answer: Answer) -> tuple[pb.Target, GrpcIncoming]:
+        """Decode a Call into its target and IncomingMessage; raise Rejection if malformed."""
+        try:
+            request = pb.CallRequest.FromString(data)
+        except Exception as exc:
+            raise Rejection(pb.Failure.REASON_INVALID_ARGUMENT,
+                            f"undecodable CallRequest: {exc}") from None
+        envelope = request.envelope
+        return envelope.target, self.decode(envelope, remaining, answer, call_reply)
+
+    def start_cast(self, data: bytes) -> None:
+        """Decode and deliver a Cast; raise Rejection when it is refused."""
+        try:
+            request = pb.CastRequest.FromString(data)
+        except Exception as exc:
+            raise Rejection(pb.Failure.REASON_INVALID_ARGUMENT,
+                            f"undecodable CastRequest: {exc}") from None
+        incoming = self.decode(request.envelope, None, None, call_reply)
+        self.deliver(request.envelope.target, incoming)

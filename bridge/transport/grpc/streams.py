@@ -1,0 +1,135 @@
+"""The calls of one CallStream: each request starts a call; each call gets one response.
+
+Whatever the server flavour, a :class:`StreamCalls` reads the stream's requests
+(:meth:`StreamCalls.start`) and emits one ``StreamResponse`` per request, in the
+order the calls finish, through the ``emit`` callable the flavour gives it (a queue
+its response loop drains). A request's ``timeout`` is enforced on the server's
+timer; its call ends with DEADLINE_EXCEEDED when it runs past it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from bridge._proto.bridge.v1 import bridge_pb2 as pb
+from bridge.transport.grpc.status import Rejection, count_refusal, status_of
+from bridge.transport.grpc.values import fill_value
+
+if TYPE_CHECKING:
+    from bridge.transport.grpc.server import GrpcServer
+
+LOG = logging.getLogger(__name__)
+
+
+def error_response(call_id: int, failure: pb.Failure) -> bytes:
+    """The encoded StreamResponse of call ``call_id`` ending with ``failure``."""
+    code, message, _ = status_of(failure)
+    return pb.StreamResponse(id=call_id, error=pb.StreamError(
+        code=code.value[0], message=message, failure=failure)).SerializeToString()
+
+
+class StreamCalls:
+    """The calls of one CallStream.
+
+    ``emit(bytes)`` queues a response for the stream (``None``: wake the response loop
+    up). ``remaining`` is the stream's own time left (None without a deadline); each
+    call gets at most that, and at most its request's ``timeout``.
+    """
+
+    def __init__(self, server: GrpcServer, remaining: float | None,
+                 emit: Callable[[bytes | None], None]) -> None:
+        self.server = server
+        self.deadline = None if remaining is None else server.clock.now() + remaining
+        self.emit = emit
+        self.lock = threading.Lock()
+        #: Requests read so far; each gets exactly one response.
+        self.started = 0
+        self.done_reading = False
+
+    def finished(self, sent: int) -> bool:
+        """True once the requests are all read and ``sent`` responses answer them all."""
+        return self.done_reading and sent >= self.started
+
+    def end_of_requests(self) -> None:
+        """The client closed its side (or the stream broke): no request follows."""
+        self.done_reading = True
+        self.emit(None)
+
+    def start(self, data: bytes) -> None:
+        """Start the call in ``data``; exactly one response is emitted for it."""
+        self.started += 1
+        server = self.server
+        try:
+            request = pb.StreamRequest.FromString(data)
+        except Exception as exc:
+            LOG.warning("gRPC CallStream request refused: undecodable: %s", exc)
+            failure = Rejection(pb.Failure.REASON_INVALID_ARGUMENT,
+                                f"undecodable StreamRequest: {exc}").failure
+            count_refusal(failure)
+            self.emit(error_response(0, failure))
+            return
+        call = _StreamCall(self, request.id)
+        try:
+            server.admission.enter()
+        except Rejection as rejection:
+            LOG.warning("gRPC CallStream call %s refused: %s", call.id, rejection)
+            count_refusal(rejection.failure)
+            self.emit(error_response(call.id, rejection.failure))
+            return
+        now = server.clock.now()
+        remaining = None if self.deadline is None else self.deadline - now
+        if request.timeout > 0:
+            remaining = request.timeout if remaining is None else min(remaining, request.timeout)
+            call.timer = server.timeouts.schedule(now + remaining, call.expire)
+        try:
+            incoming = server.decode(request.envelope, remaining, call.answer, call.make_reply)
+            server.deliver(request.envelope.target, incoming)
+        except Rejection as rejection:
+            LOG.warning("gRPC CallStream call %s refused: %s", call.id, rejection)
+            call.finish(error_response(call.id, rejection.failure), refused=rejection.failure)
+
+
+class _StreamCall:
+    """One call of a CallStream, from admission to its one response."""
+
+    __slots__ = ("calls", "id", "timer", "answered")
+
+    def __init__(self, calls: StreamCalls, call_id: int) -> None:
+        self.calls = calls
+        self.id = call_id
+        self.timer: Any = None
+        self.answered = False
+
+    def make_reply(self, result: Any) -> bytes:
+        response = pb.StreamResponse(id=self.id)
+        fill_value(response.result, result, "the result")
+        return response.SerializeToString()
+
+    def answer(self, outcome: Any) -> None:
+        """The call's answer (from any thread): encoded response or Failure."""
+        self.calls.server.hand_back(self.resolve, outcome)
+
+    def expire(self) -> None:
+        """The call ran past its timeout (on the timer's thread)."""
+        self.answer(Rejection(pb.Failure.REASON_DEADLINE_EXCEEDED,
+                              f"call {self.id} ran past its timeout").failure)
+
+    def resolve(self, outcome: Any) -> None:
+        self.finish(outcome if isinstance(outcome, bytes) else error_response(self.id, outcome))
+
+    def finish(self, payload: bytes, refused: pb.Failure | None = None) -> None:
+        """Emit ``payload`` if the call has no response yet, and give its slot back."""
+        calls = self.calls
+        with calls.lock:
+            if self.answered:
+                return
+            self.answered = True
+        if self.timer is not None:
+            calls.server.timeouts.cancel(self.timer)
+        calls.server.admission.leave()
+        if refused is not None:
+            count_refusal(refused)
+        calls.emit(payload)
