@@ -127,7 +127,7 @@ def test_explorer_page_in_chromium(test_server):
             expect(page.locator("#result")).to_have_text('"Hello, Ada!"')
             # An error shows its class and message.
             page.click('button[data-method="bridge//lookup"]')
-            page.fill('[data-arg="key"]', '"green"')
+            page.fill('[data-arg="key"]', "green")  # a bare word for a string parameter
             page.click("#call")
             expect(page.locator("#error-class")).to_have_text("KeyError:")
             expect(page.locator("#error-message")).to_have_text("'green'")

@@ -112,12 +112,20 @@ function clearOutcome() {
   $("error").hidden = true;
 }
 
+function acceptsString(schema) {
+  if (!schema || Object.keys(schema).length === 0) return true;
+  const types = Array.isArray(schema.type) ? schema.type : [schema.type];
+  if (types.includes("string")) return true;
+  if (schema.enum && schema.enum.some((item) => typeof item === "string")) return true;
+  return Boolean(schema.anyOf && schema.anyOf.some(acceptsString));
+}
+
 function parseArgument(text, schema) {
   try {
     return JSON.parse(text);
   } catch (error) {
-    // A bare word for a string parameter is taken as that string.
-    if (schema && schema.type === "string") return text;
+    // Text that is not JSON, for a parameter that takes strings, is that string.
+    if (acceptsString(schema)) return text;
     throw new Error("not JSON: " + text);
   }
 }
@@ -131,7 +139,7 @@ function buildCall() {
     const text = input.value.trim();
     if (key === "__method") { name = text; continue; }
     if (!text) continue;
-    if (key === "__args") { Object.assign(args, parseArgument(text)); continue; }
+    if (key === "__args") { Object.assign(args, parseArgument(text, {type: "object"})); continue; }
     const param = method.parameters.find((item) => item.name === key);
     args[key] = parseArgument(text, param && param.schema);
   }
