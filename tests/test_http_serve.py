@@ -207,3 +207,20 @@ def test_bridge_describe_health_and_call_over_http(test_server):
     assert failed.returncode == 1 and "KeyError" in failed.stderr
     refused = cli("describe", "memory://")
     assert refused.returncode == 2 and "describe needs" in refused.stderr
+
+
+def test_serve_settings_reach_the_http_driver():
+    from bridge.app.serve import driver_conf
+    from bridge.app.settings import SettingsError, resolve
+
+    tls = {"tls_cert_file": "/c.pem", "tls_key_file": "/k.pem", "tls_ca_file": "/ca.pem"}
+    settings = resolve({"http_url": "https://127.0.0.1:0", "grpc_url": "grpc://127.0.0.1:0",
+                        "max_message_size": "1MiB", **tls}, environ={})
+    conf = driver_conf(settings)
+    assert conf["http"] == {"max_message_size": 1024 * 1024, **tls, "tls_client_auth": True}
+    assert "tls_cert_file" not in conf["grpc"]  # plain gRPC beside HTTPS
+    plain = driver_conf(resolve({"grpc_url": "grpcs://127.0.0.1:0", **tls}, environ={}))
+    assert plain["http"] == {"max_message_size": 4 * 1024 * 1024}
+    assert plain["grpc"]["tls_cert_file"] == "/c.pem"
+    with pytest.raises(SettingsError, match="TLS files are set"):
+        resolve({"grpc_url": "grpc://127.0.0.1:0", **tls}, environ={})

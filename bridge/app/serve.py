@@ -117,11 +117,12 @@ def driver_conf(settings: ServeSettings) -> dict[str, Any]:
         tls["tls_client_auth"] = True
     size = settings.max_message_size
     http_tls = bool(settings.http_url and settings.http_url.startswith("https://"))
-    # gRPC's group gets the TLS files whenever they are set (the settings allow them only
-    # with grpcs://, or with gRPC off: then gateway clients of grpcs:// routes use them).
+    # gRPC's group gets the TLS files with grpcs://, and with gRPC off (then gateway
+    # clients of grpcs:// routes use them).
+    grpc_tls = not settings.grpc_url or settings.grpc_url.startswith("grpcs://")
     for url, served, with_tls in (
             (settings.grpc_url or "grpc://", {"max_receive_message_length": size,
-                                             "max_send_message_length": size}, True),
+                                             "max_send_message_length": size}, grpc_tls),
             (settings.http_url, {"max_message_size": size}, http_tls)):
         if not url:
             continue

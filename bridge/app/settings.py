@@ -384,9 +384,11 @@ def _check(settings: ServeSettings) -> None:
             raise SettingsError(f"amqp_urls: {url!r} is not a URL (driver://host:port/vhost)")
     if bool(settings.tls_cert_file) != bool(settings.tls_key_file):
         raise SettingsError("tls_cert_file and tls_key_file go together")
+    https = bool(settings.http_url and settings.http_url.startswith("https://"))
     if settings.tls_cert_file and settings.grpc_url and \
-            not settings.grpc_url.startswith("grpcs://"):
-        raise SettingsError("TLS files are set but grpc_url is not grpcs://")
+            not settings.grpc_url.startswith("grpcs://") and not https:
+        raise SettingsError("TLS files are set but grpc_url is not grpcs:// (nor http_url "
+                            "https://)")
     if settings.grpc_url and settings.grpc_url.startswith("grpcs://") and \
             not settings.tls_cert_file:
         raise SettingsError("grpcs:// needs tls_cert_file and tls_key_file")
