@@ -112,8 +112,13 @@ class NoSuchMethod(RPCDispatcherError, AttributeError):
 class UnsupportedVersion(RPCDispatcherError):
     """No endpoint accepts the requested namespace and version."""
 
-    def __init__(self, version: str | None, method: str | None = None) -> None:
+    def __init__(self, version: str | None, method: str | None = None, *,
+                 unknown_namespace: str | None = None) -> None:
+        # ``unknown_namespace``: no endpoint has that namespace at any version, which the
+        # message says; the arguments sent on the wire stay oslo.messaging's.
         super().__init__(
+            f"No endpoint serves namespace {unknown_namespace!r} (attempted method: "
+            f"{method}, version {version})" if unknown_namespace is not None else
             f"Endpoint does not support RPC version {version}. Attempted method: {method}")
         self.version = version
         self.method = method
@@ -209,7 +214,7 @@ def relayed_failure(exc: BaseException) -> dict[str, Any] | None:
 
 
 def serialize_failure(exc: BaseException, include_traceback: bool = True) -> dict[str, Any]:
-    """Describe an exception as the wire's failure dict (WIRE.md 2.10).
+    """Describe an exception as the wire's failure dict (docs/wire.md 2.10).
 
     An exception rebuilt from a remote failure is described by the failure it came
     from, so a server that passes a remote failure on (a gateway) forwards it unchanged.

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import pathlib
 import queue
@@ -35,6 +37,7 @@ class ServeProcess:
         argv = list(command or [sys.executable, "-m", "bridge"]) + ["serve", *args]
         self.stderr_lines: list[str] = []
         self.stdout_lines: list[str] = []
+        self.json_lines: list[str] = []  # stdout lines as written, in JSON mode
         self._lines: queue.SimpleQueue[str | None] = queue.SimpleQueue()
         self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                      text=True, env=env if env is not None else source_env(),
@@ -49,6 +52,10 @@ class ServeProcess:
     def _read(self, stream, is_stdout: bool) -> None:
         for line in stream:
             line = line.rstrip("\n")
+            if is_stdout and line.startswith("{"):  # log_format json: the status line's text
+                self.json_lines.append(line)
+                with contextlib.suppress(ValueError, TypeError, KeyError):
+                    line = json.loads(line)["message"]
             if is_stdout:
                 self.stdout_lines.append(line)
                 self._lines.put(line)

@@ -50,9 +50,9 @@ def test_remote_failure_goes_to_stderr_with_exit_1(capsys, memory_url, served):
     assert code == 1 and "NoSuchMethod" in err
 
 
-def test_call_timeout_is_exit_1(capsys, memory_url):
+def test_call_timeout_is_exit_4(capsys, memory_url):
     code, _, err = run(capsys, "call", memory_url, "nobody-listens", "ping", "--timeout", "0.2")
-    assert code == 1 and "timed out" in err
+    assert code == 4 and "no answer within 0.2 s" in err
 
 
 def test_cast_returns_at_once_and_takes_effect(capsys, memory_url, served, transport):
@@ -93,14 +93,14 @@ def test_parse_arguments_keeps_json_types():
         {"a": 1, "b": 1.0, "c": "1", "d": None, "e": [True]}
 
 
-def test_health_of_nothing_listening_is_exit_1(capsys):
+def test_health_of_nothing_listening_is_exit_3(capsys):
     import socket
 
     with socket.socket() as sock:  # a port that is certainly closed once released
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     code, _, err = run(capsys, "health", f"grpc://127.0.0.1:{port}", "--timeout", "1")
-    assert code == 1 and "UNAVAILABLE" in err
+    assert code == 3 and "UNAVAILABLE" in err
 
 
 def test_health_needs_a_grpc_url(capsys):
@@ -129,8 +129,8 @@ def test_cast_to_an_unreachable_broker_gives_up_after_its_timeout():
                            f"rabbit://guest:guest@127.0.0.1:{port}/", "topic", "ping",
                            "--timeout", "1"], capture_output=True, text=True, cwd=ROOT,
                           env=source_env(), timeout=60)
-    assert done.returncode == 1
-    assert "not accepted within 1.0 s" in done.stderr
+    assert done.returncode == 3
+    assert "cannot reach" in done.stderr and len(done.stderr.splitlines()) == 1
 
 
 def test_health_of_several_hosts_is_answered_by_the_first_that_connects(capsys):

@@ -126,7 +126,7 @@ def test_invalid_urls(url):
         bridge.get_transport(None, url)
 
 
-# -- URL parsing (WIRE.md 1.2) -----------------------------------------------------------------
+# -- URL parsing (docs/wire.md 1.2) ---------------------------------------------------------
 
 def test_url_with_several_hosts_and_escaped_credentials():
     url = TransportURL.parse("rabbit://u1:p%40ss@h1:5672,u2:p2@h2:5673/my_vhost?ssl=true")

@@ -103,14 +103,34 @@ def venv(tmp_path_factory) -> pathlib.Path:
     built = sorted(wheels.glob("rpc_bridge-*.whl"))
     assert len(built) == 1, built
     venv = work / "venv"
-    # Third-party dependencies come from the system site-packages (no download); the
-    # project itself only from the wheel.
-    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)],
-                   check=True, timeout=120)
+    # Third-party dependencies come from the running interpreter's site-packages (no
+    # download), whether that is a virtual environment or not; the project only from the
+    # wheel. (--system-site-packages would give the base interpreter's, not a venv's.)
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    inherit_site_packages(venv)
     subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "--no-deps",
                     "--quiet", "--disable-pip-version-check", str(built[0])],
                    check=True, timeout=300, cwd=work)
     return venv
+
+
+def inherit_site_packages(venv: pathlib.Path) -> None:
+    """Let ``venv`` import what this interpreter's site-packages hold, after its own.
+
+    A path line in a .pth file adds the directory without running the .pth files in it,
+    so an editable install of this project there is not picked up.
+    """
+    import site
+    import sysconfig
+
+    parents = [sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"],
+               *site.getsitepackages()]
+    python = venv / "bin" / "python"
+    own = subprocess.run([str(python), "-c", "import sysconfig; "
+                          "print(sysconfig.get_paths()['purelib'])"],
+                         capture_output=True, text=True, check=True, timeout=60).stdout.strip()
+    lines = [path for path in dict.fromkeys(parents) if os.path.isdir(path)]
+    (pathlib.Path(own) / "_inherited_site_packages.pth").write_text("\n".join(lines) + "\n")
 
 
 def venv_env() -> dict[str, str]:
@@ -176,7 +196,7 @@ def test_deploy_manifests_match_the_image():
     assert "rabbitmq" in compose["services"]
     assert bridge_service["environment"]["BRIDGE_AMQP_URLS"].startswith("rabbit://")
     assert "50051:50051" in bridge_service["ports"]
-    deployment, service = yaml.safe_load_all((ROOT / "deploy" / "kubernetes.yaml").read_text())
+    deployment, service, *_ = yaml.safe_load_all((ROOT / "deploy" / "kubernetes.yaml").read_text())
     pod = deployment["spec"]["template"]["spec"]
     container = pod["containers"][0]
     assert container["readinessProbe"]["grpc"]["port"] == 50051

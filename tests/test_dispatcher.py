@@ -1,4 +1,4 @@
-"""The dispatch rules of WIRE.md 1.4, as a scenario table, plus access policies."""
+"""The dispatch rules of docs/wire.md 1.4, as a scenario table, plus access policies."""
 
 from __future__ import annotations
 

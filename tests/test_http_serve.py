@@ -37,7 +37,7 @@ def _stop(proc: ServeProcess) -> None:
 @pytest.fixture(scope="module")
 def test_server():
     """bridge serve with the HTTP tests' endpoints (http_endpoints), HTTP only."""
-    proc = _serve("--endpoint", "http_endpoints", "--topic", "bridge")
+    proc = _serve("--endpoint", "http_endpoints", "--no-default-endpoints", "--topic", "bridge")
     try:
         yield proc.address("http")
     finally:

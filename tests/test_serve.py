@@ -71,10 +71,10 @@ def test_sighup_resets_and_keeps_serving():
     (["--endpoint", "endpoints:NoSuchName"], "has no 'NoSuchName'"),
     (["--amqp-url", "nonsense://x"], "nonsense"),
 ])
-def test_start_failures_exit_1_with_the_reason(args, message):
+def test_configuration_problems_exit_2_with_the_reason(args, message):
     proc = ServeProcess(["--grpc-url", "none", *args])
     try:
-        assert proc.wait(timeout=30) == 1
+        assert proc.wait(timeout=30) == 2
     finally:
         proc.close()
     assert any(message in line for line in proc.stderr_lines), proc.stderr_lines

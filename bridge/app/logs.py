@@ -14,6 +14,7 @@ import datetime
 import json
 import logging
 import sys
+import threading
 from typing import Any, TextIO
 
 from bridge.transport.base import IncomingMessage
@@ -108,4 +109,17 @@ def configure_logging(level: str = "INFO", fmt: str = "text",
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level.upper())
+    # Python's warnings and the exceptions that end a thread become log lines too, so
+    # in JSON mode every line the process writes is JSON.
+    logging.captureWarnings(True)
+    threading.excepthook = _log_thread_exception
     return handler
+
+
+def _log_thread_exception(args: threading.ExceptHookArgs) -> None:
+    if args.exc_type is SystemExit:
+        return
+    name = args.thread.name if args.thread is not None else "?"
+    logging.getLogger("bridge").error(
+        "Unhandled exception in thread %s", name,
+        exc_info=(args.exc_type, args.exc_value, args.exc_traceback))

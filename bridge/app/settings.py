@@ -30,7 +30,20 @@ _DISABLED = {"", "none", "off", "false", "no"}
 
 
 class SettingsError(ValueError):
-    """A setting has a value that cannot be used; the message names its source."""
+    """Settings that cannot be used; each problem names its source.
+
+    ``problems`` lists every problem found (the message is the first, with a count of
+    the others), so ``bridge check`` can report them all at once.
+    """
+
+    def __init__(self, problems: str | list[str]) -> None:
+        self.problems = [problems] if isinstance(problems, str) else list(problems)
+        #: The settings that did parse, when the problems are in values (else None).
+        self.settings: ServeSettings | None = None
+        more = len(self.problems) - 1
+        super().__init__(self.problems[0] + (f" (and {more} more problem"
+                                             f"{'s' if more > 1 else ''}: run bridge check)"
+                                             if more else ""))
 
 
 # -- value parsers (strings from flags and the environment; TOML values as they come) -------
@@ -111,6 +124,29 @@ def _size(value: Any) -> int:
     return size
 
 
+_TRUE = {"true", "yes", "on", "1"}
+_FALSE = {"false", "no", "off", "0"}
+
+
+def _bool(value: Any) -> bool:
+    """A boolean: TOML true/false, or one of true/false, yes/no, on/off, 1/0."""
+    if isinstance(value, bool):
+        return value
+    text = _text(value).strip().lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise ValueError(f"expected true or false, not {value!r}")
+
+
+def _seconds_or_off(value: Any) -> float | None:
+    """Seconds > 0, or none/off/empty for no limit."""
+    if isinstance(value, str) and value.strip().lower() in _DISABLED:
+        return None
+    return _positive_seconds(value)
+
+
 def _choice(*choices: str, lower: bool = True) -> Callable[[Any], str]:
     def parse(value: Any) -> str:
         text = _text(value).strip()
@@ -174,6 +210,7 @@ class Option:
     env_format: str = ""  # how a list is written in the environment variable
     default_text: str | None = None
     flag_name: str | None = None  # the flag's name when not the option's (singular lists)
+    const: str | None = None  # the flag takes no value and stands for this one
 
     @property
     def flag(self) -> str:
@@ -245,6 +282,20 @@ OPTIONS: tuple[Option, ...] = (
            30.0, _seconds, "SECONDS"),
     Option("health_interval", "seconds between copies of the server's health (AMQP broker "
            "reachable) into the gRPC health service", 2.0, _positive_seconds, "SECONDS"),
+    # -- operations: endpoints, connection age, tracing (docs/configuration.md) ------------
+    Option("default_endpoints", "serve the shipped endpoints after those named with "
+           "--endpoint; false (flag --no-default-endpoints) serves only the named ones",
+           True, _bool, "BOOL", flag_name="no_default_endpoints", const="false",
+           default_text="true"),
+    Option("max_connection_age", "seconds after which the gRPC server asks each client "
+           "connection to reconnect, so long-lived clients spread over new replicas; "
+           "none: never", None, _seconds_or_off, "SECONDS", default_text="none"),
+    Option("max_connection_age_grace", "seconds a connection past max_connection_age keeps "
+           "for its calls in flight before it is closed; none: no limit", None,
+           _seconds_or_off, "SECONDS", default_text="none"),
+    Option("tracing", "OpenTelemetry tracing (pip install rpc-bridge[tracing]): off, otlp "
+           "(exported as the OTEL_EXPORTER_OTLP_* variables say) or console (spans on "
+           "stderr)", "off", _choice("off", "otlp", "console"), "EXPORTER"),
 )
 
 OPTIONS_BY_NAME = {option.name: option for option in OPTIONS}
@@ -275,6 +326,10 @@ class ServeSettings:
     metrics_host: str = "127.0.0.1"
     grace_period: float = 30.0
     health_interval: float = 2.0
+    default_endpoints: bool = True
+    max_connection_age: float | None = None
+    max_connection_age_grace: float | None = None
+    tracing: str = "off"
     #: The drivers' option tables of the config file (``[grpc]``, ``[oslo_messaging_rabbit]``).
     driver_groups: dict[str, dict[str, Any]] = field(default_factory=dict)
     config_file: str | None = None
@@ -302,6 +357,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help_text = (f"{option.help} [env {option.env}"
                      f"{' (' + option.env_format + ')' if option.env_format else ''}; "
                      f"config key {option.name}; default: {option.describe_default()}]")
+        if option.const is not None:
+            parser.add_argument(option.flag, dest=option.name, action="store_const",
+                                const=option.const, default=argparse.SUPPRESS,
+                                help=help_text.replace("%", "%%"))
+            continue
         parser.add_argument(option.flag, dest=option.name, metavar=option.metavar,
                             action="append" if option.repeatable else "store",
                             default=argparse.SUPPRESS, help=help_text.replace("%", "%%"))
@@ -343,6 +403,7 @@ def resolve(flags: Mapping[str, Any] | None = None,
     config_path = flags.get("config") or environ.get(CONFIG_ENV) or None
     config = read_config_file(config_path) if config_path else {}
     settings = ServeSettings(config_file=config_path)
+    problems: list[str] = []
     for option in OPTIONS:
         if option.name in flags:
             # A repeatable flag arrives as a list, one item per use of the flag.
@@ -357,38 +418,50 @@ def resolve(flags: Mapping[str, Any] | None = None,
         try:
             value = option.parse(raw)
         except (ValueError, TypeError) as exc:
-            raise SettingsError(f"{where}: {exc}") from None
+            problems.append(f"{where}: {exc}")
+            settings.sources[option.name] = source
+            continue
         setattr(settings, option.name, value)
         settings.sources[option.name] = source
     settings.driver_groups = {name: dict(config[name]) for name in driver_tables()
                               if name in config}
-    _check(settings)
+    problems.extend(_check(settings))
+    if problems:
+        error = SettingsError(problems)
+        error.settings = settings  # what did parse (bad values left at their defaults)
+        raise error
     return settings
 
 
-def _check(settings: ServeSettings) -> None:
+def _check(settings: ServeSettings) -> list[str]:
+    """The problems of settings that parsed one by one but do not go together."""
+    problems = []
     if not settings.urls:
-        raise SettingsError("nothing to listen on: grpc_url, http_url and amqp_urls are all "
-                            "turned off")
+        problems.append("nothing to listen on: grpc_url, http_url and amqp_urls are all "
+                        "turned off")
     if settings.grpc_url and not re.match(r"^grpcs?://", settings.grpc_url):
-        raise SettingsError(f"grpc_url must start with grpc:// or grpcs://, "
-                            f"not {settings.grpc_url!r}")
+        problems.append(f"grpc_url must start with grpc:// or grpcs://, "
+                        f"not {settings.grpc_url!r}")
     if settings.http_url and not re.match(r"^https?://", settings.http_url):
-        raise SettingsError(f"http_url must start with http:// or https://, "
-                            f"not {settings.http_url!r}")
+        problems.append(f"http_url must start with http:// or https://, "
+                        f"not {settings.http_url!r}")
     if settings.http_url and settings.http_url.startswith("https://") and \
             not settings.tls_cert_file:
-        raise SettingsError("https:// needs tls_cert_file and tls_key_file")
+        problems.append("https:// needs tls_cert_file and tls_key_file")
     for url in settings.amqp_urls:
         if "://" not in url:
-            raise SettingsError(f"amqp_urls: {url!r} is not a URL (driver://host:port/vhost)")
+            problems.append(f"amqp_urls: {url!r} is not a URL (driver://host:port/vhost)")
     if bool(settings.tls_cert_file) != bool(settings.tls_key_file):
-        raise SettingsError("tls_cert_file and tls_key_file go together")
+        problems.append("tls_cert_file and tls_key_file go together")
     https = bool(settings.http_url and settings.http_url.startswith("https://"))
     if settings.tls_cert_file and settings.grpc_url and \
             not settings.grpc_url.startswith("grpcs://") and not https:
-        raise SettingsError("TLS files are set but grpc_url is not grpcs:// (nor http_url "
-                            "https://)")
+        problems.append("TLS files are set but grpc_url is not grpcs:// (nor http_url "
+                        "https://)")
     if settings.grpc_url and settings.grpc_url.startswith("grpcs://") and \
             not settings.tls_cert_file:
-        raise SettingsError("grpcs:// needs tls_cert_file and tls_key_file")
+        problems.append("grpcs:// needs tls_cert_file and tls_key_file")
+    if not settings.endpoints and not settings.default_endpoints:
+        problems.append("nothing to serve: default_endpoints is false and no endpoint is "
+                        "named (--endpoint module:Class)")
+    return problems

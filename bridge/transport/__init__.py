@@ -115,6 +115,12 @@ class Transport:
         :meth:`Driver.describe`)."""
         return self._driver.describe(timeout)
 
+    @property
+    def connected(self) -> bool:
+        """False while the driver's client connection is known to be lost
+        (:attr:`Driver.connected`)."""
+        return self._driver.connected
+
     def cleanup(self) -> None:
         """Release the driver's connections; safe to call more than once."""
         with self._lock:

@@ -134,6 +134,9 @@ class IncomingMessage(abc.ABC):
     #: Set by the server: it reached a server through ``serve_unrouted``, addressed to a
     #: target that none of the process's listeners serves (a gateway forwards it as such).
     unrouted: bool = False
+    #: The W3C trace context the wire carried beside the message (gRPC metadata, AMQP
+    #: headers): ``traceparent``, ``tracestate``; None when the wire carried none.
+    headers: dict[str, str] | None = None
 
     #: Context keys a driver adds on receipt; a gateway removes them before forwarding.
     ADDED_CONTEXT_KEYS: tuple[str, ...] = ("client_timeout",)
@@ -385,6 +388,14 @@ class Driver(abc.ABC):
         Raises ``OSError`` or a subclass of ``MessagingException`` when it cannot tell.
         """
         raise UnsupportedCapability(f"the {self.wire} driver cannot ask for a description")
+
+    @property
+    def connected(self) -> bool:
+        """False while the client connection this driver keeps (for sends) is known to
+        be lost, such as a broker that went away; True otherwise, including before the
+        first send. ``bridge serve`` reports a replica not ready while a route's is False.
+        """
+        return True
 
     def cleanup(self) -> None:  # noqa: B027 - drivers with nothing to release
         """Release connections and reply queues."""

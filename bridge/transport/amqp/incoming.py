@@ -14,6 +14,7 @@ from bridge.transport.amqp.envelope import (
     json_default,
     reply_body,
 )
+from bridge.transport.amqp.headers import trace_headers
 from bridge.transport.amqp.replies import ReplySender
 from bridge.transport.base import IncomingMessage
 
@@ -93,6 +94,7 @@ def parse_request(msg: Any, replies: ReplySender) -> tuple[AmqpIncoming, str | N
         except (TypeError, ValueError):
             deadline = None
     incoming = AmqpIncoming(replies, ctxt, message, msg_id, reply_q, client_timeout, deadline)
+    incoming.headers = trace_headers(msg.properties.get("application_headers"))
     return incoming, unique_id
 
 

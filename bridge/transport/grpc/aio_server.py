@@ -15,8 +15,9 @@ from typing import Any
 
 from grpc import aio
 
+from bridge.transport.grpc.health import initial_statuses
 from bridge.transport.grpc.options import server_args
-from bridge.transport.grpc.server import SERVICE_NAME, GrpcServer, remaining_time
+from bridge.transport.grpc.server import GrpcServer, remaining_time
 from bridge.transport.grpc.status import Rejection, status_of
 from bridge.transport.grpc.streams import StreamCalls
 
@@ -43,12 +44,12 @@ class AioGrpcServer(GrpcServer):
             raise
 
     async def _start_on_loop(self) -> None:
-        from grpc_health.v1 import health, health_pb2
+        from grpc_health.v1 import health
 
         server = aio.server(options=server_args(self.options))
         servicer = health.aio.HealthServicer()
-        for name in ("", SERVICE_NAME):
-            await servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+        for name, status in initial_statuses().items():
+            await servicer.set(name, status)
         try:
             self._prepare(server, servicer)
         except BaseException:
@@ -59,9 +60,9 @@ class AioGrpcServer(GrpcServer):
         await server.start()
         self._server = server
 
-    def _publish_health(self, status: int) -> None:
+    def _publish_health(self, statuses: dict[str, int]) -> None:
         async def publish() -> None:
-            for name in ("", SERVICE_NAME):
+            for name, status in statuses.items():
                 await self._health.set(name, status)
 
         if self._on_loop():

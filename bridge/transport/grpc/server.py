@@ -30,6 +30,7 @@ from bridge.target import Target
 from bridge.timer import MONOTONIC, Clock, Timer
 from bridge.transport.grpc.addresses import Address, host_port
 from bridge.transport.grpc.admission import Admission
+from bridge.transport.grpc.health import health_statuses
 from bridge.transport.grpc.incoming import Answer, GrpcIncoming, call_reply
 from bridge.transport.grpc.options import GrpcOptions, read_file
 from bridge.transport.grpc.routing import Router, target_text
@@ -159,22 +160,15 @@ class GrpcServer(abc.ABC):
     # -- lifecycle ---------------------------------------------------------------------------
 
     def update_health(self) -> None:
-        """Publish SERVING while some listener takes messages, else NOT_SERVING.
-
-        ``process_serving`` (see :meth:`GrpcListener.set_serving`) holds it at
-        NOT_SERVING while the process cannot serve (an AMQP listener lost its broker).
-        """
-        from grpc_health.v1 import health_pb2
-
-        status = (health_pb2.HealthCheckResponse.SERVING
-                  if self.router.serving and self.process_serving
-                  else health_pb2.HealthCheckResponse.NOT_SERVING)
+        """Publish liveness (some listener takes messages) and readiness (that, and the
+        process can serve: ``process_serving``, see :meth:`GrpcListener.set_serving`)
+        under the health service's names (:mod:`~bridge.transport.grpc.health`)."""
         if self.running:
-            self._publish_health(status)
+            self._publish_health(health_statuses(self.router.serving, self.process_serving))
 
     @abc.abstractmethod
-    def _publish_health(self, status: int) -> None:
-        """Set ``status`` for the whole server and for ``bridge.v1.Bridge``."""
+    def _publish_health(self, statuses: dict[str, int]) -> None:
+        """Set each health service name's status."""
 
     def shutdown(self) -> None:
         """Stop the server, letting replies in flight finish for ``shutdown_grace``."""

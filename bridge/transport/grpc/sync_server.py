@@ -12,8 +12,9 @@ from typing import Any
 
 import grpc
 
+from bridge.transport.grpc.health import initial_statuses
 from bridge.transport.grpc.options import server_args
-from bridge.transport.grpc.server import SERVICE_NAME, GrpcServer, remaining_time
+from bridge.transport.grpc.server import GrpcServer, remaining_time
 from bridge.transport.grpc.status import Rejection, status_of
 from bridge.transport.grpc.streams import StreamCalls
 
@@ -26,7 +27,7 @@ class SyncGrpcServer(GrpcServer):
     flavour = "sync"
 
     def _start(self) -> None:
-        from grpc_health.v1 import health, health_pb2
+        from grpc_health.v1 import health
 
         # Each call in flight holds one of these threads while the executor runs it; the
         # spare ones answer health checks and refuse calls over the limit. Threads are
@@ -37,8 +38,8 @@ class SyncGrpcServer(GrpcServer):
         self._pool = pool
         server = grpc.server(pool, options=server_args(self.options))
         servicer = health.HealthServicer()
-        for name in ("", SERVICE_NAME):
-            servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+        for name, status in initial_statuses().items():
+            servicer.set(name, status)
         try:
             self._prepare(server, servicer)
         except BaseException:
@@ -50,8 +51,8 @@ class SyncGrpcServer(GrpcServer):
         server.start()
         self._server = server
 
-    def _publish_health(self, status: int) -> None:
-        for name in ("", SERVICE_NAME):
+    def _publish_health(self, statuses: dict[str, int]) -> None:
+        for name, status in statuses.items():
             self._health.set(name, status)
 
     def _stop(self, server: Any, grace: float) -> None:
