@@ -331,3 +331,24 @@ class NoRoute(MessagingException):
 
 class TooManyRequests(MessagingException):
     """A concurrency limit is reached; the caller may retry later."""
+
+
+class Unauthenticated(MessagingException):
+    """The caller presented no credentials the server accepts: none where a policy wants
+    some, or a token or certificate that is unknown, expired, wrongly signed or malformed.
+
+    gRPC callers get the status UNAUTHENTICATED. Over AMQP the failure travels as class
+    ``Unauthenticated`` of module ``oslo_messaging.exceptions``: an oslo.messaging caller
+    raises ``RemoteError`` (``exc_type == "Unauthenticated"``), an rpc-bridge caller
+    whose ``allowed_remote_exmods`` lists ``oslo_messaging.exceptions`` (or
+    ``bridge.exceptions``) raises this class, else ``RemoteError`` too.
+    """
+
+
+class PermissionDenied(MessagingException):
+    """The caller is identified, but the authorization policy does not allow the request.
+
+    gRPC callers get the status PERMISSION_DENIED; AMQP callers see it as
+    :class:`Unauthenticated` describes (``RemoteError`` with ``exc_type ==
+    "PermissionDenied"``, or this class where its module is allowed).
+    """

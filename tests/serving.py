@@ -28,6 +28,27 @@ def source_env(**extra: str) -> dict[str, str]:
     return env
 
 
+def cli(*argv: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    """Run ``python -m bridge ARGV`` from this source tree, as a user runs the command."""
+    return subprocess.run([sys.executable, "-m", "bridge", *argv], capture_output=True,
+                          text=True, env=source_env(), cwd=ROOT, timeout=timeout)
+
+
+def scrape(url: str) -> dict[tuple, float]:
+    """The samples of a Prometheus endpoint: (name, sorted labels) -> value."""
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(url, timeout=5) as response:
+        text = response.read().decode()
+    result = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            result[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return result
+
+
 class ServeProcess:
     """A running ``bridge serve``; its stdout lines are collected as they come."""
 

@@ -22,7 +22,8 @@ import bridge
 from bridge.app.errors import EXIT_OK, CliError, ConnectFailure, TimedOut, UsageError
 from bridge.exceptions import NoSuchMethod, UnsupportedVersion, relayed_failure
 
-TLS_CLIENT_OPTIONS = ("tls_ca_file", "tls_cert_file", "tls_key_file", "tls_server_name")
+TLS_CLIENT_OPTIONS = ("tls_ca_file", "tls_cert_file", "tls_key_file", "tls_server_name",
+                      "token_file")
 #: Seconds the connection probe may take (a host that does not answer at all).
 CONNECT_TIMEOUT = 2.0
 _VERSION = re.compile(r"\d+\.\d+(\.\d+)?")

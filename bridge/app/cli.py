@@ -240,6 +240,9 @@ def _add_tls_client_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tls-server-name", dest="tls_server_name", metavar="NAME",
                         help="grpcs://, https://: the name expected in the server's certificate "
                              "(default: the URL's host; required with several hosts)")
+    parser.add_argument("--token-file", dest="token_file", metavar="FILE",
+                        help="gRPC: send the token this file holds as 'authorization: "
+                             "Bearer <token>' (a static token or a JWT; docs/security.md)")
 
 
 def _add_send_options(parser: argparse.ArgumentParser, call: bool) -> None:

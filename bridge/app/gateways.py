@@ -72,8 +72,10 @@ class Gateways:
 
     def __init__(self, server_name: str, conf: dict[str, Any], transports: Sequence[Transport],
                  default_exchange: str | None, max_in_flight: int,
-                 observe: Observe | None = None) -> None:
+                 observe: Observe | None = None, guard: Any = None) -> None:
         self.server_name = server_name
+        #: The bridge.auth.Guard every gateway server admits requests with (None: default).
+        self.guard = guard
         self.conf = conf
         self.transports = list(transports)
         self.default_exchange = default_exchange
@@ -161,7 +163,8 @@ class Gateways:
                 server.handler.forwarder = forwarder
         if plan.unrouted and self.unrouted is None:
             self.unrouted = self._start(gateway_server(
-                [], bridge.Target(topic="gateway", server=self.server_name), forwarder))
+                [], bridge.Target(topic="gateway", server=self.server_name), forwarder,
+                guard=self.guard))
         if self.unrouted is not None:
             if plan.unrouted:
                 for transport in plan.unrouted:
@@ -173,7 +176,8 @@ class Gateways:
         for topic, (exchange, on) in plan.listen.items():
             if topic not in self.by_topic:
                 target = bridge.Target(exchange=exchange, topic=topic, server=self.server_name)
-                self.by_topic[topic] = self._start(gateway_server(on, target, forwarder))
+                self.by_topic[topic] = self._start(gateway_server(on, target, forwarder,
+                                                                  guard=self.guard))
 
     def _start(self, server: Any) -> Any:
         if self.observe is not None:

@@ -17,6 +17,7 @@ import sys
 import threading
 from typing import Any, TextIO
 
+from bridge.auth.redact import RedactingFormatter
 from bridge.transport.base import IncomingMessage
 
 #: The request id of the message being dispatched in this context, or None.
@@ -103,7 +104,9 @@ def configure_logging(level: str = "INFO", fmt: str = "text",
         raise ValueError(f"log format must be one of {', '.join(LOG_FORMATS)}, not {fmt!r}")
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.addFilter(RequestIdFilter())
-    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    # Secrets (URL passwords, tokens, JWTs, keys) are masked in every line.
+    handler.setFormatter(RedactingFormatter(JsonFormatter() if fmt == "json"
+                                            else TextFormatter()))
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)

@@ -11,9 +11,10 @@ Lifecycle of the process:
   running when the grace period ends, exit 1 without waiting for them. A second
   SIGTERM/SIGINT while draining exits 1 at once;
 * SIGHUP: read the settings again (same flags, environment and config file) and
-  serve the new routes, run every hook of :data:`RELOAD_HOOKS` (TLS material, the
-  access policy), then ``reset()`` the listeners; calls in flight are not dropped,
-  and a configuration that does not load keeps the old one (logged);
+  serve the new routes, run every hook of :data:`RELOAD_HOOKS` (the token file, the JWT
+  keys and the policy: :mod:`bridge.app.security`), then ``reset()`` the listeners;
+  calls in flight are not dropped, and a configuration that does not load keeps the
+  old one (logged). The gRPC server's TLS files are followed without a signal;
 * every ``health_interval`` seconds, readiness (every listener and every route's
   transport connected) is published through ``set_serving`` (the gRPC health
   service's ``readiness`` name) and on ``/readyz``; liveness (the server runs) is
@@ -34,6 +35,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, TextIO
 
 import bridge
+from bridge.app import security
 from bridge.app.announce import Announcer, call_hint
 from bridge.app.gateways import Gateways
 from bridge.app.loading import EndpointLoadError, load_endpoints
@@ -51,7 +53,7 @@ EXIT_CONFIG = 2
 #: Called with the :class:`Runtime` on each SIGHUP, after the routes are reloaded, in
 #: order. A hook that raises is logged and the others still run; each keeps its own
 #: old state when its new one does not load (a TLS reload, an access policy reload).
-RELOAD_HOOKS: list[Callable[[Runtime], None]] = []
+RELOAD_HOOKS: list[Callable[[Runtime], None]] = [security.reload_guard]
 
 __all__ = ["RELOAD_HOOKS", "EndpointLoadError", "Runtime", "call_hint", "driver_conf",
            "load_endpoints", "run"]
@@ -124,6 +126,8 @@ class Runtime:
         self.gateways: Gateways | None = None
         self.metrics: Any = None
         self.metrics_http: Any = None
+        #: The bridge.auth.Guard of the server and its gateways (built by start()).
+        self.guard: Any = None
 
     # -- health ------------------------------------------------------------------------
 
@@ -145,6 +149,7 @@ class Runtime:
         """Build and start everything; on failure, release what was built and raise."""
         settings = self.settings
         try:
+            self.guard = security.build_guard(settings)
             for url in settings.urls:
                 self.transports.append(bridge.get_transport(self.conf, url))
             target = bridge.Target(topic=settings.topic,
@@ -153,15 +158,17 @@ class Runtime:
             holder: dict[str, Any] = {}
             endpoints = load_endpoints(settings.endpoints, _ServerProxy(holder),
                                        settings.default_endpoints)
+            security.check_exposure(settings, endpoints, self.guard)
             self.server = bridge.get_rpc_server(self.transports, target, endpoints,
-                                                executor=settings.executor)
+                                                executor=settings.executor, guard=self.guard)
             holder["server"] = self.server
             self._observe(self.server)
             self._start_metrics()
             self.server.start(override_pool_size=settings.pool_size)
             self.gateways = Gateways(target.server, self.conf, self.transports,
                                      settings.exchange, settings.gateway_max_in_flight,
-                                     observe=functools.partial(_observe_gateway, self))
+                                     observe=functools.partial(_observe_gateway, self),
+                                     guard=self.guard)
             self.gateways.start(settings.routes)
         except BaseException:
             self.close()

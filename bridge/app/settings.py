@@ -234,7 +234,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("endpoints", "endpoints to serve: module:Class, module:factory, or a module "
            "with an ENDPOINTS list (repeatable)", [], _words(r"\s,"), "SPEC", repeatable=True,
            env_format="comma- or space-separated", flag_name="endpoint",
-           default_text="the shipped endpoints (control, echo, test, counter)"),
+           default_text="the shipped endpoints (echo, test, counter)"),
     Option("topic", "the target topic", "bridge", _text, "TOPIC"),
     Option("server", "the server name (the target's server)", None, _optional_text, "NAME",
            default_text="the host name"),
@@ -270,6 +270,33 @@ OPTIONS: tuple[Option, ...] = (
            _optional_text, "FILE"),
     Option("tls_ca_file", "PEM CA bundle; when set, gRPC (and HTTPS) clients must present a "
            "certificate it signed (mutual TLS)", None, _optional_text, "FILE"),
+    # -- authentication and authorization (docs/security.md) --
+    Option("auth_token_file", "TOML file of static bearer tokens, each by its SHA-256 only "
+           "([[tokens]] principal, sha256, groups; python3 -m bridge.auth.tokens NAME makes "
+           "one); SIGHUP reloads it", None, _optional_text, "FILE"),
+    Option("auth_jwt_issuer", "accept JWT bearer tokens from this issuer (the iss claim)",
+           None, _optional_text, "ISSUER"),
+    Option("auth_jwt_audience", "an audience JWTs must name in aud (repeatable)", [],
+           _words(r"\s,"), "AUDIENCE", repeatable=True,
+           env_format="comma- or space-separated", default_text="none"),
+    Option("auth_jwt_key_file", "PEM public key, certificate or JWKS file of the JWT "
+           "signing keys", None, _optional_text, "FILE"),
+    Option("auth_jwt_jwks_url", "https URL of the JWKS of the JWT signing keys (fetched and "
+           "cached for 5 minutes)", None, _optional_text, "URL"),
+    Option("auth_jwt_algorithms", "JWT signature algorithms allowed (asymmetric only: RS*, "
+           "PS*, ES*, EdDSA) (repeatable)", ["RS256", "ES256"], _words(r"\s,"), "ALG",
+           repeatable=True, env_format="comma- or space-separated"),
+    Option("auth_policy_file", "TOML authorization policy: [[deny]] then [[allow]] rules; "
+           "once set, anything not allowed is denied; SIGHUP reloads it (an invalid file "
+           "keeps the previous policy)", None, _optional_text, "FILE",
+           default_text="none: identified callers only when tokens or JWTs are set, "
+                        "else everyone"),
+    Option("auth_amqp_identity", "the principal of AMQP messages that carry no user_id "
+           "property", None, _optional_text, "NAME", default_text="anonymous"),
+    Option("auth_trusted_forwarders", "principals (globs) of gateways whose callers' "
+           "forwarded identity is taken as the caller's (repeatable)", [], _words(r"\s,"),
+           "PRINCIPAL", repeatable=True, env_format="comma- or space-separated",
+           default_text="none"),
     Option("log_level", "DEBUG, INFO, WARNING, ERROR or CRITICAL", "INFO",
            _choice("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL", lower=False), "LEVEL"),
     Option("log_format", "text, or json (one object per line, with request_id when the "
@@ -320,6 +347,15 @@ class ServeSettings:
     tls_cert_file: str | None = None
     tls_key_file: str | None = None
     tls_ca_file: str | None = None
+    auth_token_file: str | None = None
+    auth_jwt_issuer: str | None = None
+    auth_jwt_audience: list[str] = field(default_factory=list)
+    auth_jwt_key_file: str | None = None
+    auth_jwt_jwks_url: str | None = None
+    auth_jwt_algorithms: list[str] = field(default_factory=lambda: ["RS256", "ES256"])
+    auth_policy_file: str | None = None
+    auth_amqp_identity: str | None = None
+    auth_trusted_forwarders: list[str] = field(default_factory=list)
     log_level: str = "INFO"
     log_format: str = "text"
     metrics_port: int | None = None
@@ -342,10 +378,13 @@ class ServeSettings:
             [self.http_url] if self.http_url else []) + list(self.amqp_urls)
 
     def as_dict(self) -> dict[str, Any]:
-        """The settings and their sources, for ``--print-settings``."""
+        """The settings and their sources, for ``--print-settings`` (secrets masked)."""
+        from bridge.auth.redact import redact_value
+
         values = {option.name: getattr(self, option.name) for option in OPTIONS}
-        return {"settings": values, "sources": dict(self.sources),
-                "config_file": self.config_file, "driver_groups": self.driver_groups}
+        return redact_value({"settings": values, "sources": dict(self.sources),
+                             "config_file": self.config_file,
+                             "driver_groups": self.driver_groups})
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -431,6 +431,36 @@ def _typed_dict(annotation: Any, depth: int) -> dict[str, Any]:
             "required": sorted(annotation.__required_keys__)}
 
 
+# -- the policy ------------------------------------------------------------------------------
+
+def policy_filter(guard: Any, credentials: Any, default_exchange: str) -> Allow | None:
+    """The ``allow`` callback of a :class:`bridge.auth.Guard`'s policy for the identity
+    ``credentials`` establish: a method is listed when the policy would let that caller
+    call it; a routed topic when it would let the caller call any method there (asked as
+    the method ``*``). None when the guard has no policy (everything is allowed);
+    credentials that do not authenticate list nothing."""
+    policy = guard.policy
+    if policy is None:
+        return None
+    from bridge.auth.policy import Request
+
+    try:
+        identity = guard.authenticate(credentials)
+    except Exception:  # noqa: BLE001 - credentials that do not authenticate: see nothing
+        return lambda callee: False
+    wire = str(getattr(credentials, "wire", "") or "unknown")
+
+    def allow(callee: Callee) -> bool:
+        exchange = callee.exchange if callee.exchange not in (None, ANY) else default_exchange
+        request = Request(wire=wire, kind="call", exchange=str(exchange),
+                          topic=str(callee.topic), server=str(callee.server or ""),
+                          namespace=str(callee.namespace or ""),
+                          method=str(callee.method or ANY))
+        return bool(policy.decide(identity, request).allowed)
+
+    return allow
+
+
 # -- routes ----------------------------------------------------------------------------------
 
 def describe_routes(routes: Iterable[Any], allow: Allow | None = None) -> list[Served]:
@@ -447,4 +477,4 @@ def describe_routes(routes: Iterable[Any], allow: Allow | None = None) -> list[S
 
 __all__ = ["ANY", "Allow", "Callee", "Description", "Endpoint", "Method", "Parameter",
            "Served", "as_text", "describe_dispatcher", "describe_method", "describe_routes",
-           "json_schema", "merge"]
+           "json_schema", "merge", "policy_filter"]

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from bridge.auth.identity import Credentials, Identity
     from bridge.conf import Settings
     from bridge.target import Target
     from bridge.transport.url import TransportURL
@@ -66,26 +67,9 @@ class Capabilities:
     remote: bool = True
 
 
-@dataclass(frozen=True)
-class Credentials:
-    """What a caller presented, as its wire tells: set by the driver on
-    :attr:`IncomingMessage.credentials` for the server's access policy to judge.
-
-    A field is None when the caller sent no such thing (or the wire cannot tell).
-    """
-
-    #: The ``Authorization`` header (HTTP) or metadata entry (gRPC), as sent.
-    authorization: str | None = None
-    #: The caller's TLS client certificate (DER), verified by the TLS handshake against
-    #: the server's CA; None without mutual TLS.
-    peer_certificate: bytes | None = None
-    #: The caller's address (``host:port``), for logs.
-    peer: str | None = None
-
-
 #: What a server serves, as the plain dict of :meth:`bridge.rpc.describe.Description.as_dict`
-#: (``{"targets": [...]}``); given the caller's :class:`Credentials` (None: not known), it
-#: lists only what that caller may call.
+#: (``{"targets": [...]}``); given the caller's :class:`bridge.auth.Credentials` (None: not
+#: known), it lists only what that caller may call.
 DescribeCallable = Callable[["Credentials | None"], "dict[str, Any]"]
 
 
@@ -112,6 +96,18 @@ class IncomingMessage(abc.ABC):
       ``on_incoming``, instead of handing it to a worker. Never set it for a thread that
       has other work to do (a consumer or listener thread, an event loop): that thread
       would stop taking messages while the method runs.
+    * ``credentials``: what the wire tells about the sender (:class:`bridge.auth.Credentials`:
+      a bearer token, a verified client certificate's names, a broker-validated user id),
+      or None when it tells nothing.
+
+    Set by the server's admission step (:class:`bridge.auth.Guard`) before any handler:
+
+    * ``identity``: the caller's established :class:`bridge.auth.Identity`; also in
+      ``ctxt`` under :data:`bridge.auth.IDENTITY_KEY` unless anonymous (a value the
+      caller sent under that key is dropped first).
+    * ``refusal``: the ``Unauthenticated`` or ``PermissionDenied`` the message was
+      answered with instead of being handled, else None. A wire whose caller waits for
+      a cast's acceptance (gRPC ``Cast``) reports it.
 
     Set by the server before ``reply(failure=...)``:
 
@@ -127,10 +123,10 @@ class IncomingMessage(abc.ABC):
     wants_reply: bool = True
     target: Target | None = None
     may_run_inline: bool = False
-    failure_expected: bool = False
-    #: Who is calling (see :class:`Credentials`), set by a driver whose wire tells; the
-    #: server's access policy reads it. None: the wire says nothing about the caller.
     credentials: Credentials | None = None
+    identity: Identity | None = None
+    refusal: BaseException | None = None
+    failure_expected: bool = False
     #: Set by the server: it reached a server through ``serve_unrouted``, addressed to a
     #: target that none of the process's listeners serves (a gateway forwards it as such).
     unrouted: bool = False

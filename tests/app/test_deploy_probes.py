@@ -12,9 +12,14 @@ def test_kubernetes_probes_liveness_and_readiness_apart():
     docs = list(yaml.safe_load_all((ROOT / "deploy" / "kubernetes.yaml").read_text()))
     deployment = next(doc for doc in docs if doc["kind"] == "Deployment")
     container = deployment["spec"]["template"]["spec"]["containers"][0]
-    assert container["readinessProbe"]["grpc"] == {"port": 50051, "service": READINESS}
-    assert container["livenessProbe"]["grpc"] == {"port": 50051, "service": LIVENESS}
     env = {item["name"]: item.get("value") for item in container["env"]}
+    if env.get("BRIDGE_GRPC_URL", "").startswith("grpcs://"):
+        # Native gRPC probes speak no TLS: the same states on the metrics port.
+        assert container["readinessProbe"]["httpGet"] == {"port": "metrics", "path": "/readyz"}
+        assert container["livenessProbe"]["httpGet"] == {"port": "metrics", "path": "/healthz"}
+    else:
+        assert container["readinessProbe"]["grpc"] == {"port": 50051, "service": READINESS}
+        assert container["livenessProbe"]["grpc"] == {"port": 50051, "service": LIVENESS}
     assert float(env["BRIDGE_MAX_CONNECTION_AGE"]) > 0
     headless = [doc for doc in docs if doc["kind"] == "Service"
                 and doc["spec"].get("clusterIP") == "None"]

@@ -146,7 +146,8 @@ class AioGrpcServer(GrpcServer):
         try:
             try:
                 target, incoming = self.decode_call(
-                    data, remaining_time(context), lambda outcome: self.hand_back(resolve, outcome))
+                    data, remaining_time(context), lambda outcome: self.hand_back(resolve, outcome),
+                    context)
                 self.deliver(target, incoming)
             except Rejection as rejection:
                 await self._abort(context, rejection.failure, "Call")
@@ -166,7 +167,7 @@ class AioGrpcServer(GrpcServer):
     async def cast(self, data: bytes, context: aio.ServicerContext) -> bytes:
         """The Cast handler: an empty CastResponse once a listener took the cast."""
         try:
-            self.start_cast(data)
+            self.start_cast(data, context)
         except Rejection as rejection:
             await self._abort(context, rejection.failure, "Cast")
         return b""  # an empty CastResponse
@@ -175,7 +176,8 @@ class AioGrpcServer(GrpcServer):
                           context: aio.ServicerContext) -> AsyncIterator[bytes]:
         """The CallStream handler: a task reads the requests, this one sends responses."""
         out: asyncio.Queue = asyncio.Queue()
-        calls = StreamCalls(self, remaining_time(context), out.put_nowait)
+        calls = StreamCalls(self, remaining_time(context), out.put_nowait,
+                            self.sender(context))
 
         async def read() -> None:
             try:

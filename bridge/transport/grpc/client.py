@@ -19,6 +19,7 @@ from bridge.exceptions import (
 )
 from bridge.target import Target
 from bridge.transport.grpc.addresses import Address, channel_target, client_host, host_port
+from bridge.transport.grpc.credentials import bearer_metadata
 from bridge.transport.grpc.options import GrpcOptions, channel_args, read_file
 from bridge.transport.grpc.server import SERVICE_NAME
 from bridge.transport.grpc.status import exception_for_error, failure_from_metadata
@@ -71,6 +72,7 @@ class GrpcClient:
         self._lock = threading.Lock()
         self._channel: grpc.Channel | None = None
         self._stubs: dict[str, Any] = {}
+        self._metadata: tuple[tuple[str, str], ...] = ()  # the token_file's, read on connect
 
     @property
     def connect_address(self) -> str:
@@ -105,8 +107,9 @@ class GrpcClient:
         with self._lock:
             if self._channel is None:
                 try:
+                    self._metadata = bearer_metadata(self.options.token_file)
                     self._channel = self.make_channel()
-                except OSError as exc:
+                except (OSError, ValueError) as exc:  # a TLS or token file, an address
                     raise MessageDeliveryFailure(
                         f"cannot connect to gRPC {self.connect_address}: {exc}") from None
             stub = self._stubs[method] = self._channel.unary_unary(method)
@@ -138,7 +141,7 @@ class GrpcClient:
                 raise MessagingTimeout(f"Timed out sending to {target} at "
                                        f"{self.connect_address}")
             try:
-                return stub(data, timeout=remaining)
+                return stub(data, timeout=remaining, metadata=self._metadata)
             except grpc.RpcError as err:
                 code = err.code() if hasattr(err, "code") else grpc.StatusCode.UNKNOWN
                 details = err.details() if hasattr(err, "details") else str(err)

@@ -1,7 +1,8 @@
 """The W3C trace context a gRPC request carries in its metadata.
 
-Hook: each request handler sets ``incoming.headers = trace_headers(
-context.invocation_metadata())`` on the :class:`IncomingMessage` it hands over.
+Read with the caller's credentials in one pass over the metadata
+(:func:`bridge.transport.grpc.credentials.sender_of`) and set as the ``headers`` of
+the :class:`IncomingMessage` handed over.
 """
 
 from __future__ import annotations
@@ -14,9 +15,10 @@ TRACE_KEYS = frozenset({"traceparent", "tracestate"})
 _MAX_LENGTH = 512  # the W3C limit for tracestate; traceparent is 55 characters
 
 
-def trace_headers(metadata: Iterable[Any] | None) -> dict[str, str] | None:
-    """``traceparent`` and ``tracestate`` from gRPC invocation metadata, or None."""
-    found: dict[str, str] | None = None
+def trace_headers(metadata: Iterable[Any] | None,
+                  found: dict[str, str] | None = None) -> dict[str, str] | None:
+    """``traceparent`` and ``tracestate`` from gRPC invocation metadata (added to
+    ``found``), or None when there are none."""
     for item in metadata or ():
         key, value = item[0], item[1]
         if key in TRACE_KEYS and isinstance(value, str) and len(value) <= _MAX_LENGTH:

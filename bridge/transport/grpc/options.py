@@ -51,6 +51,9 @@ class GrpcOptions:
     tls_client_auth: bool = False
     #: Clients expect this name in the server certificate instead of the URL's host.
     tls_server_name: str = ""
+    #: Clients send the token this file holds as ``authorization: Bearer <token>`` with
+    #: every call and cast (a static token or a JWT; docs/security.md).
+    token_file: str = ""
     #: Servers ask a client connection to go away (GOAWAY) after this many ms, so
     #: long-lived clients reconnect and spread over new replicas (0: never).
     max_connection_age_ms: int = _at_least_0(0)

@@ -30,11 +30,13 @@ from bridge.target import Target
 from bridge.timer import MONOTONIC, Clock, Timer
 from bridge.transport.grpc.addresses import Address, host_port
 from bridge.transport.grpc.admission import Admission
+from bridge.transport.grpc.credentials import Sender, refused_cast, sender_of
 from bridge.transport.grpc.health import health_statuses
 from bridge.transport.grpc.incoming import Answer, GrpcIncoming, call_reply
-from bridge.transport.grpc.options import GrpcOptions, read_file
+from bridge.transport.grpc.options import GrpcOptions
 from bridge.transport.grpc.routing import Router, target_text
 from bridge.transport.grpc.status import Rejection, count_refusal, status_of
+from bridge.transport.grpc.tls_reload import server_credentials
 from bridge.transport.grpc.values import from_map
 from bridge.values import InvalidValueError
 
@@ -152,10 +154,9 @@ class GrpcServer(abc.ABC):
         opts = self.options
         if not (opts.tls_cert_file and opts.tls_key_file):
             raise ValueError("a grpcs:// server needs tls_cert_file and tls_key_file")
-        return grpc.ssl_server_credentials(
-            [(read_file(opts.tls_key_file), read_file(opts.tls_cert_file))],
-            root_certificates=read_file(opts.tls_ca_file) if opts.tls_ca_file else None,
-            require_client_auth=opts.tls_client_auth)
+        # Follows its files: a rotated certificate is used from the next connection on.
+        return server_credentials(opts.tls_cert_file, opts.tls_key_file,
+                                  opts.tls_ca_file or None, opts.tls_client_auth)
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -191,13 +192,19 @@ class GrpcServer(abc.ABC):
 
     def refuse(self, failure: pb.Failure, what: str) -> Status:
         """Count and log a request refused before any listener took it; its status."""
-        count_refusal(failure)
         status = status_of(failure)
-        LOG.warning("gRPC %s refused: %s", what, status[1])
+        if count_refusal(failure):  # else the server's admission step counted and logged it
+            LOG.warning("gRPC %s refused: %s", what, status[1])
         return status
 
+    def sender(self, context: Any) -> Sender:
+        """What the request behind ``context`` tells about its sender (bridge.auth) and
+        its trace context."""
+        return sender_of(context, self.scheme == "grpcs" and self.options.tls_client_auth)
+
     def decode(self, envelope: pb.Envelope, remaining: float | None,
-               answer: Answer | None, make_reply: Callable[[Any], bytes]) -> GrpcIncoming:
+               answer: Answer | None, make_reply: Callable[[Any], bytes],
+               sender: Sender | None = None) -> GrpcIncoming:
         """The IncomingMessage of ``envelope``; raise :class:`Rejection` when malformed."""
         target = envelope.target
         if not target.topic:
@@ -219,9 +226,12 @@ class GrpcServer(abc.ABC):
         if envelope.HasField("version"):
             message["version"] = envelope.version
         deadline = None if remaining is None else time.monotonic() + remaining
-        return GrpcIncoming(ctxt, message, deadline, remaining, answer, make_reply,
-                            self.options.include_traceback,
-                            self.options.max_send_message_length)
+        incoming = GrpcIncoming(ctxt, message, deadline, remaining, answer, make_reply,
+                                self.options.include_traceback,
+                                self.options.max_send_message_length)
+        if sender is not None:
+            incoming.credentials, incoming.headers = sender
+        return incoming
 
     def deliver(self, target: pb.Target, incoming: GrpcIncoming) -> None:
         """Hand ``incoming`` to one listener of ``target`` (every one for fanout)."""
@@ -249,8 +259,8 @@ class GrpcServer(abc.ABC):
         raise Rejection(pb.Failure.REASON_TARGET_NOT_FOUND,
                         f"no server of {target_text(target)} at {self.address}")
 
-    def decode_call(self, data: bytes, remaining: float | None,
-                    answer: Answer) -> tuple[pb.Target, GrpcIncoming]:
+    def decode_call(self, data: bytes, remaining: float | None, answer: Answer,
+                    context: Any = None) -> tuple[pb.Target, GrpcIncoming]:
         """Decode a Call into its target and IncomingMessage; raise Rejection if malformed."""
         try:
             request = pb.CallRequest.FromString(data)
@@ -258,14 +268,17 @@ class GrpcServer(abc.ABC):
             raise Rejection(pb.Failure.REASON_INVALID_ARGUMENT,
                             f"undecodable CallRequest: {exc}") from None
         envelope = request.envelope
-        return envelope.target, self.decode(envelope, remaining, answer, call_reply)
+        return envelope.target, self.decode(envelope, remaining, answer, call_reply,
+                                            self.sender(context))
 
-    def start_cast(self, data: bytes) -> None:
+    def start_cast(self, data: bytes, context: Any = None) -> None:
         """Decode and deliver a Cast; raise Rejection when it is refused."""
         try:
             request = pb.CastRequest.FromString(data)
         except Exception as exc:
             raise Rejection(pb.Failure.REASON_INVALID_ARGUMENT,
                             f"undecodable CastRequest: {exc}") from None
-        incoming = self.decode(request.envelope, None, None, call_reply)
+        incoming = self.decode(request.envelope, None, None, call_reply,
+                               self.sender(context))
         self.deliver(request.envelope.target, incoming)
+        refused_cast(incoming)  # refused by the server's admission step: not accepted

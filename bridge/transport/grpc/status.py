@@ -19,6 +19,8 @@ from bridge.exceptions import (
     MessageDeliveryFailure,
     MessageUndeliverable,
     MessagingTimeout,
+    PermissionDenied,
+    Unauthenticated,
     deserialize_failure,
     serialize_failure,
 )
@@ -40,6 +42,8 @@ STATUS_FOR_REASON: dict[int, grpc.StatusCode] = {
     pb.Failure.REASON_UNAVAILABLE: grpc.StatusCode.UNAVAILABLE,
     pb.Failure.REASON_DEADLINE_EXCEEDED: grpc.StatusCode.DEADLINE_EXCEEDED,
     pb.Failure.REASON_RESOURCE_EXHAUSTED: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    pb.Failure.REASON_UNAUTHENTICATED: grpc.StatusCode.UNAUTHENTICATED,
+    pb.Failure.REASON_PERMISSION_DENIED: grpc.StatusCode.PERMISSION_DENIED,
 }
 
 # Reasons whose Failure describes an exception raised while dispatching: the
@@ -66,9 +70,18 @@ _REASON_LABELS = {value: name.removeprefix("REASON_").lower()
                   for name, value in pb.Failure.Reason.items()}
 
 
-def count_refusal(failure: pb.Failure) -> None:
-    """Count a request refused before any listener took it (bridge_refusals_total)."""
+#: Failure reasons the server's admission step (bridge.auth) counts and logs itself.
+COUNTED_BY_SERVER = frozenset({pb.Failure.REASON_UNAUTHENTICATED,
+                               pb.Failure.REASON_PERMISSION_DENIED})
+
+
+def count_refusal(failure: pb.Failure) -> bool:
+    """Count a request refused before any listener took it (bridge_refusals_total); False
+    for a refusal of the server's admission step, which counted and logged it already."""
+    if failure.reason in COUNTED_BY_SERVER:
+        return False
     record_refusal("grpc", _REASON_LABELS.get(failure.reason, "unspecified"))
+    return True
 
 
 def reason_for_exception(exc: BaseException, expected: bool = False) -> int:
@@ -140,6 +153,10 @@ def exception_for_error(code: grpc.StatusCode, details: str, failure: pb.Failure
     if failure is not None and failure.reason in _REBUILT and failure.class_name:
         return deserialize_failure(failure_to_dict(failure), allowed_remote_exmods)
     text = failure.message if failure is not None and failure.message else details
+    if code == grpc.StatusCode.UNAUTHENTICATED:
+        return Unauthenticated(text)
+    if code == grpc.StatusCode.PERMISSION_DENIED:
+        return PermissionDenied(text)
     if code == grpc.StatusCode.DEADLINE_EXCEEDED:
         return MessagingTimeout(f"Timed out waiting for a reply from {target}: {text}")
     if code == grpc.StatusCode.NOT_FOUND and at_least_once:

@@ -40,8 +40,10 @@ class StreamCalls:
     """
 
     def __init__(self, server: GrpcServer, remaining: float | None,
-                 emit: Callable[[bytes | None], None]) -> None:
+                 emit: Callable[[bytes | None], None], sender: Any = None) -> None:
         self.server = server
+        #: What the stream's metadata and peer tell about the sender (bridge.auth).
+        self.sender = sender
         self.deadline = None if remaining is None else server.clock.now() + remaining
         self.emit = emit
         self.lock = threading.Lock()
@@ -85,7 +87,8 @@ class StreamCalls:
             remaining = request.timeout if remaining is None else min(remaining, request.timeout)
             call.timer = server.timeouts.schedule(now + remaining, call.expire)
         try:
-            incoming = server.decode(request.envelope, remaining, call.answer, call.make_reply)
+            incoming = server.decode(request.envelope, remaining, call.answer, call.make_reply,
+                                     self.sender)
             server.deliver(request.envelope.target, incoming)
         except Rejection as rejection:
             LOG.warning("gRPC CallStream call %s refused: %s", call.id, rejection)

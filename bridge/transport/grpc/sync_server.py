@@ -89,7 +89,7 @@ class SyncGrpcServer(GrpcServer):
         try:
             remaining = remaining_time(context)
             try:
-                target, incoming = self.decode_call(data, remaining, answer)
+                target, incoming = self.decode_call(data, remaining, answer, context)
                 incoming.may_run_inline = True
                 # Runs when the RPC ends; before the answer, that means the caller went
                 # away. Added before delivery so that it also reaches an inline run.
@@ -115,7 +115,7 @@ class SyncGrpcServer(GrpcServer):
     def cast(self, data: bytes, context: grpc.ServicerContext) -> bytes:
         """The Cast handler: an empty CastResponse once a listener took the cast."""
         try:
-            self.start_cast(data)
+            self.start_cast(data, context)
         except Rejection as rejection:
             self._abort(context, rejection.failure, "Cast")
         return b""  # an empty CastResponse
@@ -124,7 +124,7 @@ class SyncGrpcServer(GrpcServer):
                     context: grpc.ServicerContext) -> Iterator[bytes]:
         """The CallStream handler: a thread reads the requests, this one sends responses."""
         out: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
-        calls = StreamCalls(self, remaining_time(context), out.put)
+        calls = StreamCalls(self, remaining_time(context), out.put, self.sender(context))
 
         def read() -> None:
             try:

@@ -14,10 +14,9 @@ from __future__ import annotations
 
 import logging
 import pathlib
-import ssl
 from typing import TYPE_CHECKING, Any
 
-from bridge.transport.base import Credentials
+from bridge.auth.identity import Credentials, bearer_credentials
 from bridge.transport.http import values
 from bridge.transport.http.incoming import Outcome
 from bridge.transport.http.request import (
@@ -29,7 +28,12 @@ from bridge.transport.http.request import (
     parse_shorthand,
     parse_timeout,
 )
-from bridge.transport.http.status import Rejection, error_response, plain_error
+from bridge.transport.http.status import (
+    Rejection,
+    error_response,
+    failure_of_exception,
+    plain_error,
+)
 
 if TYPE_CHECKING:
     from bridge.transport.http.server import HttpServer
@@ -37,6 +41,9 @@ if TYPE_CHECKING:
 LOG = logging.getLogger(__name__)
 
 JSON = b"application/json"
+WIRE = "http"
+#: The credentials of a request that presents none (the common case, made once).
+NO_CREDENTIALS = Credentials(WIRE)
 _EXPLORER_DIR = pathlib.Path(__file__).resolve().parent / "explorer"
 _STATIC_TYPES = {".html": b"text/html; charset=utf-8", ".js": b"text/javascript; charset=utf-8",
                  ".css": b"text/css; charset=utf-8"}
@@ -53,10 +60,12 @@ class Disconnected(Exception):  # noqa: N818 - a condition, not an error
 class _Headers:
     """The request headers the bridge reads, from one pass over the scope's list."""
 
-    __slots__ = ("authorization", "content_length", "context", "timeout")
+    __slots__ = ("authorization", "content_length", "context", "several_authorizations",
+                 "timeout")
 
     def __init__(self, scope: dict[str, Any]) -> None:
-        self.authorization: str | None = None
+        self.authorization: bytes | None = None
+        self.several_authorizations = False
         self.content_length = -1
         self.context: str | None = None
         self.timeout: str | None = None
@@ -64,7 +73,8 @@ class _Headers:
             if name == b"content-length":
                 self.content_length = int(value) if value.isdigit() else -1
             elif name == b"authorization":
-                self.authorization = value.decode("latin-1")
+                self.several_authorizations = self.authorization is not None
+                self.authorization = value
             elif name == _TIMEOUT:
                 self.timeout = value.decode("latin-1")
             elif name == _CONTEXT:
@@ -72,15 +82,16 @@ class _Headers:
 
 
 def credentials_of(scope: dict[str, Any], headers: _Headers) -> Credentials:
-    """What the caller presented: the Authorization header, the TLS client certificate."""
-    certificate = None
+    """What the caller presented: the ``Authorization`` header and, when the server
+    requires client certificates (so TLS verified the caller's against its CA), the
+    certificate's names (see :func:`bridge.transport.http.server.peer_names`)."""
     tls = (scope.get("extensions") or {}).get("tls")
-    if tls and tls.get("client_cert_chain"):
-        certificate = ssl.PEM_cert_to_DER_cert(tls["client_cert_chain"][0])
-    client = scope.get("client")
-    peer = f"{client[0]}:{client[1]}" if client else None
-    return Credentials(authorization=headers.authorization, peer_certificate=certificate,
-                       peer=peer)
+    names = tuple(tls.get("bridge_peer_names") or ()) if tls else ()
+    if headers.authorization is None and not names:
+        return NO_CREDENTIALS
+    if headers.several_authorizations:
+        return Credentials(WIRE, malformed="several authorization headers")
+    return bearer_credentials(WIRE, headers.authorization, names)
 
 
 async def respond(send: Any, status: int, body: bytes, content_type: bytes = JSON,
@@ -228,6 +239,9 @@ class BridgeApp:
         if not wants_reply:
             incoming = server.incoming(request, remaining, None, credentials)
             server.deliver(request, incoming)
+            refusal = incoming.refusal  # the server's guard refused it: tell the caller
+            if refusal is not None:
+                return error_response(failure_of_exception(refusal))
             return 202, b"{}"
         future = server.loop.create_future()
 

@@ -11,7 +11,8 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from bridge.transport.base import Credentials, IncomingMessage
+from bridge.auth.identity import Credentials
+from bridge.transport.base import IncomingMessage
 from bridge.transport.http import values
 from bridge.transport.http.request import Request
 from bridge.transport.http.status import Rejection, error_response, failure_of_exception

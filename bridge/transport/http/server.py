@@ -18,9 +18,9 @@ from typing import Any
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from bridge.auth.identity import Credentials
 from bridge.stats import record_refusal
 from bridge.target import Target
-from bridge.transport.base import Credentials
 from bridge.transport.http.incoming import HttpIncoming
 from bridge.transport.http.options import HttpOptions
 from bridge.transport.http.request import Request
@@ -62,16 +62,34 @@ def _listening_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
+def peer_names(certificate: dict[str, Any]) -> tuple[str, ...]:
+    """The names of a verified client certificate (``SSLSocket.getpeercert()``), in order
+    of preference, as on gRPC: SPIFFE URI SANs, then DNS SANs, then the subject CN."""
+    sans = certificate.get("subjectAltName") or ()
+    spiffe = [value for kind, value in sans if kind == "URI" and value.startswith("spiffe://")]
+    dns = [value for kind, value in sans if kind == "DNS"]
+    common = [value for rdn in certificate.get("subject") or () for key, value in rdn
+              if key == "commonName"]
+    names = [name for name in (*spiffe, *dns, *common) if name and name.isprintable()]
+    return tuple(dict.fromkeys(names))
+
+
 class _TlsProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol, adding the ASGI TLS extension to each request's scope
-    (``extensions["tls"]["client_cert_chain"]``: the verified client certificate, PEM)."""
+    """uvicorn's httptools protocol, adding the ASGI TLS extension to each request's scope:
+    ``client_cert_chain`` (the client certificate, PEM) and, when the server requires
+    client certificates (so TLS verified it against the CA), ``bridge_peer_names``."""
+
+    #: Set on the subclass a server makes: client certificates are required (verified).
+    verified_peers = False
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         ssl_object = transport.get_extra_info("ssl_object")
         der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
+        names = (peer_names(ssl_object.getpeercert() or {})
+                 if der and self.verified_peers else ())
         self._tls = {"client_cert_chain": [ssl.DER_cert_to_PEM_cert(der)] if der else [],
-                     "tls_version": None, "cipher_suite": None}
+                     "tls_version": None, "cipher_suite": None, "bridge_peer_names": names}
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
@@ -139,8 +157,12 @@ class HttpServer:
                 tls["ssl_ca_certs"] = opts.tls_ca_file
                 tls["ssl_cert_reqs"] = (ssl.CERT_REQUIRED if opts.tls_client_auth
                                         else ssl.CERT_OPTIONAL)
+        protocol: Any = "httptools"
+        if tls:
+            protocol = type("TlsProtocol", (_TlsProtocol,),
+                            {"verified_peers": bool(opts.tls_client_auth and opts.tls_ca_file)})
         return uvicorn.Config(
-            self.app, loop="none", http=_TlsProtocol if tls else "httptools", ws="none",
+            self.app, loop="none", http=protocol, ws="none",
             lifespan="off", log_config=None, access_log=False, server_header=False,
             timeout_keep_alive=opts.keepalive_timeout,
             timeout_graceful_shutdown=max(1, int(opts.shutdown_grace)), **tls)

@@ -18,7 +18,7 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from bridge.transport.base import Credentials
+from bridge.auth.identity import Credentials
 from bridge.transport.http import values
 from bridge.transport.http.incoming import Outcome
 from bridge.transport.http.request import STREAM_FIELDS, parse_call, parse_stream_timeout

@@ -160,6 +160,8 @@ class Failure(_message.Message):
         REASON_UNAVAILABLE: _ClassVar[Failure.Reason]
         REASON_DEADLINE_EXCEEDED: _ClassVar[Failure.Reason]
         REASON_RESOURCE_EXHAUSTED: _ClassVar[Failure.Reason]
+        REASON_UNAUTHENTICATED: _ClassVar[Failure.Reason]
+        REASON_PERMISSION_DENIED: _ClassVar[Failure.Reason]
     REASON_UNSPECIFIED: Failure.Reason
     REASON_ENDPOINT_ERROR: Failure.Reason
     REASON_EXPECTED_ERROR: Failure.Reason
@@ -170,6 +172,8 @@ class Failure(_message.Message):
     REASON_UNAVAILABLE: Failure.Reason
     REASON_DEADLINE_EXCEEDED: Failure.Reason
     REASON_RESOURCE_EXHAUSTED: Failure.Reason
+    REASON_UNAUTHENTICATED: Failure.Reason
+    REASON_PERMISSION_DENIED: Failure.Reason
     class KwargsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]

@@ -10,15 +10,12 @@ import json
 import shlex
 import signal
 import subprocess
-import sys
 import threading
 import time
-import urllib.request
 import uuid
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
-from serving import ROOT, ServeProcess, source_env
+from serving import ROOT, ServeProcess, cli, scrape, source_env
 from tcp_proxy import TcpProxy
 from tls_certs import make_pki
 
@@ -29,23 +26,8 @@ BROKER = ("127.0.0.1", 5672)
 FAST_RECONNECT = "kombu_reconnect_delay=0.2&rabbit_retry_interval=1&rabbit_interval_max=2"
 
 
-def cli(*argv: str, timeout: float = 60) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "bridge", *argv], capture_output=True,
-                          text=True, env=source_env(), cwd=ROOT, timeout=timeout)
-
-
 def rabbit_url(port: int = 5672, query: str = "") -> str:
     return f"rabbit://guest:guest@127.0.0.1:{port}/" + (f"?{query}" if query else "")
-
-
-def scrape(url: str) -> dict[tuple, float]:
-    with urllib.request.urlopen(url, timeout=5) as response:
-        text = response.read().decode()
-    result = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            result[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
-    return result
 
 
 def wait_health(url: str, wanted: str, tries: int = 150) -> str:
@@ -174,7 +156,8 @@ def test_both_wires_in_one_process(broker_available):
 def test_sigterm_answers_calls_in_flight_on_both_wires(broker_available):
     topic = f"drain_{uuid.uuid4().hex[:10]}"
     proc = ServeProcess(["--grpc-url", "grpc://127.0.0.1:0", "--amqp-url", rabbit_url(),
-                         "--topic", topic, "--grace-period", "30"])
+                         "--topic", topic, "--grace-period", "30",
+                         "--endpoint", "endpoints.control:ServerControlEndpoint"])
     results: dict[str, object] = {}
     threads = []
     try:

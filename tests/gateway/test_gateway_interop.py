@@ -241,8 +241,7 @@ def test_bridge_serve_routes_both_ways(legacy, tmp_path):
     import json
     import signal
 
-    from serving import ServeProcess
-    from test_serve_wires import cli, scrape
+    from serving import ServeProcess, cli, scrape
 
     backend_transport = bridge.get_transport(None, "grpc://127.0.0.1:0")
     backend = bridge.get_rpc_server(backend_transport,

@@ -20,6 +20,7 @@ from waiting import wait_for
 
 import bridge
 from bridge._proto.bridge.v1 import bridge_pb2 as pb
+from bridge.auth.identity import Credentials
 from bridge.gateway import Forwarder, gateway_server
 from bridge.gateway.routes import Route
 from bridge.transport.http.status import CODES, HTTP_STATUS
@@ -375,8 +376,12 @@ def test_authorization_reaches_the_incoming_message(wires):
     status, _ = wires["client"].post("/v1/t/ping", raw=b"", Authorization="Bearer s3cret")
     assert status == 200
     wire, credentials = seen[-1]
-    assert wire == "http" and credentials.authorization == "Bearer s3cret"
-    assert credentials.peer_certificate is None and credentials.peer.startswith("127.0.0.1:")
+    assert wire == "http" and credentials.wire == "http"
+    assert credentials.bearer == "s3cret" and credentials.peer_names == ()
+    wires["client"].post("/v1/t/ping", raw=b"", Authorization="Basic x")
+    assert seen[-1][1].malformed and seen[-1][1].bearer is None
+    wires["client"].post("/v1/t/ping", raw=b"")
+    assert seen[-1][1] == Credentials("http")
 
 
 def test_routed_topics_are_forwarded_over_http():
@@ -414,8 +419,6 @@ def test_routed_topics_are_forwarded_over_http():
 
 
 def test_https_with_mutual_tls_hands_the_client_certificate_over(tmp_path):
-    import ssl
-
     from tls_certs import make_pki
 
     pki = make_pki(tmp_path)
@@ -447,9 +450,8 @@ def test_https_with_mutual_tls_hands_the_client_certificate_over(tmp_path):
             assert client.call({}, "greet", name="TLS") == "Hello, TLS!"
         finally:
             client_transport.cleanup()
-        with open(client_cert) as handle:
-            expected = ssl.PEM_cert_to_DER_cert(handle.read())
-        assert seen[-1].peer_certificate == expected
+        # The verified certificate's names, as on gRPC: DNS SANs before the CN.
+        assert seen[-1].peer_names and seen[-1].peer_names[-1] == "client"
         # Without a client certificate the handshake is refused.
         anonymous = bridge.get_transport({"http": {"tls_ca_file": pki["ca"],
                                                    "tls_server_name": "localhost"}}, url)
@@ -459,6 +461,49 @@ def test_https_with_mutual_tls_hands_the_client_certificate_over(tmp_path):
                                       timeout=5).call({}, "greet", name="x")
         finally:
             anonymous.cleanup()
+    finally:
+        server.stop()
+        server.wait()
+        transport.cleanup()
+
+
+def test_the_guard_judges_http_callers_and_describe_lists_what_they_may_call(tmp_path):
+    from auth_support import write, write_tokens
+
+    from bridge.auth import AuthConfig, Guard
+
+    token = "alice-token-0123456789abcdef"
+    guard = Guard(AuthConfig(
+        token_file=write_tokens(tmp_path / "tokens.toml", [(token, "alice", [])]),
+        policy_file=write(tmp_path / "policy.toml", '[[allow]]\nprincipals = ["alice"]\n'
+                          'wire = "http"\ntopic = "t"\nmethod = ["greet", "add"]\n')))
+    transport = bridge.get_transport(None, "http://127.0.0.1:0")
+    server = bridge.get_rpc_server(transport, bridge.Target(topic="t", server="s"), ENDPOINTS,
+                                   guard=guard)
+    server.start()
+    client = Http(server.addresses[0])
+    bearer = {"Authorization": f"Bearer {token}"}
+    try:
+        status, error = client.post("/v1/t/greet", {"name": "x"})
+        assert (status, error["code"]) == (401, CODES["UNAUTHENTICATED"])
+        assert error["details"][0]["reason"] == "REASON_UNAUTHENTICATED"
+        status, error = client.post("/v1/t/greet", {"name": "x"}, Authorization="Bearer nope")
+        assert status == 401
+        assert client.post("/v1/t/greet", {"name": "x"}, **bearer) == (200, {"result":
+                                                                              "Hello, x!"})
+        status, error = client.post("/v1/t/echo", {"value": 1}, **bearer)
+        assert (status, error["details"][0]["reason"]) == (403, "REASON_PERMISSION_DENIED")
+        # A refused cast is reported, not accepted.
+        cast = {"target": {"topic": "t"}, "method": "echo", "args": {"value": 1}}
+        assert client.post("/v1/cast", cast)[0] == 401
+        assert client.post("/v1/cast", cast, **bearer)[0] == 403
+        # Describe lists what this caller may call, and nothing to an anonymous one.
+        _, data, _ = client.request("GET", "/v1/describe", headers=bearer)
+        listed = {(e["namespace"], m["name"]) for t in json.loads(data)["targets"]
+                  for e in t["endpoints"] for m in e["methods"]}
+        assert listed == {("calc", "add"), (None, "greet")}
+        _, data, _ = client.request("GET", "/v1/describe")
+        assert all(not t["endpoints"] for t in json.loads(data)["targets"])
     finally:
         server.stop()
         server.wait()

@@ -14,7 +14,7 @@ import pytest
 
 import bridge
 
-EXAMPLE = pathlib.Path(__file__).resolve().parent.parent / "examples" / "server.py"
+EXAMPLE = pathlib.Path(__file__).resolve().parents[2] / "examples" / "server.py"
 
 
 def test_example_imports_only_bridge_as_oslo_messaging():

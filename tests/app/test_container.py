@@ -195,12 +195,26 @@ def test_deploy_manifests_match_the_image():
     bridge_service = compose["services"]["bridge"]
     assert "rabbitmq" in compose["services"]
     assert bridge_service["environment"]["BRIDGE_AMQP_URLS"].startswith("rabbit://")
-    assert "50051:50051" in bridge_service["ports"]
-    deployment, service, *_ = yaml.safe_load_all((ROOT / "deploy" / "kubernetes.yaml").read_text())
+    assert "127.0.0.1:50051:50051" in bridge_service["ports"]
+    # gRPC callers need a token there, checked against a policy (docs/security.md).
+    environment = bridge_service["environment"]
+    assert environment["BRIDGE_AUTH_TOKEN_FILE"] and environment["BRIDGE_AUTH_POLICY_FILE"]
+    from bridge.auth.policy import load_policy
+
+    load_policy(str(ROOT / "deploy" / "policy.toml"))
+    policy_map, deployment, service, *_ = yaml.safe_load_all(
+        (ROOT / "deploy" / "kubernetes.yaml").read_text())
     pod = deployment["spec"]["template"]["spec"]
     container = pod["containers"][0]
-    assert container["readinessProbe"]["grpc"]["port"] == 50051
-    assert container["livenessProbe"]["grpc"]["port"] == 50051
+    env = {item["name"]: item.get("value") for item in container["env"]}
+    # Mutual TLS: grpcs://, a CA for client certificates, a policy.
+    assert env["BRIDGE_GRPC_URL"].startswith("grpcs://") and env["BRIDGE_TLS_CA_FILE"]
+    import tomllib
+
+    from bridge.auth.policy import parse_policy
+
+    parse_policy(tomllib.loads(policy_map["data"]["policy.toml"]))
+    assert env["BRIDGE_AUTH_POLICY_FILE"].startswith("/etc/bridge/policy/")
     assert pod["terminationGracePeriodSeconds"] > 30
     assert pod["securityContext"]["runAsUser"] == 10001
     assert {p["containerPort"] for p in container["ports"]} == {50051, 9100}

@@ -9,7 +9,7 @@ import pytest
 from bridge.app import cli
 from bridge.app.settings import OPTIONS, SettingsError, resolve
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
 def write_config(tmp_path: pathlib.Path, text: str) -> str:
