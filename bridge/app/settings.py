@@ -266,8 +266,7 @@ OPTIONS: tuple[Option, ...] = (
            default_text="4MiB"),
     Option("tls_cert_file", "PEM certificate chain of the gRPC server (needs grpcs://), "
            "and of the HTTP server when http_url is https://", None, _optional_text, "FILE"),
-    Option("tls_key_file", "PEM private key of the gRPC (and HTTPS) server", None,
-           _optional_text, "FILE"),
+    Option("tls_key_file", "PEM key of the gRPC/HTTPS server", None, _optional_text, "FILE"),
     Option("tls_ca_file", "PEM CA bundle; when set, gRPC (and HTTPS) clients must present a "
            "certificate it signed (mutual TLS)", None, _optional_text, "FILE"),
     # -- authentication and authorization (docs/security.md) --
@@ -374,8 +373,7 @@ class ServeSettings:
     @property
     def urls(self) -> list[str]:
         """Every transport URL to listen on: gRPC first, then HTTP, then the AMQP ones."""
-        return ([self.grpc_url] if self.grpc_url else []) + (
-            [self.http_url] if self.http_url else []) + list(self.amqp_urls)
+        return [url for url in (self.grpc_url, self.http_url) if url] + list(self.amqp_urls)
 
     def as_dict(self) -> dict[str, Any]:
         """The settings and their sources, for ``--print-settings`` (secrets masked)."""
@@ -476,27 +474,23 @@ def _check(settings: ServeSettings) -> list[str]:
     """The problems of settings that parsed one by one but do not go together."""
     problems = []
     if not settings.urls:
-        problems.append("nothing to listen on: grpc_url, http_url and amqp_urls are all "
-                        "turned off")
+        problems.append("nothing to listen on: grpc_url, http_url and amqp_urls are off")
     if settings.grpc_url and not re.match(r"^grpcs?://", settings.grpc_url):
         problems.append(f"grpc_url must start with grpc:// or grpcs://, "
                         f"not {settings.grpc_url!r}")
+    https = bool(settings.http_url and settings.http_url.startswith("https://"))
     if settings.http_url and not re.match(r"^https?://", settings.http_url):
-        problems.append(f"http_url must start with http:// or https://, "
-                        f"not {settings.http_url!r}")
-    if settings.http_url and settings.http_url.startswith("https://") and \
-            not settings.tls_cert_file:
+        problems.append(f"http_url must start with http:// or https://, not {settings.http_url!r}")
+    if https and not settings.tls_cert_file:
         problems.append("https:// needs tls_cert_file and tls_key_file")
     for url in settings.amqp_urls:
         if "://" not in url:
             problems.append(f"amqp_urls: {url!r} is not a URL (driver://host:port/vhost)")
     if bool(settings.tls_cert_file) != bool(settings.tls_key_file):
         problems.append("tls_cert_file and tls_key_file go together")
-    https = bool(settings.http_url and settings.http_url.startswith("https://"))
     if settings.tls_cert_file and settings.grpc_url and \
             not settings.grpc_url.startswith("grpcs://") and not https:
-        problems.append("TLS files are set but grpc_url is not grpcs:// (nor http_url "
-                        "https://)")
+        problems.append("TLS files are set but grpc_url is not grpcs:// nor http_url https://")
     if settings.grpc_url and settings.grpc_url.startswith("grpcs://") and \
             not settings.tls_cert_file:
         problems.append("grpcs:// needs tls_cert_file and tls_key_file")

@@ -448,7 +448,7 @@ def policy_filter(guard: Any, credentials: Any, default_exchange: str) -> Allow 
         identity = guard.authenticate(credentials)
     except Exception:  # noqa: BLE001 - credentials that do not authenticate: see nothing
         return lambda callee: False
-    wire = str(getattr(credentials, "wire", "") or "unknown")
+    wire = credentials.wire if credentials is not None else "unknown"
 
     def allow(callee: Callee) -> bool:
         exchange = callee.exchange if callee.exchange not in (None, ANY) else default_exchange

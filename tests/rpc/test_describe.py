@@ -13,7 +13,7 @@ import bridge
 from bridge.gateway import Forwarder, gateway_server
 from bridge.gateway.routes import Route
 from bridge.rpc.describe import Callee, describe_method, json_schema
-from endpoints import default_endpoints
+from endpoints import ServerControlEndpoint, default_endpoints
 
 
 class Color(enum.Enum):
@@ -129,7 +129,8 @@ def _server(endpoints, access_policy=None, **target):
 
 
 def test_server_describes_its_endpoints_as_json():
-    transport, server = _server([Calc(), *default_endpoints()], exchange="ex")
+    transport, server = _server([Calc(), ServerControlEndpoint(), *default_endpoints()],
+                                exchange="ex")
     try:
         data = server.describe()
         json.dumps(data)  # plain data
