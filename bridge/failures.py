@@ -72,6 +72,24 @@ ALL_KINDS = (OK, ERROR, GATEWAY_ERROR, EXPECTED, NO_SUCH_METHOD, UNSUPPORTED_VER
 UNTRUSTED_METHOD_OUTCOMES = frozenset(kind.outcome for kind in ALL_KINDS
                                       if kind.method_untrusted)
 
+#: The status code (a ``google.rpc.Code`` name) of each failure reason: every wire reports a
+#: failure with the code of its reason (gRPC statuses; HTTP statuses through the standard
+#: code -> HTTP table), so the same failure has the same code on every wire.
+CODE_OF_REASON: dict[str, str] = {
+    "UNSPECIFIED": "UNKNOWN",
+    "ENDPOINT_ERROR": "UNKNOWN",
+    "EXPECTED_ERROR": "FAILED_PRECONDITION",
+    "NO_SUCH_METHOD": "UNIMPLEMENTED",
+    "UNSUPPORTED_VERSION": "UNIMPLEMENTED",
+    "INVALID_ARGUMENT": "INVALID_ARGUMENT",
+    "TARGET_NOT_FOUND": "NOT_FOUND",
+    "UNAVAILABLE": "UNAVAILABLE",
+    "DEADLINE_EXCEEDED": "DEADLINE_EXCEEDED",
+    "RESOURCE_EXHAUSTED": "RESOURCE_EXHAUSTED",
+    "UNAUTHENTICATED": "UNAUTHENTICATED",
+    "PERMISSION_DENIED": "PERMISSION_DENIED",
+}
+
 #: Exception classes and their kind, first match wins.
 _BY_TYPE: tuple[tuple[type[BaseException], Kind], ...] = (
     (ExpectedException, EXPECTED),

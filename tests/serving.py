@@ -19,6 +19,8 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 def source_env(**extra: str) -> dict[str, str]:
     """The environment for a child that imports bridge from this source tree."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("BRIDGE_")}
+    # bridge serve's HTTP default is a fixed port (8080): off unless a test asks for it.
+    env["BRIDGE_HTTP_URL"] = "none"
     paths = [str(ROOT), str(ROOT / "tests")]
     env["PYTHONPATH"] = os.pathsep.join(paths + [env["PYTHONPATH"]] if env.get("PYTHONPATH")
                                         else paths)

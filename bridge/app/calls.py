@@ -67,13 +67,17 @@ def to_json(value: Any) -> str:
     return json.dumps(_json_safe(value), ensure_ascii=False, allow_nan=False)
 
 
-def client_conf(tls: dict[str, Any]) -> dict[str, Any]:
-    """The conf of a client: the TLS options given, in the gRPC driver's group."""
+def client_conf(tls: dict[str, Any], url: str | None = None) -> dict[str, Any]:
+    """The conf of a client: the TLS options given, in the group of ``url``'s driver (the
+    gRPC driver's without a URL, or when the URL names no driver)."""
     group = {name: value for name, value in tls.items() if value}
     if not group:
         return {}
-    name = bridge.transport.driver_class("grpcs://").implements.option_group or ""
-    return {name: group}
+    try:
+        driver = bridge.transport.driver_class(url or "grpcs://")
+    except bridge.MessagingException:
+        driver = bridge.transport.driver_class("grpcs://")
+    return {driver.implements.option_group or "": group}
 
 
 def positive_seconds(text: str) -> float:
@@ -111,7 +115,7 @@ def _first_line(text: str) -> str:
 def open_transport(url: str, tls: dict[str, Any]) -> bridge.Transport:
     """The client transport of ``url``; a bad URL or option is a usage error."""
     try:
-        return bridge.get_transport(client_conf(tls), url)
+        return bridge.get_transport(client_conf(tls, url), url)
     except (bridge.MessagingException, ValueError) as exc:
         raise UsageError(str(exc)) from None
 

@@ -1,5 +1,5 @@
 """The ``bridge`` command (also installed as ``rpc-bridge``; ``python -m bridge`` runs it
-too): ``serve``, ``check``, ``call``, ``cast`` and ``health``.
+too): ``serve``, ``check``, ``call``, ``cast``, ``health`` and ``describe``.
 
 Exit codes (:mod:`bridge.app.errors`): 0 success; 1 a remote failure (or health not
 SERVING, or ``serve`` could not start); 2 a usage or configuration error; 3 a connection
@@ -37,6 +37,7 @@ from bridge.app.errors import (
     EXIT_USAGE,
     CliError,
     ConnectFailure,
+    TimedOut,
     UsageError,
 )
 
@@ -198,17 +199,46 @@ def _health(args: argparse.Namespace) -> int:
     return EXIT_OK if status == "SERVING" else EXIT_REMOTE
 
 
+# -- describe --------------------------------------------------------------------------------
+
+def _describe(args: argparse.Namespace) -> int:
+    from bridge.rpc.describe import as_text
+
+    tls = {name: getattr(args, name) for name in TLS_CLIENT_OPTIONS if getattr(args, name)}
+    transport = open_transport(args.url, tls)
+    try:
+        if not transport.implements.describe:
+            raise UsageError(f"describe needs the URL of a server that answers Describe "
+                             f"(http://HOST:PORT or https://...), not {masked(args.url)}")
+        try:
+            description = transport.describe(args.timeout)
+        except OSError as exc:
+            raise UsageError(f"cannot read a TLS file: {exc}") from None
+        except bridge.MessagingTimeout as exc:
+            raise TimedOut(f"no description within {args.timeout:g} s from "
+                           f"{masked(args.url)}: {exc}") from None
+        except bridge.MessagingException as exc:
+            raise ConnectFailure(f"cannot ask {masked(args.url)} what it serves: {exc}; check "
+                                 "that bridge serve runs there (and the TLS options)") from None
+    finally:
+        transport.cleanup()
+    print(json.dumps(description, indent=2, ensure_ascii=False) if args.json
+          else as_text(description))
+    return EXIT_OK
+
+
 # -- the parser ------------------------------------------------------------------------------
 
 def _add_tls_client_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tls-ca", dest="tls_ca_file", metavar="FILE",
-                        help="grpcs://: PEM CA bundle that signed the server's certificate")
+                        help="grpcs://, https://: PEM CA bundle that signed the server's "
+                             "certificate")
     parser.add_argument("--tls-cert", dest="tls_cert_file", metavar="FILE",
-                        help="grpcs://: client certificate (mutual TLS)")
+                        help="grpcs://, https://: client certificate (mutual TLS)")
     parser.add_argument("--tls-key", dest="tls_key_file", metavar="FILE",
-                        help="grpcs://: client private key (mutual TLS)")
+                        help="grpcs://, https://: client private key (mutual TLS)")
     parser.add_argument("--tls-server-name", dest="tls_server_name", metavar="NAME",
-                        help="grpcs://: the name expected in the server's certificate "
+                        help="grpcs://, https://: the name expected in the server's certificate "
                              "(default: the URL's host; required with several hosts)")
     parser.add_argument("--token-file", dest="token_file", metavar="FILE",
                         help="gRPC: send the token this file holds as 'authorization: "
@@ -246,7 +276,7 @@ def _debug_parent() -> argparse.ArgumentParser:
     return parent
 
 
-_COMMANDS = ("serve", "check", "call", "cast", "health")
+_COMMANDS = ("serve", "check", "call", "cast", "health", "describe")
 _EXIT_CODES = ("exit codes: 0 ok; 1 remote failure (the server answered with an error, or "
                "health is not SERVING); 2 usage or configuration error; 3 cannot connect "
                "(server or broker unreachable, credentials or TLS refused); 4 timed out")
@@ -311,6 +341,19 @@ def build_parser(prog: str = "bridge") -> argparse.ArgumentParser:
                              "connected) or empty: the whole server, as readiness")
     _add_tls_client_options(health)
     health.set_defaults(func=_health)
+
+    describe = sub.add_parser("describe", help="list what a server serves", parents=debug,
+                              description="Ask the server at URL what it serves: each "
+                                          "target, its endpoints (namespace, version) and "
+                                          "their methods with parameters and docstrings; "
+                                          "routed gateway topics as such.",
+                              epilog=_EXIT_CODES)
+    describe.add_argument("url", metavar="URL", help="http://HOST:PORT or https://...")
+    describe.add_argument("--json", action="store_true", help="print the description as JSON")
+    describe.add_argument("--timeout", type=positive_seconds, default=5.0, metavar="SECONDS",
+                          help="seconds to wait for the answer (default 5)")
+    _add_tls_client_options(describe)
+    describe.set_defaults(func=_describe)
     return parser
 
 

@@ -74,28 +74,37 @@ class _ServerProxy:
 
 def driver_conf(settings: ServeSettings) -> dict[str, Any]:
     """The ``conf`` mapping handed to ``get_transport``: the drivers' option groups, with
-    the gRPC settings of ``bridge serve`` (message size, TLS files, connection age) in
-    the gRPC URL's."""
+    the settings of ``bridge serve`` (message size, TLS files, connection age) in the groups
+    of the gRPC and HTTP URLs' drivers (TLS files only where the URL asks for TLS;
+    connection age on gRPC only)."""
     conf: dict[str, Any] = {name: dict(table) for name, table in settings.driver_groups.items()}
-    grpc_url = settings.grpc_url or "grpc://"
-    group_name = driver_class(grpc_url).implements.option_group or ""
-    served: dict[str, Any] = {
-        "max_receive_message_length": settings.max_message_size,
-        "max_send_message_length": settings.max_message_size,
-    }
+    tls: dict[str, Any] = {}
     if settings.tls_cert_file:
-        served["tls_cert_file"] = settings.tls_cert_file
-        served["tls_key_file"] = settings.tls_key_file
+        tls["tls_cert_file"] = settings.tls_cert_file
+        tls["tls_key_file"] = settings.tls_key_file
     if settings.tls_ca_file:
         # A CA on the server side means: clients must present a certificate it signed.
-        served["tls_ca_file"] = settings.tls_ca_file
-        served["tls_client_auth"] = True
+        tls["tls_ca_file"] = settings.tls_ca_file
+        tls["tls_client_auth"] = True
+    size = settings.max_message_size
+    grpc_served: dict[str, Any] = {"max_receive_message_length": size,
+                                   "max_send_message_length": size}
     if settings.max_connection_age is not None:
-        served["max_connection_age_ms"] = max(1, round(settings.max_connection_age * 1000))
+        grpc_served["max_connection_age_ms"] = max(1, round(settings.max_connection_age * 1000))
     if settings.max_connection_age_grace is not None:
-        served["max_connection_age_grace_ms"] = max(
+        grpc_served["max_connection_age_grace_ms"] = max(
             1, round(settings.max_connection_age_grace * 1000))
-    conf[group_name] = {**served, **conf.get(group_name, {})}
+    http_tls = bool(settings.http_url and settings.http_url.startswith("https://"))
+    # gRPC's group gets the TLS files with grpcs://, and with gRPC off (then gateway
+    # clients of grpcs:// routes use them).
+    grpc_tls = not settings.grpc_url or settings.grpc_url.startswith("grpcs://")
+    for url, served, with_tls in (
+            (settings.grpc_url or "grpc://", grpc_served, grpc_tls),
+            (settings.http_url, {"max_message_size": size}, http_tls)):
+        if not url:
+            continue
+        group_name = driver_class(url).implements.option_group or ""
+        conf[group_name] = {**served, **(tls if with_tls else {}), **conf.get(group_name, {})}
     if settings.exchange:
         conf["control_exchange"] = settings.exchange
     return conf

@@ -244,6 +244,9 @@ OPTIONS: tuple[Option, ...] = (
            "grpc://HOST1:PORT1,HOST2:PORT2), or grpcs://... with the TLS files; port 0 picks "
            "a free port; 'none' turns gRPC off",
            "grpc://127.0.0.1:50051", _optional_text, "URL"),
+    Option("http_url", "where HTTP/JSON listens (docs/http.md): http://HOST:PORT, or "
+           "https://... with the TLS files; port 0 picks a free port; 'none' or an empty "
+           "value turns HTTP off", "http://127.0.0.1:8080", _optional_text, "URL"),
     Option("amqp_urls", "an AMQP transport URL to serve on, such as "
            "rabbit://user:pass@host:5672/ (repeatable); memory:// is the in-process "
            "stand-in; 'none' turns AMQP off", ["memory://"], _url_list, "URL",
@@ -258,13 +261,13 @@ OPTIONS: tuple[Option, ...] = (
     Option("executor", "how messages are run: threading, blocking or asyncio", "threading",
            _choice("threading", "blocking", "asyncio"), "NAME"),
     Option("pool_size", "executor threads, shared by every wire", 64, _positive_int, "N"),
-    Option("max_message_size", "the largest gRPC message accepted or sent, in bytes "
+    Option("max_message_size", "the largest gRPC message (or HTTP body) accepted or sent, in bytes "
            "(units allowed: 4MiB, 512KiB)", 4 * 1024 * 1024, _size, "BYTES",
            default_text="4MiB"),
-    Option("tls_cert_file", "PEM certificate chain of the gRPC server (needs grpcs://)",
-           None, _optional_text, "FILE"),
-    Option("tls_key_file", "PEM private key of the gRPC server", None, _optional_text, "FILE"),
-    Option("tls_ca_file", "PEM CA bundle; when set, gRPC clients must present a "
+    Option("tls_cert_file", "PEM certificate chain of the gRPC server (needs grpcs://), "
+           "and of the HTTP server when http_url is https://", None, _optional_text, "FILE"),
+    Option("tls_key_file", "PEM key of the gRPC/HTTPS server", None, _optional_text, "FILE"),
+    Option("tls_ca_file", "PEM CA bundle; when set, gRPC (and HTTPS) clients must present a "
            "certificate it signed (mutual TLS)", None, _optional_text, "FILE"),
     # -- authentication and authorization (docs/security.md) --
     Option("auth_token_file", "TOML file of static bearer tokens, each by its SHA-256 only "
@@ -333,6 +336,7 @@ class ServeSettings:
     server: str | None = None
     exchange: str | None = None
     grpc_url: str | None = "grpc://127.0.0.1:50051"
+    http_url: str | None = "http://127.0.0.1:8080"
     amqp_urls: list[str] = field(default_factory=lambda: ["memory://"])
     routes: list[dict[str, Any]] = field(default_factory=list)
     gateway_max_in_flight: int = 1024
@@ -368,8 +372,8 @@ class ServeSettings:
 
     @property
     def urls(self) -> list[str]:
-        """Every transport URL to listen on: gRPC first, then the AMQP ones."""
-        return ([self.grpc_url] if self.grpc_url else []) + list(self.amqp_urls)
+        """Every transport URL to listen on: gRPC first, then HTTP, then the AMQP ones."""
+        return [url for url in (self.grpc_url, self.http_url) if url] + list(self.amqp_urls)
 
     def as_dict(self) -> dict[str, Any]:
         """The settings and their sources, for ``--print-settings`` (secrets masked)."""
@@ -470,18 +474,23 @@ def _check(settings: ServeSettings) -> list[str]:
     """The problems of settings that parsed one by one but do not go together."""
     problems = []
     if not settings.urls:
-        problems.append("nothing to listen on: both grpc_url and amqp_urls are turned off")
+        problems.append("nothing to listen on: grpc_url, http_url and amqp_urls are off")
     if settings.grpc_url and not re.match(r"^grpcs?://", settings.grpc_url):
         problems.append(f"grpc_url must start with grpc:// or grpcs://, "
                         f"not {settings.grpc_url!r}")
+    https = bool(settings.http_url and settings.http_url.startswith("https://"))
+    if settings.http_url and not re.match(r"^https?://", settings.http_url):
+        problems.append(f"http_url must start with http:// or https://, not {settings.http_url!r}")
+    if https and not settings.tls_cert_file:
+        problems.append("https:// needs tls_cert_file and tls_key_file")
     for url in settings.amqp_urls:
         if "://" not in url:
             problems.append(f"amqp_urls: {url!r} is not a URL (driver://host:port/vhost)")
     if bool(settings.tls_cert_file) != bool(settings.tls_key_file):
         problems.append("tls_cert_file and tls_key_file go together")
     if settings.tls_cert_file and settings.grpc_url and \
-            not settings.grpc_url.startswith("grpcs://"):
-        problems.append("TLS files are set but grpc_url is not grpcs://")
+            not settings.grpc_url.startswith("grpcs://") and not https:
+        problems.append("TLS files are set but grpc_url is not grpcs:// nor http_url https://")
     if settings.grpc_url and settings.grpc_url.startswith("grpcs://") and \
             not settings.tls_cert_file:
         problems.append("grpcs:// needs tls_cert_file and tls_key_file")

@@ -16,6 +16,7 @@ from concurrent.futures import Future
 from bridge.auth.guard import Guard
 from bridge.failures import GATEWAY_ERROR
 from bridge.gateway.forwarder import Forwarder
+from bridge.rpc.describe import Allow, Served, describe_routes
 from bridge.rpc.handlers import Answer, Handler
 from bridge.rpc.server import MessageHandlingServer
 from bridge.target import Target
@@ -52,6 +53,10 @@ class ForwardHandler(Handler):
 
     def accepts_unrouted(self, target: Target) -> bool:
         return self.forwarder.serves(target)
+
+    def describe(self, target: Target, allow: Allow | None = None) -> list[Served]:
+        """The routes' topics, listed as routed (any method is forwarded)."""
+        return describe_routes(self.forwarder.routes, allow)
 
     def open(self) -> None:
         """Open every route's transport (a bad URL fails the server's start)."""

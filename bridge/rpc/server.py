@@ -12,8 +12,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Sequence
-from typing import Any, Protocol
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
 
 from bridge.auth.guard import DEFAULT_GUARD, Guard
 from bridge.exceptions import (
@@ -32,6 +32,10 @@ from bridge.serializer import Serializer
 from bridge.target import Target
 from bridge.transport import Transport
 from bridge.transport.base import IncomingMessage, Listener
+
+if TYPE_CHECKING:
+    from bridge.auth.identity import Credentials
+    from bridge.rpc.describe import Allow
 
 LOG = logging.getLogger(__name__)
 
@@ -106,6 +110,11 @@ class MessageHandlingServer:
         #: The exchange of requests that name none (the policy matches on it).
         self.default_exchange = (transports[0].settings.control_exchange if transports
                                  else "openstack")
+        #: Given a caller's credentials, what that caller may see in :meth:`describe`
+        #: (an ``allow`` callback of :mod:`bridge.rpc.describe`, or None for all). None:
+        #: what the guard's policy lets that caller call
+        #: (:func:`bridge.rpc.describe.policy_filter`).
+        self.describe_filter: Callable[[Credentials | None], Allow | None] | None = None
 
     def add_observer(self, observer: ServerObserver) -> None:
         """Tell ``observer`` about every message from now on (see :class:`ServerObserver`)."""
@@ -150,6 +159,7 @@ class MessageHandlingServer:
             with self._cond:
                 self._state = _RUNNING
             for listener in listeners:
+                listener.describe = self.describe
                 listener.start(self._on_incoming)
             if listeners:
                 LOG.info("Serving %s on %s", self.target,
@@ -168,6 +178,7 @@ class MessageHandlingServer:
                 return self._on_unrouted
             return None
 
+        route.describe = self.describe  # type: ignore[attr-defined] # see UnroutedHandler
         transport.serve_unrouted(route)
         self._unrouted.append(transport)
 
@@ -198,6 +209,22 @@ class MessageHandlingServer:
         with self._lifecycle_lock:
             if self._state == _STOPPED:
                 self._drain_and_release(timeout)
+
+    def describe(self, credentials: Credentials | None = None,
+                 allow: Allow | None = None) -> dict[str, Any]:
+        """What this server serves, in the plain form of
+        :meth:`bridge.rpc.describe.Description.as_dict`.
+
+        ``allow`` (when None: :attr:`describe_filter` given ``credentials``, else the
+        guard's policy for the identity ``credentials`` establish) leaves out what it
+        refuses. Listeners get this method (``Listener.describe``) for their wire.
+        """
+        from bridge.rpc.describe import Description, policy_filter
+
+        if allow is None:
+            allow = (self.describe_filter(credentials) if self.describe_filter is not None
+                     else policy_filter(self.guard, credentials, self.default_exchange))
+        return Description(tuple(self.handler.describe(self.target, allow))).as_dict()
 
     def reset(self) -> None:
         """Ask each listener to renew its connections (drivers with ``implements.reset``)."""

@@ -61,8 +61,16 @@ class Capabilities:
     unrouted: bool = False
     #: :meth:`Driver.check_health` asks the server at the URL for its health.
     health_check: bool = False
+    #: :meth:`Driver.describe` asks the server at the URL what it serves.
+    describe: bool = False
     #: Other processes can reach its listeners (``memory://`` cannot).
     remote: bool = True
+
+
+#: What a server serves, as the plain dict of :meth:`bridge.rpc.describe.Description.as_dict`
+#: (``{"targets": [...]}``); given the caller's :class:`bridge.auth.Credentials` (None: not
+#: known), it lists only what that caller may call.
+DescribeCallable = Callable[["Credentials | None"], "dict[str, Any]"]
 
 
 class UnsupportedCapability(NotImplementedError):
@@ -179,6 +187,8 @@ class IncomingMessage(abc.ABC):
 OnIncoming = Callable[[IncomingMessage], None]
 #: Given a request's target, the callable that takes its message (and answers it), or
 #: None to refuse it as a target nobody serves. Runs on the driver's thread: no blocking.
+#: The server's handler also has a ``describe`` attribute (a :data:`DescribeCallable`)
+#: listing the targets it takes (a gateway's routed topics), for wires that describe.
 UnroutedHandler = Callable[["Target"], "OnIncoming | None"]
 
 
@@ -224,6 +234,9 @@ class Listener(abc.ABC):
     address: str | None = None
     #: A URL that a client in another process can call this listener with, or None.
     client_url: str | None = None
+    #: Set by the server before :meth:`start`: what the server behind this listener
+    #: serves (see :data:`DescribeCallable`), for wires that answer a Describe request.
+    describe: DescribeCallable | None = None
 
     def __init__(self) -> None:
         self.lock = OwnedLock()
@@ -363,6 +376,14 @@ class Driver(abc.ABC):
         ``MessagingException``) when the server cannot be reached.
         """
         raise UnsupportedCapability(f"the {self.wire} driver has no health check")
+
+    def describe(self, timeout: float = 5.0) -> dict[str, Any]:
+        """What the server at this driver's URL serves, as the plain dict of
+        :meth:`bridge.rpc.describe.Description.as_dict` (``implements.describe`` only).
+
+        Raises ``OSError`` or a subclass of ``MessagingException`` when it cannot tell.
+        """
+        raise UnsupportedCapability(f"the {self.wire} driver cannot ask for a description")
 
     @property
     def connected(self) -> bool:

@@ -50,6 +50,7 @@ def main() -> int:
     serve_and_call("grpc://127.0.0.1:0", {})
     serve_and_call("grpc://127.0.0.1:0", {"grpc": {"server_flavour": "aio"}})
     serve_and_call("memory://floor", {})
+    serve_and_call("http://127.0.0.1:0", {})
     amqp = os.environ.get("FLOOR_AMQP_URL")
     if amqp:
         serve_and_call(amqp, {})

@@ -21,8 +21,9 @@ def write_config(tmp_path: pathlib.Path, text: str) -> str:
 def test_defaults_serve_grpc_on_localhost_and_memory():
     settings = resolve({}, environ={})
     assert settings.grpc_url == "grpc://127.0.0.1:50051"
+    assert settings.http_url == "http://127.0.0.1:8080"
     assert settings.amqp_urls == ["memory://"]
-    assert settings.urls == ["grpc://127.0.0.1:50051", "memory://"]
+    assert settings.urls == ["grpc://127.0.0.1:50051", "http://127.0.0.1:8080", "memory://"]
     assert settings.endpoints == [] and settings.topic == "bridge"
     assert settings.grace_period == 30.0 and settings.metrics_port is None
     assert set(settings.sources.values()) == {"default"}
@@ -64,12 +65,18 @@ def test_lists_from_each_source(tmp_path):
 
 
 def test_turning_wires_off():
-    only_memory = resolve({}, environ={"BRIDGE_GRPC_URL": "none"})
+    only_memory = resolve({}, environ={"BRIDGE_GRPC_URL": "none", "BRIDGE_HTTP_URL": ""})
     assert only_memory.urls == ["memory://"]
-    only_grpc = resolve({"amqp_urls": ["none"]}, environ={})
+    only_grpc = resolve({"amqp_urls": ["none"], "http_url": "none"}, environ={})
     assert only_grpc.urls == ["grpc://127.0.0.1:50051"]
+    only_http = resolve({"amqp_urls": ["none"], "grpc_url": "none"}, environ={})
+    assert only_http.urls == ["http://127.0.0.1:8080"]
     with pytest.raises(SettingsError, match="nothing to listen on"):
-        resolve({"amqp_urls": ["none"], "grpc_url": "none"}, environ={})
+        resolve({"amqp_urls": ["none"], "grpc_url": "none", "http_url": "none"}, environ={})
+    with pytest.raises(SettingsError, match="http_url must start with"):
+        resolve({"http_url": "grpc://x:1"}, environ={})
+    with pytest.raises(SettingsError, match="https:// needs tls_cert_file"):
+        resolve({"http_url": "https://127.0.0.1:0"}, environ={})
 
 
 @pytest.mark.parametrize("text, value", [("4194304", 4194304), ("4MiB", 4 * 1024 * 1024),

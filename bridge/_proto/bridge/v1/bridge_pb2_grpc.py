@@ -28,6 +28,10 @@ class BridgeStub:
                 '/bridge.v1.Bridge/CallStream',
                 request_serializer=bridge_dot_v1_dot_bridge__pb2.StreamRequest.SerializeToString,
                 response_deserializer=bridge_dot_v1_dot_bridge__pb2.StreamResponse.FromString)
+        self.Describe = channel.unary_unary(
+                '/bridge.v1.Bridge/Describe',
+                request_serializer=bridge_dot_v1_dot_bridge__pb2.DescribeRequest.SerializeToString,
+                response_deserializer=bridge_dot_v1_dot_bridge__pb2.DescribeResponse.FromString)
 
 
 class BridgeServicer:
@@ -64,6 +68,17 @@ class BridgeServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Describe(self, request, context):
+        """What this server serves: for each served target its exchange, topic and
+        server, and for each endpoint its namespace, version and methods, with their
+        parameters (JSON Schema where annotated) and docstrings. Only what the server's
+        access policy lets this caller call is listed. A gateway's routed topics are
+        listed as routed targets, without methods (any method is forwarded).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_BridgeServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -81,6 +96,11 @@ def add_BridgeServicer_to_server(servicer, server):
                     servicer.CallStream,
                     request_deserializer=bridge_dot_v1_dot_bridge__pb2.StreamRequest.FromString,
                     response_serializer=bridge_dot_v1_dot_bridge__pb2.StreamResponse.SerializeToString,
+            ),
+            'Describe': grpc.unary_unary_rpc_method_handler(
+                    servicer.Describe,
+                    request_deserializer=bridge_dot_v1_dot_bridge__pb2.DescribeRequest.FromString,
+                    response_serializer=bridge_dot_v1_dot_bridge__pb2.DescribeResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -162,6 +182,32 @@ class Bridge:
             '/bridge.v1.Bridge/CallStream',
             bridge_dot_v1_dot_bridge__pb2.StreamRequest.SerializeToString,
             bridge_dot_v1_dot_bridge__pb2.StreamResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata)
+
+    @staticmethod
+    def Describe(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/bridge.v1.Bridge/Describe',
+            bridge_dot_v1_dot_bridge__pb2.DescribeRequest.SerializeToString,
+            bridge_dot_v1_dot_bridge__pb2.DescribeResponse.FromString,
             options,
             channel_credentials,
             insecure,
