@@ -95,7 +95,7 @@ class GrpcDriver(Driver):
     wire = "grpc"
     implements = Capabilities(schemes=("grpc", "grpcs"), option_group="grpc",
                               options_type=GrpcOptions, unrouted=True, process_health=True,
-                              health_check=True)
+                              health_check=True, describe=True)
     #: The servers of this process, shared by every transport.
     shared = SharedServers()
 
@@ -188,6 +188,10 @@ class GrpcDriver(Driver):
         See :meth:`GrpcClient.check_health` for what it raises.
         """
         return self.client.check_health(service, timeout)
+
+    def describe(self, timeout: float = 5.0) -> dict[str, Any]:
+        """What the server at this URL serves (``bridge.v1.Bridge/Describe``)."""
+        return self.client.describe(timeout)
 
     # -- client side ------------------------------------------------------------------------
 

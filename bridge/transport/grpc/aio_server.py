@@ -203,6 +203,10 @@ class AioGrpcServer(GrpcServer):
         await context.abort(code, message, metadata)
         raise AssertionError("unreachable")  # abort() raises
 
+    async def describe(self, data: bytes, context: aio.ServicerContext) -> bytes:
+        # Endpoints' descriptions are read, never run: quick enough for the loop.
+        return self.description(context)
+
     async def cast(self, data: bytes, context: aio.ServicerContext) -> bytes:
         """The Cast handler: an empty CastResponse once a listener took the cast."""
         try:

@@ -218,6 +218,19 @@ class GrpcClient:
             channel.close()
         return health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
 
+    def describe(self, timeout: float = 5.0) -> dict[str, Any]:
+        """Ask the servers what they serve (``bridge.v1.Bridge/Describe``), for this
+        client's credentials; the plain description. Raises as :meth:`check_health`."""
+        from bridge.transport.grpc.describe import description_from_response
+
+        stub = self._stub("/bridge.v1.Bridge/Describe")
+        try:
+            data = stub(pb.DescribeRequest().SerializeToString(), timeout=timeout,
+                        metadata=self._metadata)
+        except grpc.RpcError as err:
+            raise MessageDeliveryFailure(f"{err.code().name}: {err.details()}") from None
+        return description_from_response(pb.DescribeResponse.FromString(data))
+
     def close(self) -> None:
         """Close the channel (a later call opens a new one)."""
         with self._lock:

@@ -81,6 +81,12 @@ class Router:
         with self._lock:
             return key in self._stopped
 
+    def listeners(self) -> list[GrpcListener]:
+        """Every listener, once each."""
+        with self._lock:
+            return list({id(item): item for items in self._topics.values()
+                         for item in items}.values())
+
     @property
     def serving(self) -> bool:
         """True when some listener takes messages."""

@@ -31,9 +31,11 @@ from bridge.timer import MONOTONIC, Clock, Timer
 from bridge.transport.grpc.addresses import Address, host_port
 from bridge.transport.grpc.admission import Admission
 from bridge.transport.grpc.credentials import Sender, refused_cast, sender_of
+from bridge.transport.grpc.describe import describe_response
 from bridge.transport.grpc.health import health_statuses
 from bridge.transport.grpc.incoming import Answer, GrpcIncoming, call_reply
 from bridge.transport.grpc.options import GrpcOptions
+from bridge.transport.grpc.reflection import enable_reflection
 from bridge.transport.grpc.routing import Router, target_text
 from bridge.transport.grpc.status import (
     Rejection,
@@ -121,6 +123,7 @@ class GrpcServer(abc.ABC):
             "Call": grpc.unary_unary_rpc_method_handler(self.call),
             "Cast": grpc.unary_unary_rpc_method_handler(self.cast),
             "CallStream": grpc.stream_stream_rpc_method_handler(self.call_stream),
+            "Describe": grpc.unary_unary_rpc_method_handler(self.describe),
         }
 
     # The handlers, sync or ``async def`` depending on the flavour.
@@ -137,6 +140,28 @@ class GrpcServer(abc.ABC):
     def call_stream(self, requests: Any, context: Any) -> Any:
         """CallStream: one StreamResponse per StreamRequest, as the calls finish."""
 
+    @abc.abstractmethod
+    def describe(self, data: bytes, context: Any) -> Any:
+        """Describe: what the servers behind this address serve, for this caller."""
+
+    def description(self, context: Any) -> bytes:
+        """The encoded DescribeResponse for the caller behind ``context``: what each
+        server's listeners here serve (its ``describe``), then the unrouted handler's."""
+        sender = self.sender(context)
+        credentials = sender.credentials if sender is not None else None
+        callables: list[Any] = []
+        for listener in self.router.listeners():
+            if listener.started and listener.describe is not None \
+                    and listener.describe not in callables:
+                callables.append(listener.describe)
+        unrouted = getattr(self.router.fallback, "describe", None)
+        if unrouted is not None:
+            callables.append(unrouted)
+        targets: list[Any] = []
+        for describe in callables:
+            targets.extend(describe(credentials).get("targets", ()))
+        return describe_response({"targets": targets}).SerializeToString()
+
     def _prepare(self, server: Any, health: Any) -> None:
         """Add the services to ``server`` and bind every address (the bound ports replace
         the ports asked for)."""
@@ -149,10 +174,7 @@ class GrpcServer(abc.ABC):
         self._health = health
         names = [SERVICE_NAME, health_module.SERVICE_NAME]
         if self.options.reflection:
-            from grpc_reflection.v1alpha import reflection
-
-            names.append(reflection.SERVICE_NAME)
-            reflection.enable_server_reflection(names, server)
+            enable_reflection(server, names)
         self.addresses = [(host, self._bind(server, host, port))
                           for host, port in self.addresses]
 

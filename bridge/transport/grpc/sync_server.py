@@ -133,6 +133,9 @@ class SyncGrpcServer(GrpcServer):
         context.abort(code, message)
         raise AssertionError("unreachable")  # abort() raises
 
+    def describe(self, data: bytes, context: grpc.ServicerContext) -> bytes:
+        return self.description(context)
+
     def cast(self, data: bytes, context: grpc.ServicerContext) -> bytes:
         """The Cast handler: an empty CastResponse once a listener took the cast."""
         try:
