@@ -245,11 +245,13 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=4.0,
                         help="load per round; SIGTERM half-way (default 4)")
     parser.add_argument("--callers", type=int, default=4, help="caller threads per wire")
+    parser.add_argument("--timeout", type=float, default=10.0,
+                        help="each call's timeout in seconds (default 10)")
     args = parser.parse_args()
     began = time.monotonic()
-    totals = run(args.rounds, args.seconds, args.callers)
+    totals = run(args.rounds, args.seconds, args.callers, timeout=args.timeout)
     print(f"\nSIGTERM under load, {args.rounds} rounds, {args.callers} callers per wire, "
-          f"{time.monotonic() - began:.0f} s")
+          f"call timeout {args.timeout:g} s, {time.monotonic() - began:.0f} s")
     print(f"{'wire':6s} {'calls':>7s} {'answered':>9s} {'refused':>8s} {'lost':>5s} "
           f"{'dup':>4s} {'hung':>5s} {'casts':>7s} {'ran':>6s}")
     for wire in WIRES:
