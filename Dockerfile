@@ -43,8 +43,9 @@ WORKDIR /tmp
 USER ${BRIDGE_UID}:${BRIDGE_UID}
 # gRPC, Prometheus metrics
 EXPOSE 50051 9100
+# Readiness (docs/configuration.md, "Health"): unhealthy while the broker is lost.
 HEALTHCHECK --interval=15s --timeout=5s --start-period=10s --retries=3 \
-    CMD ["bridge", "health", "--timeout", "4"]
+    CMD ["bridge", "health", "--service", "readiness", "--timeout", "4"]
 # `bridge serve` is PID 1: it handles SIGTERM itself (stop, drain for the grace period, exit 0).
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["bridge", "serve"]

@@ -42,6 +42,9 @@ class _Context:
     def time_remaining(self) -> float:
         return 30.0
 
+    def invocation_metadata(self) -> tuple:
+        return (("user-agent", "grpc-python/bench"),)  # what a client sends unasked
+
     def add_callback(self, callback) -> bool:
         return True
 

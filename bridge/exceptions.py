@@ -112,8 +112,13 @@ class NoSuchMethod(RPCDispatcherError, AttributeError):
 class UnsupportedVersion(RPCDispatcherError):
     """No endpoint accepts the requested namespace and version."""
 
-    def __init__(self, version: str | None, method: str | None = None) -> None:
+    def __init__(self, version: str | None, method: str | None = None, *,
+                 unknown_namespace: str | None = None) -> None:
+        # ``unknown_namespace``: no endpoint has that namespace at any version, which the
+        # message says; the arguments sent on the wire stay oslo.messaging's.
         super().__init__(
+            f"No endpoint serves namespace {unknown_namespace!r} (attempted method: "
+            f"{method}, version {version})" if unknown_namespace is not None else
             f"Endpoint does not support RPC version {version}. Attempted method: {method}")
         self.version = version
         self.method = method
@@ -209,7 +214,7 @@ def relayed_failure(exc: BaseException) -> dict[str, Any] | None:
 
 
 def serialize_failure(exc: BaseException, include_traceback: bool = True) -> dict[str, Any]:
-    """Describe an exception as the wire's failure dict (WIRE.md 2.10).
+    """Describe an exception as the wire's failure dict (docs/wire.md 2.10).
 
     An exception rebuilt from a remote failure is described by the failure it came
     from, so a server that passes a remote failure on (a gateway) forwards it unchanged.
@@ -326,3 +331,24 @@ class NoRoute(MessagingException):
 
 class TooManyRequests(MessagingException):
     """A concurrency limit is reached; the caller may retry later."""
+
+
+class Unauthenticated(MessagingException):
+    """The caller presented no credentials the server accepts: none where a policy wants
+    some, or a token or certificate that is unknown, expired, wrongly signed or malformed.
+
+    gRPC callers get the status UNAUTHENTICATED. Over AMQP the failure travels as class
+    ``Unauthenticated`` of module ``oslo_messaging.exceptions``: an oslo.messaging caller
+    raises ``RemoteError`` (``exc_type == "Unauthenticated"``), an rpc-bridge caller
+    whose ``allowed_remote_exmods`` lists ``oslo_messaging.exceptions`` (or
+    ``bridge.exceptions``) raises this class, else ``RemoteError`` too.
+    """
+
+
+class PermissionDenied(MessagingException):
+    """The caller is identified, but the authorization policy does not allow the request.
+
+    gRPC callers get the status PERMISSION_DENIED; AMQP callers see it as
+    :class:`Unauthenticated` describes (``RemoteError`` with ``exc_type ==
+    "PermissionDenied"``, or this class where its module is allowed).
+    """

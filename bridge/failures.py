@@ -22,7 +22,9 @@ from bridge.exceptions import (
     MessagingTimeout,
     NoRoute,
     NoSuchMethod,
+    PermissionDenied,
     TooManyRequests,
+    Unauthenticated,
     UnsupportedVersion,
     relayed_failure,
 )
@@ -57,12 +59,36 @@ TIMEOUT = Kind("timeout", "DEADLINE_EXCEEDED", rebuilt=False)
 NO_ROUTE = Kind("no_route", "TARGET_NOT_FOUND", rebuilt=False, method_untrusted=True)
 RESOURCE_EXHAUSTED = Kind("resource_exhausted", "RESOURCE_EXHAUSTED", rebuilt=False)
 UNAVAILABLE = Kind("unavailable", "UNAVAILABLE", rebuilt=False)
+#: Refused by the server's admission step (bridge.auth) before any handler ran.
+UNAUTHENTICATED = Kind("unauthenticated", "UNAUTHENTICATED", rebuilt=False,
+                       method_untrusted=True)
+PERMISSION_DENIED = Kind("permission_denied", "PERMISSION_DENIED", rebuilt=False,
+                         method_untrusted=True)
 #: Every kind, for documentation and tables built from them.
 ALL_KINDS = (OK, ERROR, GATEWAY_ERROR, EXPECTED, NO_SUCH_METHOD, UNSUPPORTED_VERSION,
-             MALFORMED, INVALID_VALUE, TIMEOUT, NO_ROUTE, RESOURCE_EXHAUSTED, UNAVAILABLE)
+             MALFORMED, INVALID_VALUE, TIMEOUT, NO_ROUTE, RESOURCE_EXHAUSTED, UNAVAILABLE,
+             UNAUTHENTICATED, PERMISSION_DENIED)
 #: Outcomes of requests that may name any method a caller sent (not a metrics label).
 UNTRUSTED_METHOD_OUTCOMES = frozenset(kind.outcome for kind in ALL_KINDS
                                       if kind.method_untrusted)
+
+#: The status code (a ``google.rpc.Code`` name) of each failure reason: every wire reports a
+#: failure with the code of its reason (gRPC statuses; HTTP statuses through the standard
+#: code -> HTTP table), so the same failure has the same code on every wire.
+CODE_OF_REASON: dict[str, str] = {
+    "UNSPECIFIED": "UNKNOWN",
+    "ENDPOINT_ERROR": "UNKNOWN",
+    "EXPECTED_ERROR": "FAILED_PRECONDITION",
+    "NO_SUCH_METHOD": "UNIMPLEMENTED",
+    "UNSUPPORTED_VERSION": "UNIMPLEMENTED",
+    "INVALID_ARGUMENT": "INVALID_ARGUMENT",
+    "TARGET_NOT_FOUND": "NOT_FOUND",
+    "UNAVAILABLE": "UNAVAILABLE",
+    "DEADLINE_EXCEEDED": "DEADLINE_EXCEEDED",
+    "RESOURCE_EXHAUSTED": "RESOURCE_EXHAUSTED",
+    "UNAUTHENTICATED": "UNAUTHENTICATED",
+    "PERMISSION_DENIED": "PERMISSION_DENIED",
+}
 
 #: Exception classes and their kind, first match wins.
 _BY_TYPE: tuple[tuple[type[BaseException], Kind], ...] = (
@@ -78,6 +104,8 @@ _BY_TYPE: tuple[tuple[type[BaseException], Kind], ...] = (
     (MessageUndeliverable, NO_ROUTE),
     (TooManyRequests, RESOURCE_EXHAUSTED),
     (MessageDeliveryFailure, UNAVAILABLE),
+    (Unauthenticated, UNAUTHENTICATED),
+    (PermissionDenied, PERMISSION_DENIED),
 )
 
 #: Failures relayed from an upstream server, by the class they were raised as there
@@ -85,6 +113,8 @@ _BY_TYPE: tuple[tuple[type[BaseException], Kind], ...] = (
 _RELAYED = {
     ("oslo_messaging.rpc.dispatcher", "NoSuchMethod"): NO_SUCH_METHOD,
     ("oslo_messaging.rpc.dispatcher", "UnsupportedVersion"): UNSUPPORTED_VERSION,
+    ("oslo_messaging.exceptions", "Unauthenticated"): UNAUTHENTICATED,
+    ("oslo_messaging.exceptions", "PermissionDenied"): PERMISSION_DENIED,
 }
 
 

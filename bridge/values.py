@@ -6,7 +6,11 @@ from typing import Any
 
 _SCALARS = (type(None), bool, int, float, str)
 _SCALAR_TYPES = frozenset(_SCALARS)
-MAX_DEPTH = 64
+#: The most levels of lists and dicts one value (an argument, a context entry, a result, an
+#: exception argument) may nest, on every wire and both ways: protobuf's decoder refuses
+#: a gRPC message whose Values nest dicts deeper than this (each level of a map costs it
+#: three messages, within its limit of 100).
+MAX_DEPTH = 32
 
 
 class NotPrimitiveError(TypeError):

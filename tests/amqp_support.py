@@ -59,7 +59,7 @@ def unique(prefix: str) -> str:
 
 
 def oslo_conf(config_file: str | None = None) -> Any:
-    """A private oslo.config ConfigOpts usable by oslo.messaging 18.3 (WIRE.md 5.7b).
+    """A private oslo.config ConfigOpts usable by oslo.messaging 18.3 (docs/wire.md 5.7b).
 
     ``config_file``: an oslo.config (INI) file to read, as a service's ``--config-file``.
     """

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import pathlib
 import queue
@@ -17,11 +19,34 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 def source_env(**extra: str) -> dict[str, str]:
     """The environment for a child that imports bridge from this source tree."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("BRIDGE_")}
+    # bridge serve's HTTP default is a fixed port (8080): off unless a test asks for it.
+    env["BRIDGE_HTTP_URL"] = "none"
     paths = [str(ROOT), str(ROOT / "tests")]
     env["PYTHONPATH"] = os.pathsep.join(paths + [env["PYTHONPATH"]] if env.get("PYTHONPATH")
                                         else paths)
     env.update(extra)
     return env
+
+
+def cli(*argv: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    """Run ``python -m bridge ARGV`` from this source tree, as a user runs the command."""
+    return subprocess.run([sys.executable, "-m", "bridge", *argv], capture_output=True,
+                          text=True, env=source_env(), cwd=ROOT, timeout=timeout)
+
+
+def scrape(url: str) -> dict[tuple, float]:
+    """The samples of a Prometheus endpoint: (name, sorted labels) -> value."""
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(url, timeout=5) as response:
+        text = response.read().decode()
+    result = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            result[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return result
 
 
 class ServeProcess:
@@ -33,6 +58,7 @@ class ServeProcess:
         argv = list(command or [sys.executable, "-m", "bridge"]) + ["serve", *args]
         self.stderr_lines: list[str] = []
         self.stdout_lines: list[str] = []
+        self.json_lines: list[str] = []  # stdout lines as written, in JSON mode
         self._lines: queue.SimpleQueue[str | None] = queue.SimpleQueue()
         self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                      text=True, env=env if env is not None else source_env(),
@@ -47,6 +73,10 @@ class ServeProcess:
     def _read(self, stream, is_stdout: bool) -> None:
         for line in stream:
             line = line.rstrip("\n")
+            if is_stdout and line.startswith("{"):  # log_format json: the status line's text
+                self.json_lines.append(line)
+                with contextlib.suppress(ValueError, TypeError, KeyError):
+                    line = json.loads(line)["message"]
             if is_stdout:
                 self.stdout_lines.append(line)
                 self._lines.put(line)

@@ -14,8 +14,10 @@ import datetime
 import json
 import logging
 import sys
+import threading
 from typing import Any, TextIO
 
+from bridge.auth.redact import RedactingFormatter
 from bridge.transport.base import IncomingMessage
 
 #: The request id of the message being dispatched in this context, or None.
@@ -102,10 +104,25 @@ def configure_logging(level: str = "INFO", fmt: str = "text",
         raise ValueError(f"log format must be one of {', '.join(LOG_FORMATS)}, not {fmt!r}")
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.addFilter(RequestIdFilter())
-    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    # Secrets (URL passwords, tokens, JWTs, keys) are masked in every line.
+    handler.setFormatter(RedactingFormatter(JsonFormatter() if fmt == "json"
+                                            else TextFormatter()))
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level.upper())
+    # Python's warnings and the exceptions that end a thread become log lines too, so
+    # in JSON mode every line the process writes is JSON.
+    logging.captureWarnings(True)
+    threading.excepthook = _log_thread_exception
     return handler
+
+
+def _log_thread_exception(args: threading.ExceptHookArgs) -> None:
+    if args.exc_type is SystemExit:
+        return
+    name = args.thread.name if args.thread is not None else "?"
+    logging.getLogger("bridge").error(
+        "Unhandled exception in thread %s", name,
+        exc_info=(args.exc_type, args.exc_value, args.exc_traceback))

@@ -29,14 +29,21 @@ Exposed series (all in one registry per server, served on ``/metrics``):
   an AMQP delivery dropped after an unexpected error while taking it.
 
 Drivers count reconnections and refusals with :mod:`bridge.stats`, whether or not
-metrics are served; they are read here at scrape time.
+metrics are served; they are read here at scrape time. The registry also holds
+Prometheus' standard process (``process_*``: CPU, memory, open files), platform
+(``python_info``) and garbage collector (``python_gc_*``) series.
+
+The HTTP server answers ``/metrics``, ``/healthz`` (200 while the process serves,
+else 503) and ``/readyz`` (200 while every wire and route is connected, else 503);
+any other path is 404.
 """
 
 from __future__ import annotations
 
+import logging
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from socketserver import ThreadingMixIn
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
@@ -44,6 +51,8 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 from bridge.failures import UNTRUSTED_METHOD_OUTCOMES
 from bridge.stats import reconnect_counts, refusal_counts
 from bridge.transport.base import IncomingMessage
+
+LOG = logging.getLogger(__name__)
 
 _UNKNOWN_METHOD = "(unknown)"
 _UNBOUNDED_OUTCOMES = UNTRUSTED_METHOD_OUTCOMES
@@ -88,11 +97,22 @@ class ServerMetrics:
     """The metrics of one server; register it with ``server.add_observer(metrics)``."""
 
     def __init__(self, server: Any) -> None:
-        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+        from prometheus_client import (
+            GC_COLLECTOR,
+            PLATFORM_COLLECTOR,
+            PROCESS_COLLECTOR,
+            CollectorRegistry,
+            Counter,
+            Gauge,
+            Histogram,
+        )
 
         self.server = server
         self.topic = str(server.target.topic)
         self.registry = CollectorRegistry()
+        # The same process, platform and gc series a default registry has.
+        for collector in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
+            self.registry.register(collector)
         self.requests = Counter("bridge_requests", "Messages answered",
                                 ["wire", "topic", "method", "outcome"], registry=self.registry)
         self.latency = Histogram("bridge_request_duration_seconds",
@@ -169,6 +189,13 @@ def _record(counter: Any, histogram: Any, labels: tuple[Any, ...], outcome: str,
     histogram.labels(*values).observe(max(0.0, seconds))
 
 
+def _plain(start_response: Callable[..., Any], status: str, text: str) -> list[bytes]:
+    body = text.encode()
+    start_response(status, [("Content-Type", "text/plain; charset=utf-8"),
+                            ("Content-Length", str(len(body)))])
+    return [body]
+
+
 class _QuietHandler(WSGIRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib's name
         pass
@@ -182,15 +209,45 @@ class _ThreadingWSGIServer6(_ThreadingWSGIServer):
     address_family = socket.AF_INET6
 
 
-class MetricsHTTPServer:
-    """Serves a registry on ``http://HOST:PORT/metrics`` from a daemon thread."""
+Probe = Callable[[], bool]
 
-    def __init__(self, registry: Any, host: str = "127.0.0.1", port: int = 0) -> None:
+
+def _always() -> bool:
+    return True
+
+
+class MetricsHTTPServer:
+    """Serves ``/metrics`` (a registry), ``/healthz`` and ``/readyz`` from a daemon thread.
+
+    ``live`` and ``ready`` are asked at each request of ``/healthz`` and ``/readyz``.
+    """
+
+    def __init__(self, registry: Any, host: str = "127.0.0.1", port: int = 0,
+                 live: Probe = _always, ready: Probe = _always) -> None:
         from prometheus_client import make_wsgi_app
 
+        metrics_app = make_wsgi_app(registry)
+        probes = {"/healthz": live, "/readyz": ready}
+
+        def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+            path = environ.get("PATH_INFO") or "/"
+            if path == "/metrics":
+                return metrics_app(environ, start_response)
+            probe = probes.get(path)
+            if probe is None:
+                return _plain(start_response, "404 Not Found",
+                              "not found: try /metrics, /healthz or /readyz\n")
+            try:
+                ok = bool(probe())
+            except Exception:  # a probe that fails says: not ok
+                LOG.exception("The %s probe failed", path)
+                ok = False
+            return _plain(start_response, "200 OK" if ok else "503 Service Unavailable",
+                          "ok\n" if ok else "not ok\n")
+
         server_cls = _ThreadingWSGIServer6 if ":" in host else _ThreadingWSGIServer
-        self._httpd = make_server(host, port, make_wsgi_app(registry),
-                                  server_class=server_cls, handler_class=_QuietHandler)
+        self._httpd = make_server(host, port, app, server_class=server_cls,
+                                  handler_class=_QuietHandler)
         self.host = host
         self.port = int(self._httpd.server_address[1])
         self._thread = threading.Thread(target=self._httpd.serve_forever,

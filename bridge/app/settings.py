@@ -30,7 +30,20 @@ _DISABLED = {"", "none", "off", "false", "no"}
 
 
 class SettingsError(ValueError):
-    """A setting has a value that cannot be used; the message names its source."""
+    """Settings that cannot be used; each problem names its source.
+
+    ``problems`` lists every problem found (the message is the first, with a count of
+    the others), so ``bridge check`` can report them all at once.
+    """
+
+    def __init__(self, problems: str | list[str]) -> None:
+        self.problems = [problems] if isinstance(problems, str) else list(problems)
+        #: The settings that did parse, when the problems are in values (else None).
+        self.settings: ServeSettings | None = None
+        more = len(self.problems) - 1
+        super().__init__(self.problems[0] + (f" (and {more} more problem"
+                                             f"{'s' if more > 1 else ''}: run bridge check)"
+                                             if more else ""))
 
 
 # -- value parsers (strings from flags and the environment; TOML values as they come) -------
@@ -111,6 +124,29 @@ def _size(value: Any) -> int:
     return size
 
 
+_TRUE = {"true", "yes", "on", "1"}
+_FALSE = {"false", "no", "off", "0"}
+
+
+def _bool(value: Any) -> bool:
+    """A boolean: TOML true/false, or one of true/false, yes/no, on/off, 1/0."""
+    if isinstance(value, bool):
+        return value
+    text = _text(value).strip().lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise ValueError(f"expected true or false, not {value!r}")
+
+
+def _seconds_or_off(value: Any) -> float | None:
+    """Seconds > 0, or none/off/empty for no limit."""
+    if isinstance(value, str) and value.strip().lower() in _DISABLED:
+        return None
+    return _positive_seconds(value)
+
+
 def _choice(*choices: str, lower: bool = True) -> Callable[[Any], str]:
     def parse(value: Any) -> str:
         text = _text(value).strip()
@@ -174,6 +210,7 @@ class Option:
     env_format: str = ""  # how a list is written in the environment variable
     default_text: str | None = None
     flag_name: str | None = None  # the flag's name when not the option's (singular lists)
+    const: str | None = None  # the flag takes no value and stands for this one
 
     @property
     def flag(self) -> str:
@@ -197,7 +234,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("endpoints", "endpoints to serve: module:Class, module:factory, or a module "
            "with an ENDPOINTS list (repeatable)", [], _words(r"\s,"), "SPEC", repeatable=True,
            env_format="comma- or space-separated", flag_name="endpoint",
-           default_text="the shipped endpoints (control, echo, test, counter)"),
+           default_text="the shipped endpoints (echo, test, counter)"),
     Option("topic", "the target topic", "bridge", _text, "TOPIC"),
     Option("server", "the server name (the target's server)", None, _optional_text, "NAME",
            default_text="the host name"),
@@ -207,6 +244,9 @@ OPTIONS: tuple[Option, ...] = (
            "grpc://HOST1:PORT1,HOST2:PORT2), or grpcs://... with the TLS files; port 0 picks "
            "a free port; 'none' turns gRPC off",
            "grpc://127.0.0.1:50051", _optional_text, "URL"),
+    Option("http_url", "where HTTP/JSON listens (docs/http.md): http://HOST:PORT, or "
+           "https://... with the TLS files; port 0 picks a free port; 'none' or an empty "
+           "value turns HTTP off", "http://127.0.0.1:8080", _optional_text, "URL"),
     Option("amqp_urls", "an AMQP transport URL to serve on, such as "
            "rabbit://user:pass@host:5672/ (repeatable); memory:// is the in-process "
            "stand-in; 'none' turns AMQP off", ["memory://"], _url_list, "URL",
@@ -221,14 +261,41 @@ OPTIONS: tuple[Option, ...] = (
     Option("executor", "how messages are run: threading, blocking or asyncio", "threading",
            _choice("threading", "blocking", "asyncio"), "NAME"),
     Option("pool_size", "executor threads, shared by every wire", 64, _positive_int, "N"),
-    Option("max_message_size", "the largest gRPC message accepted or sent, in bytes "
+    Option("max_message_size", "the largest gRPC message (or HTTP body) accepted or sent, in bytes "
            "(units allowed: 4MiB, 512KiB)", 4 * 1024 * 1024, _size, "BYTES",
            default_text="4MiB"),
-    Option("tls_cert_file", "PEM certificate chain of the gRPC server (needs grpcs://)",
-           None, _optional_text, "FILE"),
-    Option("tls_key_file", "PEM private key of the gRPC server", None, _optional_text, "FILE"),
-    Option("tls_ca_file", "PEM CA bundle; when set, gRPC clients must present a "
+    Option("tls_cert_file", "PEM certificate chain of the gRPC server (needs grpcs://), "
+           "and of the HTTP server when http_url is https://", None, _optional_text, "FILE"),
+    Option("tls_key_file", "PEM key of the gRPC/HTTPS server", None, _optional_text, "FILE"),
+    Option("tls_ca_file", "PEM CA bundle; when set, gRPC (and HTTPS) clients must present a "
            "certificate it signed (mutual TLS)", None, _optional_text, "FILE"),
+    # -- authentication and authorization (docs/security.md) --
+    Option("auth_token_file", "TOML file of static bearer tokens, each by its SHA-256 only "
+           "([[tokens]] principal, sha256, groups; python3 -m bridge.auth.tokens NAME makes "
+           "one); SIGHUP reloads it", None, _optional_text, "FILE"),
+    Option("auth_jwt_issuer", "accept JWT bearer tokens from this issuer (the iss claim)",
+           None, _optional_text, "ISSUER"),
+    Option("auth_jwt_audience", "an audience JWTs must name in aud (repeatable)", [],
+           _words(r"\s,"), "AUDIENCE", repeatable=True,
+           env_format="comma- or space-separated", default_text="none"),
+    Option("auth_jwt_key_file", "PEM public key, certificate or JWKS file of the JWT "
+           "signing keys", None, _optional_text, "FILE"),
+    Option("auth_jwt_jwks_url", "https URL of the JWKS of the JWT signing keys (fetched and "
+           "cached for 5 minutes)", None, _optional_text, "URL"),
+    Option("auth_jwt_algorithms", "JWT signature algorithms allowed (asymmetric only: RS*, "
+           "PS*, ES*, EdDSA) (repeatable)", ["RS256", "ES256"], _words(r"\s,"), "ALG",
+           repeatable=True, env_format="comma- or space-separated"),
+    Option("auth_policy_file", "TOML authorization policy: [[deny]] then [[allow]] rules; "
+           "once set, anything not allowed is denied; SIGHUP reloads it (an invalid file "
+           "keeps the previous policy)", None, _optional_text, "FILE",
+           default_text="none: identified callers only when tokens or JWTs are set, "
+                        "else everyone"),
+    Option("auth_amqp_identity", "the principal of AMQP messages that carry no user_id "
+           "property", None, _optional_text, "NAME", default_text="anonymous"),
+    Option("auth_trusted_forwarders", "principals (globs) of gateways whose callers' "
+           "forwarded identity is taken as the caller's (repeatable)", [], _words(r"\s,"),
+           "PRINCIPAL", repeatable=True, env_format="comma- or space-separated",
+           default_text="none"),
     Option("log_level", "DEBUG, INFO, WARNING, ERROR or CRITICAL", "INFO",
            _choice("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL", lower=False), "LEVEL"),
     Option("log_format", "text, or json (one object per line, with request_id when the "
@@ -241,6 +308,20 @@ OPTIONS: tuple[Option, ...] = (
            30.0, _seconds, "SECONDS"),
     Option("health_interval", "seconds between copies of the server's health (AMQP broker "
            "reachable) into the gRPC health service", 2.0, _positive_seconds, "SECONDS"),
+    # -- operations: endpoints, connection age, tracing (docs/configuration.md) ------------
+    Option("default_endpoints", "serve the shipped endpoints after those named with "
+           "--endpoint; false (flag --no-default-endpoints) serves only the named ones",
+           True, _bool, "BOOL", flag_name="no_default_endpoints", const="false",
+           default_text="true"),
+    Option("max_connection_age", "seconds after which the gRPC server asks each client "
+           "connection to reconnect, so long-lived clients spread over new replicas; "
+           "none: never", None, _seconds_or_off, "SECONDS", default_text="none"),
+    Option("max_connection_age_grace", "seconds a connection past max_connection_age keeps "
+           "for its calls in flight before it is closed; none: no limit", None,
+           _seconds_or_off, "SECONDS", default_text="none"),
+    Option("tracing", "OpenTelemetry tracing (pip install rpc-bridge[tracing]): off, otlp "
+           "(exported as the OTEL_EXPORTER_OTLP_* variables say) or console (spans on "
+           "stderr)", "off", _choice("off", "otlp", "console"), "EXPORTER"),
 )
 
 OPTIONS_BY_NAME = {option.name: option for option in OPTIONS}
@@ -255,6 +336,7 @@ class ServeSettings:
     server: str | None = None
     exchange: str | None = None
     grpc_url: str | None = "grpc://127.0.0.1:50051"
+    http_url: str | None = "http://127.0.0.1:8080"
     amqp_urls: list[str] = field(default_factory=lambda: ["memory://"])
     routes: list[dict[str, Any]] = field(default_factory=list)
     gateway_max_in_flight: int = 1024
@@ -264,12 +346,25 @@ class ServeSettings:
     tls_cert_file: str | None = None
     tls_key_file: str | None = None
     tls_ca_file: str | None = None
+    auth_token_file: str | None = None
+    auth_jwt_issuer: str | None = None
+    auth_jwt_audience: list[str] = field(default_factory=list)
+    auth_jwt_key_file: str | None = None
+    auth_jwt_jwks_url: str | None = None
+    auth_jwt_algorithms: list[str] = field(default_factory=lambda: ["RS256", "ES256"])
+    auth_policy_file: str | None = None
+    auth_amqp_identity: str | None = None
+    auth_trusted_forwarders: list[str] = field(default_factory=list)
     log_level: str = "INFO"
     log_format: str = "text"
     metrics_port: int | None = None
     metrics_host: str = "127.0.0.1"
     grace_period: float = 30.0
     health_interval: float = 2.0
+    default_endpoints: bool = True
+    max_connection_age: float | None = None
+    max_connection_age_grace: float | None = None
+    tracing: str = "off"
     #: The drivers' option tables of the config file (``[grpc]``, ``[oslo_messaging_rabbit]``).
     driver_groups: dict[str, dict[str, Any]] = field(default_factory=dict)
     config_file: str | None = None
@@ -277,14 +372,17 @@ class ServeSettings:
 
     @property
     def urls(self) -> list[str]:
-        """Every transport URL to listen on: gRPC first, then the AMQP ones."""
-        return ([self.grpc_url] if self.grpc_url else []) + list(self.amqp_urls)
+        """Every transport URL to listen on: gRPC first, then HTTP, then the AMQP ones."""
+        return [url for url in (self.grpc_url, self.http_url) if url] + list(self.amqp_urls)
 
     def as_dict(self) -> dict[str, Any]:
-        """The settings and their sources, for ``--print-settings``."""
+        """The settings and their sources, for ``--print-settings`` (secrets masked)."""
+        from bridge.auth.redact import redact_value
+
         values = {option.name: getattr(self, option.name) for option in OPTIONS}
-        return {"settings": values, "sources": dict(self.sources),
-                "config_file": self.config_file, "driver_groups": self.driver_groups}
+        return redact_value({"settings": values, "sources": dict(self.sources),
+                             "config_file": self.config_file,
+                             "driver_groups": self.driver_groups})
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -296,6 +394,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help_text = (f"{option.help} [env {option.env}"
                      f"{' (' + option.env_format + ')' if option.env_format else ''}; "
                      f"config key {option.name}; default: {option.describe_default()}]")
+        if option.const is not None:
+            parser.add_argument(option.flag, dest=option.name, action="store_const",
+                                const=option.const, default=argparse.SUPPRESS,
+                                help=help_text.replace("%", "%%"))
+            continue
         parser.add_argument(option.flag, dest=option.name, metavar=option.metavar,
                             action="append" if option.repeatable else "store",
                             default=argparse.SUPPRESS, help=help_text.replace("%", "%%"))
@@ -337,6 +440,7 @@ def resolve(flags: Mapping[str, Any] | None = None,
     config_path = flags.get("config") or environ.get(CONFIG_ENV) or None
     config = read_config_file(config_path) if config_path else {}
     settings = ServeSettings(config_file=config_path)
+    problems: list[str] = []
     for option in OPTIONS:
         if option.name in flags:
             # A repeatable flag arrives as a list, one item per use of the flag.
@@ -351,29 +455,46 @@ def resolve(flags: Mapping[str, Any] | None = None,
         try:
             value = option.parse(raw)
         except (ValueError, TypeError) as exc:
-            raise SettingsError(f"{where}: {exc}") from None
+            problems.append(f"{where}: {exc}")
+            settings.sources[option.name] = source
+            continue
         setattr(settings, option.name, value)
         settings.sources[option.name] = source
     settings.driver_groups = {name: dict(config[name]) for name in driver_tables()
                               if name in config}
-    _check(settings)
+    problems.extend(_check(settings))
+    if problems:
+        error = SettingsError(problems)
+        error.settings = settings  # what did parse (bad values left at their defaults)
+        raise error
     return settings
 
 
-def _check(settings: ServeSettings) -> None:
+def _check(settings: ServeSettings) -> list[str]:
+    """The problems of settings that parsed one by one but do not go together."""
+    problems = []
     if not settings.urls:
-        raise SettingsError("nothing to listen on: both grpc_url and amqp_urls are turned off")
+        problems.append("nothing to listen on: grpc_url, http_url and amqp_urls are off")
     if settings.grpc_url and not re.match(r"^grpcs?://", settings.grpc_url):
-        raise SettingsError(f"grpc_url must start with grpc:// or grpcs://, "
-                            f"not {settings.grpc_url!r}")
+        problems.append(f"grpc_url must start with grpc:// or grpcs://, "
+                        f"not {settings.grpc_url!r}")
+    https = bool(settings.http_url and settings.http_url.startswith("https://"))
+    if settings.http_url and not re.match(r"^https?://", settings.http_url):
+        problems.append(f"http_url must start with http:// or https://, not {settings.http_url!r}")
+    if https and not settings.tls_cert_file:
+        problems.append("https:// needs tls_cert_file and tls_key_file")
     for url in settings.amqp_urls:
         if "://" not in url:
-            raise SettingsError(f"amqp_urls: {url!r} is not a URL (driver://host:port/vhost)")
+            problems.append(f"amqp_urls: {url!r} is not a URL (driver://host:port/vhost)")
     if bool(settings.tls_cert_file) != bool(settings.tls_key_file):
-        raise SettingsError("tls_cert_file and tls_key_file go together")
+        problems.append("tls_cert_file and tls_key_file go together")
     if settings.tls_cert_file and settings.grpc_url and \
-            not settings.grpc_url.startswith("grpcs://"):
-        raise SettingsError("TLS files are set but grpc_url is not grpcs://")
+            not settings.grpc_url.startswith("grpcs://") and not https:
+        problems.append("TLS files are set but grpc_url is not grpcs:// nor http_url https://")
     if settings.grpc_url and settings.grpc_url.startswith("grpcs://") and \
             not settings.tls_cert_file:
-        raise SettingsError("grpcs:// needs tls_cert_file and tls_key_file")
+        problems.append("grpcs:// needs tls_cert_file and tls_key_file")
+    if not settings.endpoints and not settings.default_endpoints:
+        problems.append("nothing to serve: default_endpoints is false and no endpoint is "
+                        "named (--endpoint module:Class)")
+    return problems

@@ -20,6 +20,10 @@ from bridge.transport.base import IncomingMessage
 LOG = logging.getLogger(__name__)
 
 DEFAULT_MAX_IN_FLIGHT = 1024
+#: Seconds added to the caller's remaining time for the upstream call: a call that runs
+#: too long then ends with the caller's own timeout, never with a relayed one that
+#: races it. The upstream call still ends, so its slot is given back.
+DEADLINE_GRACE = 0.5
 
 
 class Forwarder:
@@ -87,6 +91,8 @@ class Forwarder:
         timeout = incoming.remaining()
         if timeout is None:
             timeout = self._default_timeout or transport.settings.rpc_response_timeout
+        else:
+            timeout += DEADLINE_GRACE
         call_monitor_timeout = incoming.client_timeout or route.call_monitor_timeout
         kwargs = dict(wait_for_reply=incoming.wants_reply, timeout=timeout,
                       call_monitor_timeout=call_monitor_timeout if incoming.wants_reply else None)

@@ -13,8 +13,10 @@ import logging
 from collections.abc import Sequence
 from concurrent.futures import Future
 
+from bridge.auth.guard import Guard
 from bridge.failures import GATEWAY_ERROR
 from bridge.gateway.forwarder import Forwarder
+from bridge.rpc.describe import Allow, Served, describe_routes
 from bridge.rpc.handlers import Answer, Handler
 from bridge.rpc.server import MessageHandlingServer
 from bridge.target import Target
@@ -52,6 +54,10 @@ class ForwardHandler(Handler):
     def accepts_unrouted(self, target: Target) -> bool:
         return self.forwarder.serves(target)
 
+    def describe(self, target: Target, allow: Allow | None = None) -> list[Served]:
+        """The routes' topics, listed as routed (any method is forwarded)."""
+        return describe_routes(self.forwarder.routes, allow)
+
     def open(self) -> None:
         """Open every route's transport (a bad URL fails the server's start)."""
         self.forwarder.open()
@@ -73,11 +79,13 @@ def _relay(done: Future, answer: Answer) -> None:
 
 
 def gateway_server(transports: Transport | Sequence[Transport], target: Target,
-                   forwarder: Forwarder) -> MessageHandlingServer:
+                   forwarder: Forwarder, guard: Guard | None = None) -> MessageHandlingServer:
     """A server on ``transports`` (may be empty) whose messages are forwarded by routes.
 
     Call its ``serve_unrouted(transport)`` after ``start()`` to also forward the
     requests of a wire with ``implements.unrouted`` that no local listener serves.
+    ``guard`` authenticates and authorizes each message before it is forwarded; the
+    caller's identity travels upstream in the context (docs/security.md, "Gateway").
     """
     return MessageHandlingServer(transports, target, ForwardHandler(forwarder, target),
-                                 executor="threading")
+                                 executor="threading", guard=guard)

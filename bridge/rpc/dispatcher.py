@@ -190,6 +190,9 @@ class RPCDispatcher:
                                   self.serializer)
         if compatible:
             raise NoSuchMethod(method)
+        if namespace is not None and not any(namespace in target.accepted_namespaces
+                                             for target in self._targets):
+            raise UnsupportedVersion(version, method=method, unknown_namespace=namespace)
         raise UnsupportedVersion(version, method=method)
 
     def dispatch(self, ctxt: dict[str, Any], message: dict[str, Any]) -> Any:

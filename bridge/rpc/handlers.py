@@ -16,6 +16,7 @@ from bridge.failures import ERROR, Kind
 from bridge.transport.base import IncomingMessage
 
 if TYPE_CHECKING:
+    from bridge.rpc.describe import Allow, Served
     from bridge.rpc.dispatcher import RPCDispatcher
     from bridge.rpc.executors import AsyncioExecutor
     from bridge.target import Target
@@ -48,6 +49,11 @@ class Handler(abc.ABC):
         """Whether a request for ``target``, which no listener serves, is this handler's."""
         return False
 
+    def describe(self, target: Target, allow: Allow | None = None) -> list[Served]:
+        """What a server with this handler serves at ``target`` (see :mod:`bridge.rpc.describe`);
+        ``allow`` leaves out what it refuses."""
+        return []
+
     def open(self) -> None:  # noqa: B027 - handlers with nothing to open
         """Prepare before the server listens (a failure here fails ``start()``)."""
 
@@ -60,6 +66,12 @@ class DispatchHandler(Handler):
 
     def __init__(self, dispatcher: RPCDispatcher) -> None:
         self.dispatcher = dispatcher
+
+    def describe(self, target: Target, allow: Allow | None = None) -> list[Served]:
+        """The endpoints of the dispatcher, their methods as its access policy allows."""
+        from bridge.rpc.describe import describe_dispatcher
+
+        return [describe_dispatcher(self.dispatcher, target, allow)]
 
     def handle(self, incoming: IncomingMessage, answer: Answer) -> None:
         try:

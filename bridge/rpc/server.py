@@ -12,9 +12,10 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Sequence
-from typing import Any, Protocol
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
 
+from bridge.auth.guard import DEFAULT_GUARD, Guard
 from bridge.exceptions import (
     ExpectedException,
     InvalidTarget,
@@ -31,6 +32,10 @@ from bridge.serializer import Serializer
 from bridge.target import Target
 from bridge.transport import Transport
 from bridge.transport.base import IncomingMessage, Listener
+
+if TYPE_CHECKING:
+    from bridge.auth.identity import Credentials
+    from bridge.rpc.describe import Allow
 
 LOG = logging.getLogger(__name__)
 
@@ -68,11 +73,17 @@ class MessageHandlingServer:
     acknowledged, then releases the listeners. ``start()`` again begins a new cycle.
     ``dispatcher`` may be an :class:`RPCDispatcher` (its endpoints are served) or any
     :class:`~bridge.rpc.handlers.Handler`.
+
+    Every message passes ``guard`` (:class:`bridge.auth.Guard`; by default one that
+    only takes the identities the wire verified and allows everything) before its
+    handler: the one place where callers are authenticated and authorized, for every
+    wire and every handler. A refused message is answered with the refusal, and never
+    reaches the handler or the observers.
     """
 
     def __init__(self, transport: Transport | Sequence[Transport], target: Target,
                  dispatcher: RPCDispatcher | Handler, executor: str | None = "threading",
-                 ) -> None:
+                 guard: Guard | None = None) -> None:
         transports = [transport] if isinstance(transport, Transport) else list(transport)
         self.transports = transports
         self.target = target
@@ -95,6 +106,15 @@ class MessageHandlingServer:
         self._lifecycle_lock = threading.RLock()
         self._observers: list[ServerObserver] = []
         self._accepted_at: dict[int, float] = {}
+        self.guard = guard or DEFAULT_GUARD
+        #: The exchange of requests that name none (the policy matches on it).
+        self.default_exchange = (transports[0].settings.control_exchange if transports
+                                 else "openstack")
+        #: Given a caller's credentials, what that caller may see in :meth:`describe`
+        #: (an ``allow`` callback of :mod:`bridge.rpc.describe`, or None for all). None:
+        #: what the guard's policy lets that caller call
+        #: (:func:`bridge.rpc.describe.policy_filter`).
+        self.describe_filter: Callable[[Credentials | None], Allow | None] | None = None
 
     def add_observer(self, observer: ServerObserver) -> None:
         """Tell ``observer`` about every message from now on (see :class:`ServerObserver`)."""
@@ -139,6 +159,7 @@ class MessageHandlingServer:
             with self._cond:
                 self._state = _RUNNING
             for listener in listeners:
+                listener.describe = self.describe
                 listener.start(self._on_incoming)
             if listeners:
                 LOG.info("Serving %s on %s", self.target,
@@ -157,6 +178,7 @@ class MessageHandlingServer:
                 return self._on_unrouted
             return None
 
+        route.describe = self.describe  # type: ignore[attr-defined] # see UnroutedHandler
         transport.serve_unrouted(route)
         self._unrouted.append(transport)
 
@@ -187,6 +209,22 @@ class MessageHandlingServer:
         with self._lifecycle_lock:
             if self._state == _STOPPED:
                 self._drain_and_release(timeout)
+
+    def describe(self, credentials: Credentials | None = None,
+                 allow: Allow | None = None) -> dict[str, Any]:
+        """What this server serves, in the plain form of
+        :meth:`bridge.rpc.describe.Description.as_dict`.
+
+        ``allow`` (when None: :attr:`describe_filter` given ``credentials``, else the
+        guard's policy for the identity ``credentials`` establish) leaves out what it
+        refuses. Listeners get this method (``Listener.describe``) for their wire.
+        """
+        from bridge.rpc.describe import Description, policy_filter
+
+        if allow is None:
+            allow = (self.describe_filter(credentials) if self.describe_filter is not None
+                     else policy_filter(self.guard, credentials, self.default_exchange))
+        return Description(tuple(self.handler.describe(self.target, allow))).as_dict()
 
     def reset(self) -> None:
         """Ask each listener to renew its connections (drivers with ``implements.reset``)."""
@@ -248,13 +286,18 @@ class MessageHandlingServer:
     def _on_incoming(self, incoming: IncomingMessage) -> None:
         # May run the whole request before it returns (the threading executor runs a
         # message with may_run_inline on this thread when a permit is free).
+        # Authentication and authorization, before anything else sees the message.
+        refusal = self._admit(incoming)
         with self._lock:
             # Counted only while the executor is there: a listener that hands a message
             # over while wait() releases it gets a failure, not a shut-down executor.
             executor = self._executor
             self._in_flight += 1
-            if self._observers:
+            if self._observers and refusal is None:
                 self._accepted_at[id(incoming)] = time.monotonic()
+        if refusal is not None:
+            self._refuse(incoming, refusal)
+            return
         try:
             if executor is None:
                 raise MessagingServerError("the server is not running")
@@ -265,6 +308,32 @@ class MessageHandlingServer:
         except Exception as exc:
             LOG.error("Could not hand %s over to the executor: %s", incoming.method, exc)
             self._answer(incoming, None, exc)
+
+    def _admit(self, incoming: IncomingMessage) -> BaseException | None:
+        """The guard's refusal of ``incoming``, or None; a failing guard refuses."""
+        try:
+            return self.guard.admit(incoming, self.target, self.default_exchange)
+        except Exception:  # a defect in the step must not let the message through
+            LOG.exception("The admission step failed for %s", incoming.method)
+            return MessagingServerError("the server could not check the request")
+
+    def _refuse(self, incoming: IncomingMessage, refusal: BaseException) -> None:
+        """Answer a message the guard refused (it counted and logged the refusal)."""
+        incoming.refusal = refusal
+        try:
+            try:
+                incoming.reply(failure=refusal)
+            except Exception:
+                LOG.exception("Can not send the refusal of %s", incoming.method)
+            try:
+                incoming.acknowledge()
+            except Exception:
+                LOG.exception("Can not acknowledge %s", incoming.method)
+        finally:
+            with self._lock:
+                self._in_flight -= 1
+                if self._in_flight == 0:
+                    self._cond.notify_all()
 
     def _begin(self, incoming: IncomingMessage) -> Any:
         """Observers and heartbeats, where the request is handled; the answer callback."""
@@ -358,8 +427,10 @@ def get_rpc_server(transport: Transport | Sequence[Transport], target: Target,
                    serializer: Serializer | None = None,
                    access_policy: type[RPCAccessPolicyBase] | None = None,
                    server_cls: type[MessageHandlingServer] = RPCServer,
-                   ) -> MessageHandlingServer:
+                   guard: Guard | None = None) -> MessageHandlingServer:
     """Build a server for ``endpoints`` on one transport or several at once.
+
+    ``guard`` authenticates and authorizes every message (:class:`bridge.auth.Guard`).
 
     With ``rpc_ping_enabled`` set in the first transport's configuration, an endpoint
     whose ``oslo_rpc_server_ping`` returns ``"pong"`` is appended, as oslo.messaging does.
@@ -371,4 +442,6 @@ def get_rpc_server(transport: Transport | Sequence[Transport], target: Target,
     if transports[0].settings.rpc_ping_enabled:
         endpoints.append(PingEndpoint())
     dispatcher = RPCDispatcher(endpoints, serializer, access_policy)
-    return server_cls(transports, target, dispatcher, executor)
+    if guard is None:  # a server class of its own may not take a guard
+        return server_cls(transports, target, dispatcher, executor)
+    return server_cls(transports, target, dispatcher, executor, guard=guard)

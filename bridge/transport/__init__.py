@@ -31,6 +31,8 @@ DRIVERS = {
     "memory": "bridge.transport.memory:MemoryDriver",
     "grpc": "bridge.transport.grpc:GrpcDriver",
     "grpcs": "bridge.transport.grpc:GrpcDriver",
+    "http": "bridge.transport.http:HttpDriver",
+    "https": "bridge.transport.http:HttpDriver",
     "rabbit": "bridge.transport.amqp:AmqpDriver",
     "kombu": "bridge.transport.amqp:AmqpDriver",
     "amqp": "bridge.transport.amqp:AmqpDriver",
@@ -107,6 +109,17 @@ class Transport:
     def check_health(self, service: str = "", timeout: float = 5.0) -> str:
         """The health status of the server at this URL (``implements.health_check``)."""
         return self._driver.check_health(service, timeout)
+
+    def describe(self, timeout: float = 5.0) -> dict[str, Any]:
+        """What the server at this URL serves (``implements.describe``; see
+        :meth:`Driver.describe`)."""
+        return self._driver.describe(timeout)
+
+    @property
+    def connected(self) -> bool:
+        """False while the driver's client connection is known to be lost
+        (:attr:`Driver.connected`)."""
+        return self._driver.connected
 
     def cleanup(self) -> None:
         """Release the driver's connections; safe to call more than once."""

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from bridge.auth.identity import Credentials, Identity
     from bridge.conf import Settings
     from bridge.target import Target
     from bridge.transport.url import TransportURL
@@ -60,8 +61,16 @@ class Capabilities:
     unrouted: bool = False
     #: :meth:`Driver.check_health` asks the server at the URL for its health.
     health_check: bool = False
+    #: :meth:`Driver.describe` asks the server at the URL what it serves.
+    describe: bool = False
     #: Other processes can reach its listeners (``memory://`` cannot).
     remote: bool = True
+
+
+#: What a server serves, as the plain dict of :meth:`bridge.rpc.describe.Description.as_dict`
+#: (``{"targets": [...]}``); given the caller's :class:`bridge.auth.Credentials` (None: not
+#: known), it lists only what that caller may call.
+DescribeCallable = Callable[["Credentials | None"], "dict[str, Any]"]
 
 
 class UnsupportedCapability(NotImplementedError):
@@ -87,6 +96,18 @@ class IncomingMessage(abc.ABC):
       ``on_incoming``, instead of handing it to a worker. Never set it for a thread that
       has other work to do (a consumer or listener thread, an event loop): that thread
       would stop taking messages while the method runs.
+    * ``credentials``: what the wire tells about the sender (:class:`bridge.auth.Credentials`:
+      a bearer token, a verified client certificate's names, a broker-validated user id),
+      or None when it tells nothing.
+
+    Set by the server's admission step (:class:`bridge.auth.Guard`) before any handler:
+
+    * ``identity``: the caller's established :class:`bridge.auth.Identity`; also in
+      ``ctxt`` under :data:`bridge.auth.IDENTITY_KEY` unless anonymous (a value the
+      caller sent under that key is dropped first).
+    * ``refusal``: the ``Unauthenticated`` or ``PermissionDenied`` the message was
+      answered with instead of being handled, else None. A wire whose caller waits for
+      a cast's acceptance (gRPC ``Cast``) reports it.
 
     Set by the server before ``reply(failure=...)``:
 
@@ -102,10 +123,16 @@ class IncomingMessage(abc.ABC):
     wants_reply: bool = True
     target: Target | None = None
     may_run_inline: bool = False
+    credentials: Credentials | None = None
+    identity: Identity | None = None
+    refusal: BaseException | None = None
     failure_expected: bool = False
     #: Set by the server: it reached a server through ``serve_unrouted``, addressed to a
     #: target that none of the process's listeners serves (a gateway forwards it as such).
     unrouted: bool = False
+    #: The W3C trace context the wire carried beside the message (gRPC metadata, AMQP
+    #: headers): ``traceparent``, ``tracestate``; None when the wire carried none.
+    headers: dict[str, str] | None = None
 
     #: Context keys a driver adds on receipt; a gateway removes them before forwarding.
     ADDED_CONTEXT_KEYS: tuple[str, ...] = ("client_timeout",)
@@ -160,6 +187,8 @@ class IncomingMessage(abc.ABC):
 OnIncoming = Callable[[IncomingMessage], None]
 #: Given a request's target, the callable that takes its message (and answers it), or
 #: None to refuse it as a target nobody serves. Runs on the driver's thread: no blocking.
+#: The server's handler also has a ``describe`` attribute (a :data:`DescribeCallable`)
+#: listing the targets it takes (a gateway's routed topics), for wires that describe.
 UnroutedHandler = Callable[["Target"], "OnIncoming | None"]
 
 
@@ -205,6 +234,9 @@ class Listener(abc.ABC):
     address: str | None = None
     #: A URL that a client in another process can call this listener with, or None.
     client_url: str | None = None
+    #: Set by the server before :meth:`start`: what the server behind this listener
+    #: serves (see :data:`DescribeCallable`), for wires that answer a Describe request.
+    describe: DescribeCallable | None = None
 
     def __init__(self) -> None:
         self.lock = OwnedLock()
@@ -344,6 +376,22 @@ class Driver(abc.ABC):
         ``MessagingException``) when the server cannot be reached.
         """
         raise UnsupportedCapability(f"the {self.wire} driver has no health check")
+
+    def describe(self, timeout: float = 5.0) -> dict[str, Any]:
+        """What the server at this driver's URL serves, as the plain dict of
+        :meth:`bridge.rpc.describe.Description.as_dict` (``implements.describe`` only).
+
+        Raises ``OSError`` or a subclass of ``MessagingException`` when it cannot tell.
+        """
+        raise UnsupportedCapability(f"the {self.wire} driver cannot ask for a description")
+
+    @property
+    def connected(self) -> bool:
+        """False while the client connection this driver keeps (for sends) is known to
+        be lost, such as a broker that went away; True otherwise, including before the
+        first send. ``bridge serve`` reports a replica not ready while a route's is False.
+        """
+        return True
 
     def cleanup(self) -> None:  # noqa: B027 - drivers with nothing to release
         """Release connections and reply queues."""

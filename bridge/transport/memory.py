@@ -4,7 +4,9 @@ It keeps the semantics of the AMQP wire: a shared topic queue served round-robin
 a queue per server, a fanout queue per listener, messages waiting in a queue until a
 server takes them (calls expire with their timeout), values copied through JSON.
 Transports with the same URL in one process share one broker; ``memory://name``
-or ``memory:///vhost`` gives a separate one.
+or ``memory:///vhost`` gives a separate one (the query is not part of the broker's
+name). For tests of authentication, ``?identity=NAME`` makes a client transport send as
+NAME, as a broker-validated AMQP ``user_id`` would (:class:`bridge.auth.Credentials`).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
+from bridge.auth.identity import Credentials
 from bridge.exceptions import (
     MessageUndeliverable,
     MessagingTimeout,
@@ -39,6 +42,7 @@ class _Envelope:
     client_timeout: float | None
     reply: _ReplyWaiter | None
     msg_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    sender: str | None = None  # the sending transport's ?identity=
 
 
 class _Queue:
@@ -85,7 +89,7 @@ class _Broker:
     def publish_fanout(self, exchange: str, envelope: _Envelope) -> None:
         with self.lock:
             for name in list(self.fanout.get(exchange, ())):
-                copy = _Envelope(envelope.body, None, None, None)
+                copy = _Envelope(envelope.body, None, None, None, sender=envelope.sender)
                 self.publish(name, copy)
 
     def subscribe(self, q: _Queue, consumer: _MemoryListener) -> None:
@@ -150,6 +154,7 @@ class MemoryIncoming(IncomingMessage):
         self.ctxt = dict(data["ctxt"])
         self.ctxt["client_timeout"] = envelope.client_timeout
         self.wants_reply = envelope.reply is not None
+        self.credentials = Credentials("memory", broker_user=envelope.sender)
 
     def reply(self, result: Any = None, failure: BaseException | None = None) -> None:
         waiter = self.envelope.reply
@@ -189,8 +194,9 @@ class _MemoryListener(Listener):
         self.address = f"{driver.url.original} topic={target.topic} server={target.server}"
         self._inbox: deque[tuple[_Queue, _Envelope]] = deque()
         self._cond = threading.Condition()
-        self._stopping = False
-        self._thread: threading.Thread | None = None
+        # The run its thread serves: stop() ends it without waiting for that thread,
+        # which may be running a method (the blocking executor); a restart starts another.
+        self._run_id: object | None = None
 
     def deliver(self, q: _Queue, envelope: _Envelope) -> None:
         with self._cond:
@@ -198,19 +204,20 @@ class _MemoryListener(Listener):
             self._cond.notify()
 
     def _start(self) -> None:
-        self._stopping = False
-        self._thread = threading.Thread(target=self._run, name="bridge-memory-listener",
-                                        daemon=True)
-        self._thread.start()
+        run_id = object()
+        with self._cond:
+            self._run_id = run_id
+        threading.Thread(target=self._run, args=(run_id,), name="bridge-memory-listener",
+                         daemon=True).start()
         for q in self.queues:
             self.broker.subscribe(q, self)
 
-    def _run(self) -> None:
+    def _run(self, run_id: object) -> None:
         while True:
             with self._cond:
-                while not self._inbox and not self._stopping:
+                while not self._inbox and self._run_id is run_id:
                     self._cond.wait()
-                if self._stopping:
+                if self._run_id is not run_id:
                     return
                 q, envelope = self._inbox.popleft()
             if envelope.deadline is not None and time.monotonic() > envelope.deadline:
@@ -228,13 +235,12 @@ class _MemoryListener(Listener):
     def _stop(self) -> None:
         for q in self.queues:
             self.broker.unsubscribe(q, self)
+        # Whatever was delivered but not taken goes back to its queue; the thread ends
+        # once its hand-over in progress, if any, returns (a message it took meanwhile
+        # finds the listener stopped and goes back to its queue too).
         with self._cond:
-            self._stopping = True
-            self._cond.notify()
-        if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join()
-        # Whatever was delivered but not taken goes back to its queue.
-        with self._cond:
+            self._run_id = None
+            self._cond.notify_all()
             pending, self._inbox = list(self._inbox), deque()
         for q, envelope in pending:
             self.broker.requeue(q, envelope)
@@ -253,6 +259,8 @@ class MemoryDriver(Driver):
         super().__init__(url, settings, allowed_remote_exmods)
         hosts = ",".join(h.hostname or "" for h in url.hosts)
         self.broker = _broker_for(f"{hosts}/{url.virtual_host or ''}")
+        #: Who this transport's messages come from (tests of bridge.auth), or None.
+        self.identity = url.query.get("identity") or None
 
     def listen(self, target: Target) -> Listener:
         return _MemoryListener(self, target)
@@ -263,14 +271,15 @@ class MemoryDriver(Driver):
              at_least_once: bool = False) -> Any:
         body = json.dumps({"ctxt": ctxt, "message": message})
         if target.fanout:
-            self.broker.publish_fanout(f"{target.topic}_fanout", _Envelope(body, None, None, None))
+            self.broker.publish_fanout(f"{target.topic}_fanout",
+                                       _Envelope(body, None, None, None, sender=self.identity))
             return None
         exchange = target.exchange or self.settings.control_exchange
         name = f"{exchange}/{target.topic}" + (f".{target.server}" if target.server else "")
         deadline = time.monotonic() + timeout if (wait_for_reply and timeout) else None
         waiter = _ReplyWaiter() if wait_for_reply else None
         envelope = _Envelope(body, deadline, call_monitor_timeout if wait_for_reply else None,
-                             waiter)
+                             waiter, sender=self.identity)
         routed = self.broker.publish(name, envelope)
         if not routed and at_least_once:
             raise MessageUndeliverable(None, exchange, name.split("/", 1)[1], message)

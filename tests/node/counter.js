@@ -4,7 +4,7 @@
 //   node counter.js HOST:PORT TOPIC NAME get
 //
 // Prints the counter's value after the call (one integer) and exits 0, or prints the
-// error and exits 1. Used by tests/test_end_to_end.py; the deadline bounds every call.
+// error and exits 1. Used by tests/app/test_end_to_end.py; the deadline bounds every call.
 'use strict';
 
 const { grpc, bridgeV1 } = require('./bridge');

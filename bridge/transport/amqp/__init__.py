@@ -1,7 +1,7 @@
 """``rabbit://`` (also ``kombu://``, ``amqp://``): oslo.messaging's RabbitMQ wire, through kombu.
 
 Servers declare exactly the exchanges and queues an oslo.messaging server
-declares (WIRE.md 2.2, 2.3) and speak its envelope (2.6-2.8), so oslo peers and
+declares (docs/wire.md 2.2, 2.3) and speak its envelope (2.6-2.8), so oslo peers and
 rpc-bridge peers share topics in either direction. See docs/amqp.md.
 
 The modules, one concept each:
@@ -62,6 +62,12 @@ class AmqpDriver(Driver):
         self.timer = Timer("bridge-amqp-timeouts", self.clock)
         self.client = AmqpClient(self.hosts, self.options, settings.control_exchange,
                                  self.timer, allowed_remote_exmods)
+
+    @property
+    def connected(self) -> bool:
+        """False while the client's connection, once started, is down."""
+        conn = self.client.connection
+        return conn is None or conn.connected
 
     @property
     def reply_queue(self) -> str:

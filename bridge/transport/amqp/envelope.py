@@ -1,4 +1,4 @@
-"""oslo.messaging's message format on RabbitMQ (WIRE.md 2.6-2.8): the 2.0 envelope.
+"""oslo.messaging's message format on RabbitMQ (docs/wire.md 2.6-2.8): the 2.0 envelope.
 
 A body is a JSON object ``{"oslo.version": "2.0", "oslo.message": "<JSON text>"}``
 whose inner message holds the request (``method``, ``args``, ``_msg_id``,
@@ -73,7 +73,7 @@ def compress(body: bytes, compression: str | None) -> tuple[bytes, dict[str, Any
 
 
 def decode_body(body: Any, properties: dict[str, Any]) -> dict[str, Any]:
-    """Decode one delivery into the inner message dict (WIRE.md 2.6); BadMessage if not."""
+    """Decode one delivery into the inner message dict (docs/wire.md 2.6); BadMessage if not."""
     headers = properties.get("application_headers") or {}
     compression = headers.get("compression")
     if isinstance(body, str):

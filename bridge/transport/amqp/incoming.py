@@ -6,6 +6,7 @@ import json
 import time
 from typing import Any
 
+from bridge.auth.identity import Credentials
 from bridge.exceptions import MalformedMessage, serialize_failure
 from bridge.transport.amqp.envelope import (
     CONTEXT_PREFIX,
@@ -14,6 +15,7 @@ from bridge.transport.amqp.envelope import (
     json_default,
     reply_body,
 )
+from bridge.transport.amqp.headers import trace_headers
 from bridge.transport.amqp.replies import ReplySender
 from bridge.transport.base import IncomingMessage
 
@@ -93,6 +95,13 @@ def parse_request(msg: Any, replies: ReplySender) -> tuple[AmqpIncoming, str | N
         except (TypeError, ValueError):
             deadline = None
     incoming = AmqpIncoming(replies, ctxt, message, msg_id, reply_q, client_timeout, deadline)
+    # RabbitMQ refuses a user_id property other than the publishing connection's user:
+    # when present, it names the sender (bridge.auth).
+    user_id = msg.properties.get("user_id")
+    incoming.credentials = Credentials(
+        "amqp", broker_user=user_id if isinstance(user_id, str) and user_id else None,
+        brokered=True)
+    incoming.headers = trace_headers(msg.properties.get("application_headers"))
     return incoming, unique_id
 
 

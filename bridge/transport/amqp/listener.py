@@ -48,6 +48,12 @@ class AmqpListener(Listener):
         self._transient_refused = False  # the broker denied transient topic queues
         self.address = (f"{driver.url} exchange={self.names.exchange} "
                         f"topic={self.names.topic} server={target.server}")
+        # Where a delivery's caller sent it, by the consumer that took it (see consumed()).
+        exchange, topic = self.names.exchange, self.names.topic
+        self.consumer_targets = {
+            "1": Target(exchange=exchange, topic=topic),
+            "2": Target(exchange=exchange, topic=topic, server=target.server),
+            "3": Target(exchange=exchange, topic=topic, fanout=True)}
         self._stopped = False
         self._consumed_generation = -1
         self._seen: deque[str] = deque(maxlen=SEEN_IDS)
@@ -171,6 +177,7 @@ class AmqpListener(Listener):
             return
         try:
             incoming, unique_id = parse_request(msg, self.replies)
+            incoming.target = self.consumer_targets.get(msg.delivery_info.get("consumer_tag"))
         except BadMessage as exc:
             settled[0] = True
             self._conn.reject(tag, requeue=False)

@@ -139,7 +139,7 @@ class AmqpOptions:
 
 
 def kombu_urls(url: TransportURL) -> list[dict[str, Any]]:
-    """One kombu connection description per host of ``url`` (WIRE 1.2)."""
+    """One kombu connection description per host of ``url`` (docs/wire.md 1.2)."""
     hosts = list(url.hosts) or [TransportHost("localhost", 5672, "guest", "guest")]
     if len(hosts) > 1 and any(h.username for h in hosts) and not all(h.username for h in hosts):
         LOG.warning("Some hosts of %s have credentials and others do not", url)

@@ -1,5 +1,5 @@
 """Every exchange and queue the AMQP driver declares, with oslo.messaging's names and flags
-(WIRE.md 2.2, 2.3); the one place that decides them.
+(docs/wire.md 2.2, 2.3); the one place that decides them.
 
 A server (listener) declares its topic exchange, the shared ``<topic>`` queue, its
 ``<topic>.<server>`` queue, the ``<topic>_fanout`` exchange and what it reads fanout

@@ -95,7 +95,7 @@ class GrpcDriver(Driver):
     wire = "grpc"
     implements = Capabilities(schemes=("grpc", "grpcs"), option_group="grpc",
                               options_type=GrpcOptions, unrouted=True, process_health=True,
-                              health_check=True)
+                              health_check=True, describe=True)
     #: The servers of this process, shared by every transport.
     shared = SharedServers()
 
@@ -164,16 +164,23 @@ class GrpcDriver(Driver):
                 server.router.fallback = handler
 
     def _release(self, listener: GrpcListener) -> None:
+        """Forget ``listener``; stop its server with its last listener (unless another
+        listener comes while the server lingers: see :meth:`GrpcServer.linger`)."""
         server = listener.server
         with self.shared.lock:
             remaining = server.router.remove(listener)
-            if remaining == 0:
-                self.shared.discard(server)
-        if remaining == 0:
-            server.shutdown()
-            LOG.info("gRPC server on %s stopped", server.address)
-        else:
+        if remaining:
             server.update_health()
+            return
+        server.update_health()
+        server.linger()
+        with self.shared.lock:
+            if server.router.count():  # a new listener took the server on meanwhile
+                server.release_held()
+                return
+            self.shared.discard(server)
+        server.shutdown()
+        LOG.info("gRPC server on %s stopped", server.address)
 
     def check_health(self, service: str = "", timeout: float = 5.0) -> str:
         """Ask the gRPC health service (grpc.health.v1) at this URL; the status name.
@@ -181,6 +188,10 @@ class GrpcDriver(Driver):
         See :meth:`GrpcClient.check_health` for what it raises.
         """
         return self.client.check_health(service, timeout)
+
+    def describe(self, timeout: float = 5.0) -> dict[str, Any]:
+        """What the server at this URL serves (``bridge.v1.Bridge/Describe``)."""
+        return self.client.describe(timeout)
 
     # -- client side ------------------------------------------------------------------------
 

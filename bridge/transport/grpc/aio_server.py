@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import logging
 import threading
 from collections.abc import AsyncIterator, Callable
@@ -15,8 +16,10 @@ from typing import Any
 
 from grpc import aio
 
+from bridge._proto.bridge.v1 import bridge_pb2 as pb
+from bridge.transport.grpc.health import initial_statuses
 from bridge.transport.grpc.options import server_args
-from bridge.transport.grpc.server import SERVICE_NAME, GrpcServer, remaining_time
+from bridge.transport.grpc.server import MAX_LINGER, GrpcServer, remaining_time
 from bridge.transport.grpc.status import Rejection, status_of
 from bridge.transport.grpc.streams import StreamCalls
 
@@ -32,6 +35,7 @@ class AioGrpcServer(GrpcServer):
         self._answers: collections.deque[tuple[Callable[[Any], None], Any]] = (
             collections.deque())
         self._wake_pending = False
+        self._held = asyncio.Event()
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._run_loop, daemon=True,
                                         name=f"bridge-grpc-{self.addresses[0][1]}")
@@ -43,12 +47,12 @@ class AioGrpcServer(GrpcServer):
             raise
 
     async def _start_on_loop(self) -> None:
-        from grpc_health.v1 import health, health_pb2
+        from grpc_health.v1 import health
 
         server = aio.server(options=server_args(self.options))
         servicer = health.aio.HealthServicer()
-        for name in ("", SERVICE_NAME):
-            await servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+        for name, status in initial_statuses().items():
+            await servicer.set(name, status)
         try:
             self._prepare(server, servicer)
         except BaseException:
@@ -59,28 +63,48 @@ class AioGrpcServer(GrpcServer):
         await server.start()
         self._server = server
 
-    def _publish_health(self, status: int) -> None:
+    def _publish_health(self, statuses: dict[str, int]) -> None:
         async def publish() -> None:
-            for name in ("", SERVICE_NAME):
+            for name, status in statuses.items():
                 await self._health.set(name, status)
 
+        # Never waits for the loop: a method run on it (the blocking executor) may be the
+        # one stopping the server, or may keep the loop busy while another thread stops it.
         if self._on_loop():
             self.loop.create_task(publish())
         else:
-            self._run(publish())
+            asyncio.run_coroutine_threadsafe(publish(), self.loop)
 
     def _stop(self, server: Any, grace: float) -> None:
+        async def stop() -> None:
+            stopping = self.loop.create_task(server.stop(grace))
+            await asyncio.sleep(0)  # grpc takes no request in from here on
+            self.release_held()
+            await stopping
+
         if self._on_loop():
             # Released from the loop itself (a blocking executor): stop without waiting.
             if server is not None:
-                self.loop.create_task(server.stop(grace))
+                self.loop.create_task(stop())
             return
         if server is not None:
             try:
-                self._run(server.stop(grace), grace + 10)
+                self._run(stop(), grace + 10)
             except Exception:
                 LOG.exception("Error while stopping the gRPC server on %s", self.address)
         self._stop_loop()
+
+    def _hold_from_now(self) -> None:
+        async def clear() -> None:
+            self._held.clear()
+
+        self._run(clear())
+
+    def _release_held(self) -> None:
+        if self._on_loop():
+            self._held.set()
+        else:
+            self.loop.call_soon_threadsafe(self._held.set)
 
     # -- the event loop ----------------------------------------------------------------------
 
@@ -99,6 +123,9 @@ class AioGrpcServer(GrpcServer):
 
     def _on_loop(self) -> bool:
         return threading.current_thread() is self._thread
+
+    def _may_block(self) -> bool:
+        return not self._on_loop()
 
     def hand_back(self, resolve: Callable[[Any], None], outcome: Any) -> None:
         """Run ``resolve(outcome)`` on the loop; callable from any thread."""
@@ -125,9 +152,16 @@ class AioGrpcServer(GrpcServer):
 
     # -- handlers (on the event loop) ---------------------------------------------------------
 
-    async def _abort(self, context: aio.ServicerContext, failure: Any, what: str) -> None:
-        """Refuse a request no listener took: count it, log it, end the RPC (raises)."""
-        code, message, metadata = self.refuse(failure, what)
+    async def _abort(self, context: aio.ServicerContext, failure: Any, what: str,
+                     log: bool = True) -> None:
+        """Refuse a request no listener took: count it, log it, end the RPC (raises).
+
+        While the server lingers, a request refused as UNAVAILABLE is held until its port
+        closes (see :meth:`GrpcServer.linger`)."""
+        code, message, metadata = self.refuse(failure, what, log)
+        if self.lingering and failure.reason == pb.Failure.REASON_UNAVAILABLE:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._held.wait(), MAX_LINGER)
         await context.abort(code, message, metadata)
 
     async def call(self, data: bytes, context: aio.ServicerContext) -> bytes:
@@ -142,39 +176,53 @@ class AioGrpcServer(GrpcServer):
             self.admission.enter()
         except Rejection as rejection:
             await self._abort(context, rejection.failure, "Call")
+        refused: tuple[Any, bool] | None = None  # (failure, log it)
         try:
             try:
                 target, incoming = self.decode_call(
-                    data, remaining_time(context), lambda outcome: self.hand_back(resolve, outcome))
+                    data, remaining_time(context), lambda outcome: self.hand_back(resolve, outcome),
+                    context)
                 self.deliver(target, incoming)
             except Rejection as rejection:
-                await self._abort(context, rejection.failure, "Call")
-            try:
-                outcome = await future
-            except asyncio.CancelledError:
-                incoming.caller_cancelled()  # the caller went away
-                raise
+                refused = (rejection.failure, True)
+            except Exception as exc:
+                refused = (self.unexpected(exc, "Call"), False)
+            if refused is None:
+                try:
+                    outcome = await future
+                except asyncio.CancelledError:
+                    incoming.caller_cancelled()  # the caller went away
+                    raise
         finally:
             self.admission.leave()
+        if refused is not None:
+            await self._abort(context, refused[0], "Call", refused[1])
         if isinstance(outcome, bytes):
             return outcome
         code, message, metadata = status_of(outcome)
         await context.abort(code, message, metadata)
         raise AssertionError("unreachable")  # abort() raises
 
+    async def describe(self, data: bytes, context: aio.ServicerContext) -> bytes:
+        # Endpoints' descriptions are read, never run: quick enough for the loop.
+        return self.description(context)
+
     async def cast(self, data: bytes, context: aio.ServicerContext) -> bytes:
         """The Cast handler: an empty CastResponse once a listener took the cast."""
         try:
-            self.start_cast(data)
+            self.start_cast(data, context)
         except Rejection as rejection:
             await self._abort(context, rejection.failure, "Cast")
+        except Exception as exc:
+            await self._abort(context, self.unexpected(exc, "Cast"), "Cast", log=False)
         return b""  # an empty CastResponse
 
     async def call_stream(self, requests: AsyncIterator[bytes],
                           context: aio.ServicerContext) -> AsyncIterator[bytes]:
         """The CallStream handler: a task reads the requests, this one sends responses."""
         out: asyncio.Queue = asyncio.Queue()
-        calls = StreamCalls(self, remaining_time(context), out.put_nowait)
+        calls = StreamCalls(self, remaining_time(context), out.put_nowait,
+                            self.sender(context))
 
         async def read() -> None:
             try:

@@ -16,18 +16,38 @@ from bridge.exceptions import (
     InvalidTransportURL,
     MessageDeliveryFailure,
     MessagingTimeout,
+    TransportDriverError,
 )
 from bridge.target import Target
 from bridge.transport.grpc.addresses import Address, channel_target, client_host, host_port
+from bridge.transport.grpc.credentials import bearer_metadata
 from bridge.transport.grpc.options import GrpcOptions, channel_args, read_file
 from bridge.transport.grpc.server import SERVICE_NAME
 from bridge.transport.grpc.status import exception_for_error, failure_from_metadata
-from bridge.transport.grpc.values import fill_map, from_value
+from bridge.transport.grpc.values import decode_error_text, fill_map, from_value
 
 LOG = logging.getLogger(__name__)
 
 CALL = f"/{SERVICE_NAME}/Call"
 CAST = f"/{SERVICE_NAME}/Cast"
+
+
+#: grpc's words for a call that failed before any connection took it: no server saw it.
+_NOT_SENT = ("failed to connect to all addresses", "dns resolution failed",
+             "name resolution failure", "empty address list", "no address")
+
+
+def never_delivered(details: str, failure: pb.Failure | None) -> bool:
+    """True when an UNAVAILABLE call provably reached no endpoint, so sending it again
+    cannot run it twice: the bridge refused it before dispatch (a Failure with reason
+    UNAVAILABLE and no exception class: its servers are stopping or not started), or it
+    never left this process (no connection could be made). A connection lost after the
+    request went out may have delivered it, and an exception raised while handling it
+    (a gateway that could not forward it) may come after delivery: False."""
+    if failure is not None:
+        return failure.reason == pb.Failure.REASON_UNAVAILABLE and not failure.class_name
+    text = details.lower()
+    return any(words in text for words in _NOT_SENT)
 
 
 def encode_request(target: Target, ctxt: dict[str, Any], message: dict[str, Any],
@@ -71,6 +91,7 @@ class GrpcClient:
         self._lock = threading.Lock()
         self._channel: grpc.Channel | None = None
         self._stubs: dict[str, Any] = {}
+        self._metadata: tuple[tuple[str, str], ...] = ()  # the token_file's, read on connect
 
     @property
     def connect_address(self) -> str:
@@ -105,8 +126,9 @@ class GrpcClient:
         with self._lock:
             if self._channel is None:
                 try:
+                    self._metadata = bearer_metadata(self.options.token_file)
                     self._channel = self.make_channel()
-                except OSError as exc:
+                except (OSError, ValueError) as exc:  # a TLS or token file, an address
                     raise MessageDeliveryFailure(
                         f"cannot connect to gRPC {self.connect_address}: {exc}") from None
             stub = self._stubs[method] = self._channel.unary_unary(method)
@@ -124,10 +146,17 @@ class GrpcClient:
                              at_least_once)
         if not wait_for_reply:
             return None
-        return from_value(pb.CallResponse.FromString(reply).result, "the result")
+        try:
+            return from_value(pb.CallResponse.FromString(reply).result, "the result")
+        except Exception as exc:  # DecodeError, InvalidValueError: never raw to the caller
+            raise TransportDriverError(
+                f"the reply from {target} cannot be read: {decode_error_text(exc)}") from None
 
     def _invoke(self, method: str, data: bytes, target: Target, timeout: float | None,
                 retry: int | None, at_least_once: bool) -> bytes:
+        """Send ``data``; re-send it (per ``retry``) only while it provably never reached
+        an endpoint (see :func:`never_delivered`), or, for a cast with ``at_least_once``,
+        after any UNAVAILABLE."""
         stub = self._stub(method)
         deadline = None if timeout is None else time.monotonic() + timeout
         attempts = 0
@@ -138,27 +167,32 @@ class GrpcClient:
                 raise MessagingTimeout(f"Timed out sending to {target} at "
                                        f"{self.connect_address}")
             try:
-                return stub(data, timeout=remaining)
+                return stub(data, timeout=remaining, metadata=self._metadata)
             except grpc.RpcError as err:
                 code = err.code() if hasattr(err, "code") else grpc.StatusCode.UNKNOWN
                 details = err.details() if hasattr(err, "details") else str(err)
                 failure = failure_from_metadata(
                     err.trailing_metadata() if hasattr(err, "trailing_metadata") else None)
-                if code == grpc.StatusCode.UNAVAILABLE and (retry is None or retry < 0
-                                                            or attempts < retry):
-                    attempts += 1
-                    pause = delay if remaining is None else min(delay, max(0.0, remaining))
-                    LOG.debug("gRPC %s to %s unavailable (%s); retry %d in %.2f s", method,
-                              self.connect_address, details, attempts, pause)
-                    time.sleep(pause)
-                    delay = min(delay * 2, 1.0)
-                    continue
-                if code == grpc.StatusCode.UNAVAILABLE:
-                    raise MessageDeliveryFailure(
-                        f"gRPC server {self.connect_address} unavailable for {target} after "
-                        f"{attempts + 1} attempt(s): {details}") from None
+            if code != grpc.StatusCode.UNAVAILABLE:
+                if not target.exchange:  # the exchange it was sent to, for MessageUndeliverable
+                    target = target(exchange=self.settings.control_exchange)
                 raise exception_for_error(code, details, failure, self.allowed_remote_exmods,
-                                          at_least_once, target) from None
+                                          at_least_once, target)
+            resend = never_delivered(details, failure) or (method == CAST and at_least_once)
+            if not resend:
+                raise MessageDeliveryFailure(
+                    f"gRPC server {self.connect_address} unavailable for {target}, and the "
+                    f"request may have reached it, so it is not sent again: {details}")
+            if retry is not None and 0 <= retry <= attempts:
+                raise MessageDeliveryFailure(
+                    f"gRPC server {self.connect_address} unavailable for {target} after "
+                    f"{attempts + 1} attempt(s): {details}")
+            attempts += 1
+            pause = delay if remaining is None else min(delay, max(0.0, remaining))
+            LOG.debug("gRPC %s to %s unavailable (%s); retry %d in %.2f s", method,
+                      self.connect_address, details, attempts, pause)
+            time.sleep(pause)
+            delay = min(delay * 2, 1.0)
 
     def check_health(self, service: str = "", timeout: float = 5.0) -> str:
         """Ask the gRPC health service (grpc.health.v1) of the servers; the status name.
@@ -183,6 +217,19 @@ class GrpcClient:
         finally:
             channel.close()
         return health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
+
+    def describe(self, timeout: float = 5.0) -> dict[str, Any]:
+        """Ask the servers what they serve (``bridge.v1.Bridge/Describe``), for this
+        client's credentials; the plain description. Raises as :meth:`check_health`."""
+        from bridge.transport.grpc.describe import description_from_response
+
+        stub = self._stub("/bridge.v1.Bridge/Describe")
+        try:
+            data = stub(pb.DescribeRequest().SerializeToString(), timeout=timeout,
+                        metadata=self._metadata)
+        except grpc.RpcError as err:
+            raise MessageDeliveryFailure(f"{err.code().name}: {err.details()}") from None
+        return description_from_response(pb.DescribeResponse.FromString(data))
 
     def close(self) -> None:
         """Close the channel (a later call opens a new one)."""

@@ -72,9 +72,12 @@ class GrpcIncoming(IncomingMessage):
 
     def copy_for_fanout(self) -> GrpcIncoming:
         """A copy of this cast for one more listener (each dispatcher gets its own dicts)."""
-        return GrpcIncoming(copy.deepcopy(self.ctxt), copy.deepcopy(self.message),
+        twin = GrpcIncoming(copy.deepcopy(self.ctxt), copy.deepcopy(self.message),
                             self.deadline, self.ctxt.get("client_timeout"), None,
                             self._make_reply, self._include_traceback, self._max_send)
+        twin.credentials = self.credentials
+        twin.headers = self.headers
+        return twin
 
 
 def call_reply(result: Any) -> bytes:

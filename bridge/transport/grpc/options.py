@@ -51,6 +51,15 @@ class GrpcOptions:
     tls_client_auth: bool = False
     #: Clients expect this name in the server certificate instead of the URL's host.
     tls_server_name: str = ""
+    #: Clients send the token this file holds as ``authorization: Bearer <token>`` with
+    #: every call and cast (a static token or a JWT; docs/security.md).
+    token_file: str = ""
+    #: Servers ask a client connection to go away (GOAWAY) after this many ms, so
+    #: long-lived clients reconnect and spread over new replicas (0: never).
+    max_connection_age_ms: int = _at_least_0(0)
+    #: Ms a connection past ``max_connection_age_ms`` keeps for its calls in flight
+    #: before it is closed (0: no limit).
+    max_connection_age_grace_ms: int = _at_least_0(0)
 
 
 def check_options(url: Any, options: GrpcOptions) -> None:
@@ -80,7 +89,9 @@ def server_args(options: GrpcOptions) -> list[tuple[str, Any]]:
         ("grpc.http2.min_ping_interval_without_data_ms", options.min_ping_interval_ms),
         ("grpc.http2.max_ping_strikes", 0),
         ("grpc.so_reuseport", 0),
-    ]
+    ] + [(f"grpc.{name}", value) for name, value in (
+        ("max_connection_age_ms", options.max_connection_age_ms),
+        ("max_connection_age_grace_ms", options.max_connection_age_grace_ms)) if value]
 
 
 def channel_args(options: GrpcOptions) -> list[tuple[str, Any]]:

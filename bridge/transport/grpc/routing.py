@@ -40,6 +40,9 @@ class Router:
         self._topics: dict[tuple[str, str], list[GrpcListener]] = {}
         self._servers: dict[tuple[str, str, str], list[GrpcListener]] = {}
         self._fanout: dict[str, list[GrpcListener]] = {}
+        # The keys of listeners that stopped (and did not come back): their targets are
+        # stopping servers (UNAVAILABLE), not targets nobody serves (NOT_FOUND).
+        self._stopped: set[tuple[str, ...]] = set()
         self._turn = itertools.count()
 
     def add(self, listener: GrpcListener) -> None:
@@ -48,15 +51,41 @@ class Router:
             self._topics.setdefault((exchange, topic), []).append(listener)
             self._servers.setdefault((exchange, topic, server), []).append(listener)
             self._fanout.setdefault(topic, []).append(listener)
+            self._stopped.difference_update(((exchange, topic), (exchange, topic, server),
+                                             (topic,)))
 
     def remove(self, listener: GrpcListener) -> int:
-        """Forget ``listener``; return how many listeners remain."""
+        """Forget ``listener`` (its target is remembered as stopped, see :meth:`stopped`);
+        return how many listeners remain."""
         exchange, topic, server = listener.key
         with self._lock:
             _discard(self._topics, (exchange, topic), listener)
             _discard(self._servers, (exchange, topic, server), listener)
             _discard(self._fanout, topic, listener)
+            self._stopped.update(((exchange, topic), (exchange, topic, server), (topic,)))
             return sum(len(items) for items in self._topics.values())
+
+    def count(self) -> int:
+        """How many listeners there are."""
+        with self._lock:
+            return sum(len(items) for items in self._topics.values())
+
+    def stopped(self, target: pb.Target) -> bool:
+        """True when the listeners of ``target`` were released and none came back."""
+        if target.fanout:
+            key: tuple[str, ...] = (target.topic,)
+        else:
+            exchange = target.exchange or self.default_exchange
+            key = ((exchange, target.topic, target.server) if target.server
+                   else (exchange, target.topic))
+        with self._lock:
+            return key in self._stopped
+
+    def listeners(self) -> list[GrpcListener]:
+        """Every listener, once each."""
+        with self._lock:
+            return list({id(item): item for items in self._topics.values()
+                         for item in items}.values())
 
     @property
     def serving(self) -> bool:

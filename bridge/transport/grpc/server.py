@@ -30,25 +30,45 @@ from bridge.target import Target
 from bridge.timer import MONOTONIC, Clock, Timer
 from bridge.transport.grpc.addresses import Address, host_port
 from bridge.transport.grpc.admission import Admission
+from bridge.transport.grpc.credentials import Sender, refused_cast, sender_of
+from bridge.transport.grpc.describe import describe_response
+from bridge.transport.grpc.health import health_statuses
 from bridge.transport.grpc.incoming import Answer, GrpcIncoming, call_reply
-from bridge.transport.grpc.options import GrpcOptions, read_file
+from bridge.transport.grpc.options import GrpcOptions
+from bridge.transport.grpc.reflection import enable_reflection
 from bridge.transport.grpc.routing import Router, target_text
-from bridge.transport.grpc.status import Rejection, count_refusal, status_of
-from bridge.transport.grpc.values import from_map
+from bridge.transport.grpc.status import (
+    Rejection,
+    count_refusal,
+    failure_from_exception,
+    status_of,
+)
+from bridge.transport.grpc.tls_reload import server_credentials
+from bridge.transport.grpc.values import decode_error_text, from_map
 from bridge.values import InvalidValueError
 
 LOG = logging.getLogger(__name__)
 
 SERVICE_NAME = "bridge.v1.Bridge"
+#: The longest deadline or per-call timeout that counts, in seconds (about 31 years); a
+#: longer one counts as none, so that no later sum or wait with it can overflow.
+MAX_TIMEOUT = 1e9
+#: While shutting down: how long no request must have been refused before the port closes,
+#: and the longest such wait (see :meth:`GrpcServer.shutdown`).
+QUIET = 0.05
+MAX_LINGER = 2.0
+
+_monotonic = time.monotonic
 
 #: ``(code, details, trailing metadata)`` of an error status.
 Status = tuple[grpc.StatusCode, str, tuple[tuple[str, bytes], ...]]
 
 
 def remaining_time(context: Any) -> float | None:
-    """Seconds before the call's deadline; None without one (sync grpc says ~2**63 ns)."""
+    """Seconds before the call's deadline; None without one (sync grpc says ~2**63 ns), or
+    one past :data:`MAX_TIMEOUT`."""
     remaining = context.time_remaining()
-    if remaining is None or remaining > 1e9:
+    if remaining is None or not remaining <= MAX_TIMEOUT:
         return None
     return max(0.0, remaining)
 
@@ -77,6 +97,10 @@ class GrpcServer(abc.ABC):
         #: False while the process says it cannot serve (set through a listener).
         self.process_serving = True
         self.running = False
+        #: When the last request was decoded (see :meth:`linger`).
+        self.last_request = 0.0
+        #: True while refused requests are held (see :meth:`linger`).
+        self.lingering = False
         self._server: Any = None
         self._health: Any = None
         self._start()
@@ -99,6 +123,7 @@ class GrpcServer(abc.ABC):
             "Call": grpc.unary_unary_rpc_method_handler(self.call),
             "Cast": grpc.unary_unary_rpc_method_handler(self.cast),
             "CallStream": grpc.stream_stream_rpc_method_handler(self.call_stream),
+            "Describe": grpc.unary_unary_rpc_method_handler(self.describe),
         }
 
     # The handlers, sync or ``async def`` depending on the flavour.
@@ -115,6 +140,28 @@ class GrpcServer(abc.ABC):
     def call_stream(self, requests: Any, context: Any) -> Any:
         """CallStream: one StreamResponse per StreamRequest, as the calls finish."""
 
+    @abc.abstractmethod
+    def describe(self, data: bytes, context: Any) -> Any:
+        """Describe: what the servers behind this address serve, for this caller."""
+
+    def description(self, context: Any) -> bytes:
+        """The encoded DescribeResponse for the caller behind ``context``: what each
+        server's listeners here serve (its ``describe``), then the unrouted handler's."""
+        sender = self.sender(context)
+        credentials = sender.credentials if sender is not None else None
+        callables: list[Any] = []
+        for listener in self.router.listeners():
+            if listener.started and listener.describe is not None \
+                    and listener.describe not in callables:
+                callables.append(listener.describe)
+        unrouted = getattr(self.router.fallback, "describe", None)
+        if unrouted is not None:
+            callables.append(unrouted)
+        targets: list[Any] = []
+        for describe in callables:
+            targets.extend(describe(credentials).get("targets", ()))
+        return describe_response({"targets": targets}).SerializeToString()
+
     def _prepare(self, server: Any, health: Any) -> None:
         """Add the services to ``server`` and bind every address (the bound ports replace
         the ports asked for)."""
@@ -127,10 +174,7 @@ class GrpcServer(abc.ABC):
         self._health = health
         names = [SERVICE_NAME, health_module.SERVICE_NAME]
         if self.options.reflection:
-            from grpc_reflection.v1alpha import reflection
-
-            names.append(reflection.SERVICE_NAME)
-            reflection.enable_server_reflection(names, server)
+            enable_reflection(server, names)
         self.addresses = [(host, self._bind(server, host, port))
                           for host, port in self.addresses]
 
@@ -151,39 +195,74 @@ class GrpcServer(abc.ABC):
         opts = self.options
         if not (opts.tls_cert_file and opts.tls_key_file):
             raise ValueError("a grpcs:// server needs tls_cert_file and tls_key_file")
-        return grpc.ssl_server_credentials(
-            [(read_file(opts.tls_key_file), read_file(opts.tls_cert_file))],
-            root_certificates=read_file(opts.tls_ca_file) if opts.tls_ca_file else None,
-            require_client_auth=opts.tls_client_auth)
+        # Follows its files: a rotated certificate is used from the next connection on.
+        return server_credentials(opts.tls_cert_file, opts.tls_key_file,
+                                  opts.tls_ca_file or None, opts.tls_client_auth)
 
     # -- lifecycle ---------------------------------------------------------------------------
 
     def update_health(self) -> None:
-        """Publish SERVING while some listener takes messages, else NOT_SERVING.
-
-        ``process_serving`` (see :meth:`GrpcListener.set_serving`) holds it at
-        NOT_SERVING while the process cannot serve (an AMQP listener lost its broker).
-        """
-        from grpc_health.v1 import health_pb2
-
-        status = (health_pb2.HealthCheckResponse.SERVING
-                  if self.router.serving and self.process_serving
-                  else health_pb2.HealthCheckResponse.NOT_SERVING)
+        """Publish liveness (some listener takes messages) and readiness (that, and the
+        process can serve: ``process_serving``, see :meth:`GrpcListener.set_serving`)
+        under the health service's names (:mod:`~bridge.transport.grpc.health`)."""
         if self.running:
-            self._publish_health(status)
+            self._publish_health(health_statuses(self.router.serving, self.process_serving))
 
     @abc.abstractmethod
-    def _publish_health(self, status: int) -> None:
-        """Set ``status`` for the whole server and for ``bridge.v1.Bridge``."""
+    def _publish_health(self, statuses: dict[str, int]) -> None:
+        """Set each health service name's status."""
+
+    def linger(self) -> None:
+        """Wait, after the last listener went, until no client is being refused any more.
+
+        Requests for released listeners are refused with UNAVAILABLE (so a client retries
+        elsewhere) until the port closes; but grpc cancels (CANCELLED) the requests it
+        holds and has not handed to a handler yet when its server stops. So from now on
+        each Call or Cast refused as UNAVAILABLE is held (its client waits for the answer
+        instead of sending more) until :meth:`release_held`, which :meth:`shutdown` calls
+        once grpc takes no request in; and this waits until no request has come for
+        :data:`QUIET` seconds, so that grpc has handed every request it took in to a
+        handler (at most ``shutdown_grace`` and :data:`MAX_LINGER`).
+        """
+        if not self._may_block():
+            return
+        self._hold_from_now()
+        self.lingering = True
+        limit = min(self.options.shutdown_grace, MAX_LINGER)
+        began = time.monotonic()
+        while True:
+            now = time.monotonic()
+            quiet_for = now - self.last_request
+            if quiet_for >= QUIET or now - began >= limit:
+                return
+            time.sleep(min(QUIET - quiet_for, limit - (now - began)))
+
+    def release_held(self) -> None:
+        """Answer the requests held while lingering; hold none from now on."""
+        self.lingering = False
+        self._release_held()
+
+    @abc.abstractmethod
+    def _hold_from_now(self) -> None:
+        """Make ``_abort`` hold the requests it refuses as UNAVAILABLE (while lingering)."""
+
+    @abc.abstractmethod
+    def _release_held(self) -> None:
+        """Let every request held in ``_abort`` go on."""
 
     def shutdown(self) -> None:
-        """Stop the server, letting replies in flight finish for ``shutdown_grace``."""
+        """Stop the server, letting replies in flight finish for ``shutdown_grace``; a
+        request that arrives meanwhile is refused with UNAVAILABLE."""
         if not self.running:
             return
         self.running = False
         server, self._server = self._server, None
         self._stop(server, self.options.shutdown_grace)
         self.timeouts.close()
+
+    def _may_block(self) -> bool:
+        """False on a thread that must not wait (the aio flavour's event loop)."""
+        return True
 
     @abc.abstractmethod
     def _stop(self, server: Any, grace: float) -> None:
@@ -195,15 +274,33 @@ class GrpcServer(abc.ABC):
         """Run ``resolve(outcome)`` where the RPC's handler may use it; from any thread."""
         resolve(outcome)
 
-    def refuse(self, failure: pb.Failure, what: str) -> Status:
+    def refuse(self, failure: pb.Failure, what: str, log: bool = True) -> Status:
         """Count and log a request refused before any listener took it; its status."""
-        count_refusal(failure)
         status = status_of(failure)
-        LOG.warning("gRPC %s refused: %s", what, status[1])
+        if count_refusal(failure) and log:  # else the admission step logged it
+            LOG.warning("gRPC %s refused: %s", what, status[1])
         return status
 
+    def sender(self, context: Any) -> Sender | None:
+        """What the request behind ``context`` tells about its sender (bridge.auth) and
+        its trace context (None without a context)."""
+        if context is None:
+            return None
+        return sender_of(context, self.scheme == "grpcs" and self.options.tls_client_auth)
+
+    def unexpected(self, exc: Exception, what: str) -> pb.Failure:
+        """The Failure answering a request whose decoding or delivery raised ``exc``, an
+        error no rule foresaw (logged once, with its traceback)."""
+        LOG.error("gRPC %s failed before dispatch", what, exc_info=exc)
+        try:
+            return failure_from_exception(exc)
+        except Exception:
+            return Rejection(pb.Failure.REASON_ENDPOINT_ERROR,
+                             f"{type(exc).__name__} before dispatch").failure
+
     def decode(self, envelope: pb.Envelope, remaining: float | None,
-               answer: Answer | None, make_reply: Callable[[Any], bytes]) -> GrpcIncoming:
+               answer: Answer | None, make_reply: Callable[[Any], bytes],
+               sender: Sender | None = None) -> GrpcIncoming:
         """The IncomingMessage of ``envelope``; raise :class:`Rejection` when malformed."""
         target = envelope.target
         if not target.topic:
@@ -224,10 +321,14 @@ class GrpcServer(abc.ABC):
             message["namespace"] = envelope.namespace
         if envelope.HasField("version"):
             message["version"] = envelope.version
-        deadline = None if remaining is None else time.monotonic() + remaining
-        return GrpcIncoming(ctxt, message, deadline, remaining, answer, make_reply,
-                            self.options.include_traceback,
-                            self.options.max_send_message_length)
+        self.last_request = now = _monotonic()
+        deadline = None if remaining is None else now + remaining
+        incoming = GrpcIncoming(ctxt, message, deadline, remaining, answer, make_reply,
+                                self.options.include_traceback,
+                                self.options.max_send_message_length)
+        if sender is not None:
+            incoming.credentials, incoming.headers = sender
+        return incoming
 
     def deliver(self, target: pb.Target, incoming: GrpcIncoming) -> None:
         """Hand ``incoming`` to one listener of ``target`` (every one for fanout)."""
@@ -252,26 +353,32 @@ class GrpcServer(abc.ABC):
             if handler is not None:
                 handler(incoming)
                 return
+        if not self.running or self.router.stopped(target):
+            raise Rejection(pb.Failure.REASON_UNAVAILABLE,
+                            f"the servers of {target_text(target)} stopped")
         raise Rejection(pb.Failure.REASON_TARGET_NOT_FOUND,
                         f"no server of {target_text(target)} at {self.address}")
 
-    def decode_call(self, data: bytes, remaining: float | None,
-                    answer: Answer) -> tuple[pb.Target, GrpcIncoming]:
+    def decode_call(self, data: bytes, remaining: float | None, answer: Answer,
+                    context: Any = None) -> tuple[pb.Target, GrpcIncoming]:
         """Decode a Call into its target and IncomingMessage; raise Rejection if malformed."""
         try:
             request = pb.CallRequest.FromString(data)
         except Exception as exc:
             raise Rejection(pb.Failure.REASON_INVALID_ARGUMENT,
-                            f"undecodable CallRequest: {exc}") from None
+                            f"undecodable CallRequest: {decode_error_text(exc)}") from None
         envelope = request.envelope
-        return envelope.target, self.decode(envelope, remaining, answer, call_reply)
+        return envelope.target, self.decode(envelope, remaining, answer, call_reply,
+                                            self.sender(context))
 
-    def start_cast(self, data: bytes) -> None:
+    def start_cast(self, data: bytes, context: Any = None) -> None:
         """Decode and deliver a Cast; raise Rejection when it is refused."""
         try:
             request = pb.CastRequest.FromString(data)
         except Exception as exc:
             raise Rejection(pb.Failure.REASON_INVALID_ARGUMENT,
-                            f"undecodable CastRequest: {exc}") from None
-        incoming = self.decode(request.envelope, None, None, call_reply)
+                            f"undecodable CastRequest: {decode_error_text(exc)}") from None
+        incoming = self.decode(request.envelope, None, None, call_reply,
+                               self.sender(context))
         self.deliver(request.envelope.target, incoming)
+        refused_cast(incoming)  # refused by the server's admission step: not accepted

@@ -12,20 +12,27 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from bridge._proto.bridge.v1 import bridge_pb2 as pb
-from bridge.transport.grpc.status import Rejection, count_refusal, status_of
-from bridge.transport.grpc.values import fill_value
-
-if TYPE_CHECKING:
-    from bridge.transport.grpc.server import GrpcServer
+from bridge.transport.grpc.server import MAX_TIMEOUT, GrpcServer
+from bridge.transport.grpc.status import (
+    TEXT_BUDGET,
+    Rejection,
+    bounded,
+    count_refusal,
+    status_of,
+    truncate,
+)
+from bridge.transport.grpc.values import decode_error_text, fill_value
 
 LOG = logging.getLogger(__name__)
 
 
 def error_response(call_id: int, failure: pb.Failure) -> bytes:
-    """The encoded StreamResponse of call ``call_id`` ending with ``failure``."""
+    """The encoded StreamResponse of call ``call_id`` ending with ``failure`` (cut to the
+    budgets of a status: see :func:`~bridge.transport.grpc.status.bounded`)."""
+    failure = bounded(failure)
     code, message, _ = status_of(failure)
     return pb.StreamResponse(id=call_id, error=pb.StreamError(
         code=code.value[0], message=message, failure=failure)).SerializeToString()
@@ -40,8 +47,10 @@ class StreamCalls:
     """
 
     def __init__(self, server: GrpcServer, remaining: float | None,
-                 emit: Callable[[bytes | None], None]) -> None:
+                 emit: Callable[[bytes | None], None], sender: Any = None) -> None:
         self.server = server
+        #: What the stream's metadata and peer tell about the sender (bridge.auth).
+        self.sender = sender
         self.deadline = None if remaining is None else server.clock.now() + remaining
         self.emit = emit
         self.lock = threading.Lock()
@@ -59,37 +68,64 @@ class StreamCalls:
         self.emit(None)
 
     def start(self, data: bytes) -> None:
-        """Start the call in ``data``; exactly one response is emitted for it."""
+        """Start the call in ``data``; exactly one response is emitted for it, whatever
+        goes wrong, and the call's ``max_concurrent_calls`` slot is given back with it."""
         self.started += 1
         server = self.server
         try:
             request = pb.StreamRequest.FromString(data)
         except Exception as exc:
-            LOG.warning("gRPC CallStream request refused: undecodable: %s", exc)
-            failure = Rejection(pb.Failure.REASON_INVALID_ARGUMENT,
-                                f"undecodable StreamRequest: {exc}").failure
-            count_refusal(failure)
-            self.emit(error_response(0, failure))
+            text = f"undecodable StreamRequest: {decode_error_text(exc)}"
+            self._refuse(0, Rejection(pb.Failure.REASON_INVALID_ARGUMENT, text).failure)
             return
         call = _StreamCall(self, request.id)
         try:
             server.admission.enter()
         except Rejection as rejection:
-            LOG.warning("gRPC CallStream call %s refused: %s", call.id, rejection)
-            count_refusal(rejection.failure)
-            self.emit(error_response(call.id, rejection.failure))
+            self._refuse(call.id, rejection.failure)
             return
-        now = server.clock.now()
-        remaining = None if self.deadline is None else self.deadline - now
-        if request.timeout > 0:
-            remaining = request.timeout if remaining is None else min(remaining, request.timeout)
-            call.timer = server.timeouts.schedule(now + remaining, call.expire)
         try:
-            incoming = server.decode(request.envelope, remaining, call.answer, call.make_reply)
-            server.deliver(request.envelope.target, incoming)
+            self._deliver(call, request)
         except Rejection as rejection:
-            LOG.warning("gRPC CallStream call %s refused: %s", call.id, rejection)
+            LOG.warning("gRPC CallStream call %s refused: %s", call.id,
+                        truncate(str(rejection), TEXT_BUDGET))
             call.finish(error_response(call.id, rejection.failure), refused=rejection.failure)
+        except Exception as exc:
+            failure = server.unexpected(exc, f"CallStream call {call.id}")
+            call.finish(error_response(call.id, failure), refused=failure)
+
+    def _refuse(self, call_id: int, failure: pb.Failure) -> None:
+        """Answer a request refused before it holds a slot."""
+        LOG.warning("gRPC CallStream call %s refused: %s", call_id,
+                    truncate(failure.message, TEXT_BUDGET))
+        count_refusal(failure)
+        self.emit(error_response(call_id, failure))
+
+    def _deliver(self, call: _StreamCall, request: pb.StreamRequest) -> None:
+        """Arm the call's timeout, decode it and hand it to a listener (or raise)."""
+        server = self.server
+        timeout = call_timeout(request.timeout)
+        now = server.clock.now()
+        remaining = None if self.deadline is None else max(0.0, self.deadline - now)
+        if timeout is not None:
+            remaining = timeout if remaining is None else min(remaining, timeout)
+            call.timer = server.timeouts.schedule(now + remaining, call.expire)
+        incoming = server.decode(request.envelope, remaining, call.answer, call.make_reply,
+                                 self.sender)
+        server.deliver(request.envelope.target, incoming)
+
+
+def call_timeout(timeout: float) -> float | None:
+    """The seconds a StreamRequest's ``timeout`` gives its call: None for 0 (none) or past
+    :data:`~bridge.transport.grpc.server.MAX_TIMEOUT` (infinity included); a negative or
+    NaN timeout is refused."""
+    if not timeout >= 0:  # NaN too
+        raise Rejection(pb.Failure.REASON_INVALID_ARGUMENT,
+                        f"the timeout of a StreamRequest is a number of seconds >= 0 "
+                        f"(0: none), not {timeout!r}")
+    if timeout == 0 or timeout > MAX_TIMEOUT:
+        return None
+    return timeout
 
 
 class _StreamCall:

@@ -12,8 +12,10 @@ from typing import Any
 
 import grpc
 
+from bridge._proto.bridge.v1 import bridge_pb2 as pb
+from bridge.transport.grpc.health import initial_statuses
 from bridge.transport.grpc.options import server_args
-from bridge.transport.grpc.server import SERVICE_NAME, GrpcServer, remaining_time
+from bridge.transport.grpc.server import MAX_LINGER, GrpcServer, remaining_time
 from bridge.transport.grpc.status import Rejection, status_of
 from bridge.transport.grpc.streams import StreamCalls
 
@@ -26,8 +28,9 @@ class SyncGrpcServer(GrpcServer):
     flavour = "sync"
 
     def _start(self) -> None:
-        from grpc_health.v1 import health, health_pb2
+        from grpc_health.v1 import health
 
+        self._held = threading.Event()
         # Each call in flight holds one of these threads while the executor runs it; the
         # spare ones answer health checks and refuse calls over the limit. Threads are
         # made only when needed.
@@ -37,8 +40,8 @@ class SyncGrpcServer(GrpcServer):
         self._pool = pool
         server = grpc.server(pool, options=server_args(self.options))
         servicer = health.HealthServicer()
-        for name in ("", SERVICE_NAME):
-            servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+        for name, status in initial_statuses().items():
+            servicer.set(name, status)
         try:
             self._prepare(server, servicer)
         except BaseException:
@@ -50,20 +53,34 @@ class SyncGrpcServer(GrpcServer):
         server.start()
         self._server = server
 
-    def _publish_health(self, status: int) -> None:
-        for name in ("", SERVICE_NAME):
+    def _publish_health(self, statuses: dict[str, int]) -> None:
+        for name, status in statuses.items():
             self._health.set(name, status)
 
     def _stop(self, server: Any, grace: float) -> None:
-        if server is not None:
-            server.stop(grace).wait(grace + 10)
+        stopped = server.stop(grace) if server is not None else None
+        self.release_held()  # after grpc took its last request in: none is cancelled
+        if stopped is not None:
+            stopped.wait(grace + 10)
         self._pool.shutdown(wait=False)
+
+    def _hold_from_now(self) -> None:
+        self._held.clear()
+
+    def _release_held(self) -> None:
+        self._held.set()
 
     # -- handlers (grpc.server threads) -------------------------------------------------------
 
-    def _abort(self, context: grpc.ServicerContext, failure: Any, what: str) -> None:
-        """Refuse a request no listener took: count it, log it, end the RPC (raises)."""
-        code, message, metadata = self.refuse(failure, what)
+    def _abort(self, context: grpc.ServicerContext, failure: Any, what: str,
+               log: bool = True) -> None:
+        """Refuse a request no listener took: count it, log it, end the RPC (raises).
+
+        While the server lingers, a request refused as UNAVAILABLE is held until its port
+        closes (see :meth:`GrpcServer.linger`)."""
+        code, message, metadata = self.refuse(failure, what, log)
+        if self.lingering and failure.reason == pb.Failure.REASON_UNAVAILABLE:
+            self._held.wait(MAX_LINGER)
         context.set_trailing_metadata(metadata)
         context.abort(code, message)
 
@@ -85,22 +102,27 @@ class SyncGrpcServer(GrpcServer):
             self.admission.enter()
         except Rejection as rejection:
             self._abort(context, rejection.failure, "Call")
+        refused: tuple[Any, bool] | None = None  # (failure, log it)
         try:
             remaining = remaining_time(context)
             try:
-                target, incoming = self.decode_call(data, remaining, answer)
+                target, incoming = self.decode_call(data, remaining, answer, context)
                 incoming.may_run_inline = True
                 # Runs when the RPC ends; before the answer, that means the caller went
                 # away. Added before delivery so that it also reaches an inline run.
                 context.add_callback(lambda: None if box else incoming.caller_cancelled())
                 self.deliver(target, incoming)
             except Rejection as rejection:
-                self._abort(context, rejection.failure, "Call")
-            if not box:
+                refused = (rejection.failure, True)
+            except Exception as exc:
+                refused = (self.unexpected(exc, "Call"), False)
+            if refused is None and not box:
                 # Past the deadline gRPC has answered the caller already: stop waiting.
                 done.acquire(timeout=-1 if remaining is None else remaining + 1.0)
         finally:
             self.admission.leave()
+        if refused is not None:
+            self._abort(context, refused[0], "Call", refused[1])
         if not box:
             return b""  # the deadline passed; nobody reads this
         outcome = box[0]
@@ -111,19 +133,24 @@ class SyncGrpcServer(GrpcServer):
         context.abort(code, message)
         raise AssertionError("unreachable")  # abort() raises
 
+    def describe(self, data: bytes, context: grpc.ServicerContext) -> bytes:
+        return self.description(context)
+
     def cast(self, data: bytes, context: grpc.ServicerContext) -> bytes:
         """The Cast handler: an empty CastResponse once a listener took the cast."""
         try:
-            self.start_cast(data)
+            self.start_cast(data, context)
         except Rejection as rejection:
             self._abort(context, rejection.failure, "Cast")
+        except Exception as exc:
+            self._abort(context, self.unexpected(exc, "Cast"), "Cast", log=False)
         return b""  # an empty CastResponse
 
     def call_stream(self, requests: Iterator[bytes],
                     context: grpc.ServicerContext) -> Iterator[bytes]:
         """The CallStream handler: a thread reads the requests, this one sends responses."""
         out: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
-        calls = StreamCalls(self, remaining_time(context), out.put)
+        calls = StreamCalls(self, remaining_time(context), out.put, self.sender(context))
 
         def read() -> None:
             try:

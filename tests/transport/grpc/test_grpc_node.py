@@ -34,3 +34,24 @@ def test_node_client(flavour):
         transport.cleanup()
     assert done.returncode == 0, f"{done.stdout}\n{done.stderr}"
     assert done.stdout.split() == [word for check in CHECKS for word in ("ok", check)]
+
+
+@pytest.mark.parametrize("flavour", ["sync", "aio"])
+def test_node_client_gets_failures_of_any_size(flavour):
+    """A failure message of up to 4 MB reaches a Node client as its status, class, module
+    and a readable message; the channel serves the next call."""
+    node_binary()
+    transport = bridge.get_transport(
+        {"grpc": {"server_flavour": flavour, "include_traceback": True}}, "grpc://127.0.0.1:0")
+    server = bridge.get_rpc_server(transport, bridge.Target(topic="topic", server="node"),
+                                   default_endpoints())
+    server.start()
+    try:
+        done = run_node("failures.js", server.addresses[0].split("://", 1)[1])
+    finally:
+        server.stop()
+        server.wait()
+        transport.cleanup()
+    assert done.returncode == 0, f"{done.stdout}\n{done.stderr}"
+    assert done.stdout.split() == [word for size in (100, 6000, 30000, 300000, 2000000)
+                                   for word in ("ok", f"failure-{size}")]

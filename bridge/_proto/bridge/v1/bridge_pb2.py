@@ -7,17 +7,8 @@
 """Generated protocol buffer code."""
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import descriptor_pool as _descriptor_pool
-from google.protobuf import runtime_version as _runtime_version
 from google.protobuf import symbol_database as _symbol_database
 from google.protobuf.internal import builder as _builder
-_runtime_version.ValidateProtobufRuntimeVersion(
-    _runtime_version.Domain.PUBLIC,
-    7,
-    35,
-    1,
-    '',
-    'bridge/v1/bridge.proto'
-)
 # @@protoc_insertion_point(imports)
 
 _sym_db = _symbol_database.Default()
@@ -25,7 +16,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16\x62ridge/v1/bridge.proto\x12\tbridge.v1\"I\n\x06Target\x12\x10\n\x08\x65xchange\x18\x01 \x01(\t\x12\r\n\x05topic\x18\x02 \x01(\t\x12\x0e\n\x06server\x18\x03 \x01(\t\x12\x0e\n\x06\x66\x61nout\x18\x04 \x01(\x08\"\xe6\x02\n\x08\x45nvelope\x12!\n\x06target\x18\x01 \x01(\x0b\x32\x11.bridge.v1.Target\x12\x16\n\tnamespace\x18\x02 \x01(\tH\x00\x88\x01\x01\x12\x14\n\x07version\x18\x03 \x01(\tH\x01\x88\x01\x01\x12\x0e\n\x06method\x18\x04 \x01(\t\x12\x31\n\x07\x63ontext\x18\x05 \x03(\x0b\x32 .bridge.v1.Envelope.ContextEntry\x12+\n\x04\x61rgs\x18\x06 \x03(\x0b\x32\x1d.bridge.v1.Envelope.ArgsEntry\x1a@\n\x0c\x43ontextEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x1f\n\x05value\x18\x02 \x01(\x0b\x32\x10.bridge.v1.Value:\x02\x38\x01\x1a=\n\tArgsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x1f\n\x05value\x18\x02 \x01(\x0b\x32\x10.bridge.v1.Value:\x02\x38\x01\x42\x0c\n\n_namespaceB\n\n\x08_version\"4\n\x0b\x43\x61llRequest\x12%\n\x08\x65nvelope\x18\x01 \x01(\x0b\x32\x13.bridge.v1.Envelope\"0\n\x0c\x43\x61llResponse\x12 \n\x06result\x18\x01 \x01(\x0b\x32\x10.bridge.v1.Value\"4\n\x0b\x43\x61stRequest\x12%\n\x08\x65nvelope\x18\x01 \x01(\x0b\x32\x13.bridge.v1.Envelope\"\x0e\n\x0c\x43\x61stResponse\"S\n\rStreamRequest\x12\n\n\x02id\x18\x01 \x01(\x04\x12%\n\x08\x65nvelope\x18\x02 \x01(\x0b\x32\x13.bridge.v1.Envelope\x12\x0f\n\x07timeout\x18\x03 \x01(\x01\"t\n\x0eStreamResponse\x12\n\n\x02id\x18\x01 \x01(\x04\x12\"\n\x06result\x18\x02 \x01(\x0b\x32\x10.bridge.v1.ValueH\x00\x12\'\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x16.bridge.v1.StreamErrorH\x00\x42\t\n\x07outcome\"Q\n\x0bStreamError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\x12#\n\x07\x66\x61ilure\x18\x03 \x01(\x0b\x32\x12.bridge.v1.Failure\"\x8d\x02\n\x05Value\x12*\n\nnull_value\x18\x01 \x01(\x0e\x32\x14.bridge.v1.NullValueH\x00\x12\x14\n\nbool_value\x18\x02 \x01(\x08H\x00\x12\x17\n\rinteger_value\x18\x03 \x01(\x12H\x00\x12\x16\n\x0c\x64ouble_value\x18\x04 \x01(\x01H\x00\x12\x16\n\x0cstring_value\x18\x05 \x01(\tH\x00\x12*\n\nlist_value\x18\x06 \x01(\x0b\x32\x14.bridge.v1.ListValueH\x00\x12(\n\tmap_value\x18\x07 \x01(\x0b\x32\x13.bridge.v1.MapValueH\x00\x12\x1b\n\x11\x62ig_integer_value\x18\x08 \x01(\tH\x00\x42\x06\n\x04kind\"-\n\tListValue\x12 \n\x06values\x18\x01 \x03(\x0b\x32\x10.bridge.v1.Value\"|\n\x08MapValue\x12/\n\x06\x66ields\x18\x01 \x03(\x0b\x32\x1f.bridge.v1.MapValue.FieldsEntry\x1a?\n\x0b\x46ieldsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x1f\n\x05value\x18\x02 \x01(\x0b\x32\x10.bridge.v1.Value:\x02\x38\x01\"\xd9\x04\n\x07\x46\x61ilure\x12)\n\x06reason\x18\x01 \x01(\x0e\x32\x19.bridge.v1.Failure.Reason\x12\x0e\n\x06module\x18\x02 \x01(\t\x12\x12\n\nclass_name\x18\x03 \x01(\t\x12\x0f\n\x07message\x18\x04 \x01(\t\x12\x1e\n\x04\x61rgs\x18\x05 \x03(\x0b\x32\x10.bridge.v1.Value\x12.\n\x06kwargs\x18\x06 \x03(\x0b\x32\x1e.bridge.v1.Failure.KwargsEntry\x12\x11\n\ttraceback\x18\x07 \x03(\t\x12\x12\n\nlimit_name\x18\x08 \x01(\t\x12\x13\n\x0blimit_value\x18\t \x01(\x03\x1a?\n\x0bKwargsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x1f\n\x05value\x18\x02 \x01(\x0b\x32\x10.bridge.v1.Value:\x02\x38\x01\"\xa0\x02\n\x06Reason\x12\x16\n\x12REASON_UNSPECIFIED\x10\x00\x12\x19\n\x15REASON_ENDPOINT_ERROR\x10\x01\x12\x19\n\x15REASON_EXPECTED_ERROR\x10\x02\x12\x19\n\x15REASON_NO_SUCH_METHOD\x10\x03\x12\x1e\n\x1aREASON_UNSUPPORTED_VERSION\x10\x04\x12\x1b\n\x17REASON_INVALID_ARGUMENT\x10\x05\x12\x1b\n\x17REASON_TARGET_NOT_FOUND\x10\x06\x12\x16\n\x12REASON_UNAVAILABLE\x10\x07\x12\x1c\n\x18REASON_DEADLINE_EXCEEDED\x10\x08\x12\x1d\n\x19REASON_RESOURCE_EXHAUSTED\x10\t*\x1b\n\tNullValue\x12\x0e\n\nNULL_VALUE\x10\x00\x32\xc1\x01\n\x06\x42ridge\x12\x37\n\x04\x43\x61ll\x12\x16.bridge.v1.CallRequest\x1a\x17.bridge.v1.CallResponse\x12\x37\n\x04\x43\x61st\x12\x16.bridge.v1.CastRequest\x1a\x17.bridge.v1.CastResponse\x12\x45\n\nCallStream\x12\x18.bridge.v1.StreamRequest\x1a\x19.bridge.v1.StreamResponse(\x01\x30\x01\x42y\n\x16io.rpcbridge.bridge.v1B\x0b\x42ridgeProtoP\x01Z:github.com/rpc-bridge/rpc-bridge/gen/go/bridge/v1;bridgev1\xaa\x02\x13RpcBridge.Bridge.V1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16\x62ridge/v1/bridge.proto\x12\tbridge.v1\"I\n\x06Target\x12\x10\n\x08\x65xchange\x18\x01 \x01(\t\x12\r\n\x05topic\x18\x02 \x01(\t\x12\x0e\n\x06server\x18\x03 \x01(\t\x12\x0e\n\x06\x66\x61nout\x18\x04 \x01(\x08\"\xe6\x02\n\x08\x45nvelope\x12!\n\x06target\x18\x01 \x01(\x0b\x32\x11.bridge.v1.Target\x12\x16\n\tnamespace\x18\x02 \x01(\tH\x00\x88\x01\x01\x12\x14\n\x07version\x18\x03 \x01(\tH\x01\x88\x01\x01\x12\x0e\n\x06method\x18\x04 \x01(\t\x12\x31\n\x07\x63ontext\x18\x05 \x03(\x0b\x32 .bridge.v1.Envelope.ContextEntry\x12+\n\x04\x61rgs\x18\x06 \x03(\x0b\x32\x1d.bridge.v1.Envelope.ArgsEntry\x1a@\n\x0c\x43ontextEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x1f\n\x05value\x18\x02 \x01(\x0b\x32\x10.bridge.v1.Value:\x02\x38\x01\x1a=\n\tArgsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x1f\n\x05value\x18\x02 \x01(\x0b\x32\x10.bridge.v1.Value:\x02\x38\x01\x42\x0c\n\n_namespaceB\n\n\x08_version\"4\n\x0b\x43\x61llRequest\x12%\n\x08\x65nvelope\x18\x01 \x01(\x0b\x32\x13.bridge.v1.Envelope\"0\n\x0c\x43\x61llResponse\x12 \n\x06result\x18\x01 \x01(\x0b\x32\x10.bridge.v1.Value\"4\n\x0b\x43\x61stRequest\x12%\n\x08\x65nvelope\x18\x01 \x01(\x0b\x32\x13.bridge.v1.Envelope\"\x0e\n\x0c\x43\x61stResponse\"S\n\rStreamRequest\x12\n\n\x02id\x18\x01 \x01(\x04\x12%\n\x08\x65nvelope\x18\x02 \x01(\x0b\x32\x13.bridge.v1.Envelope\x12\x0f\n\x07timeout\x18\x03 \x01(\x01\"t\n\x0eStreamResponse\x12\n\n\x02id\x18\x01 \x01(\x04\x12\"\n\x06result\x18\x02 \x01(\x0b\x32\x10.bridge.v1.ValueH\x00\x12\'\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x16.bridge.v1.StreamErrorH\x00\x42\t\n\x07outcome\"Q\n\x0bStreamError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\x12#\n\x07\x66\x61ilure\x18\x03 \x01(\x0b\x32\x12.bridge.v1.Failure\"\x8d\x02\n\x05Value\x12*\n\nnull_value\x18\x01 \x01(\x0e\x32\x14.bridge.v1.NullValueH\x00\x12\x14\n\nbool_value\x18\x02 \x01(\x08H\x00\x12\x17\n\rinteger_value\x18\x03 \x01(\x12H\x00\x12\x16\n\x0c\x64ouble_value\x18\x04 \x01(\x01H\x00\x12\x16\n\x0cstring_value\x18\x05 \x01(\tH\x00\x12*\n\nlist_value\x18\x06 \x01(\x0b\x32\x14.bridge.v1.ListValueH\x00\x12(\n\tmap_value\x18\x07 \x01(\x0b\x32\x13.bridge.v1.MapValueH\x00\x12\x1b\n\x11\x62ig_integer_value\x18\x08 \x01(\tH\x00\x42\x06\n\x04kind\"-\n\tListValue\x12 \n\x06values\x18\x01 \x03(\x0b\x32\x10.bridge.v1.Value\"|\n\x08MapValue\x12/\n\x06\x66ields\x18\x01 \x03(\x0b\x32\x1f.bridge.v1.MapValue.FieldsEntry\x1a?\n\x0b\x46ieldsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x1f\n\x05value\x18\x02 \x01(\x0b\x32\x10.bridge.v1.Value:\x02\x38\x01\"\x93\x05\n\x07\x46\x61ilure\x12)\n\x06reason\x18\x01 \x01(\x0e\x32\x19.bridge.v1.Failure.Reason\x12\x0e\n\x06module\x18\x02 \x01(\t\x12\x12\n\nclass_name\x18\x03 \x01(\t\x12\x0f\n\x07message\x18\x04 \x01(\t\x12\x1e\n\x04\x61rgs\x18\x05 \x03(\x0b\x32\x10.bridge.v1.Value\x12.\n\x06kwargs\x18\x06 \x03(\x0b\x32\x1e.bridge.v1.Failure.KwargsEntry\x12\x11\n\ttraceback\x18\x07 \x03(\t\x12\x12\n\nlimit_name\x18\x08 \x01(\t\x12\x13\n\x0blimit_value\x18\t \x01(\x03\x1a?\n\x0bKwargsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x1f\n\x05value\x18\x02 \x01(\x0b\x32\x10.bridge.v1.Value:\x02\x38\x01\"\xda\x02\n\x06Reason\x12\x16\n\x12REASON_UNSPECIFIED\x10\x00\x12\x19\n\x15REASON_ENDPOINT_ERROR\x10\x01\x12\x19\n\x15REASON_EXPECTED_ERROR\x10\x02\x12\x19\n\x15REASON_NO_SUCH_METHOD\x10\x03\x12\x1e\n\x1aREASON_UNSUPPORTED_VERSION\x10\x04\x12\x1b\n\x17REASON_INVALID_ARGUMENT\x10\x05\x12\x1b\n\x17REASON_TARGET_NOT_FOUND\x10\x06\x12\x16\n\x12REASON_UNAVAILABLE\x10\x07\x12\x1c\n\x18REASON_DEADLINE_EXCEEDED\x10\x08\x12\x1d\n\x19REASON_RESOURCE_EXHAUSTED\x10\t\x12\x1a\n\x16REASON_UNAUTHENTICATED\x10\n\x12\x1c\n\x18REASON_PERMISSION_DENIED\x10\x0b\"\x11\n\x0f\x44\x65scribeRequest\"<\n\x10\x44\x65scribeResponse\x12(\n\x07targets\x18\x01 \x03(\x0b\x32\x17.bridge.v1.ServedTarget\"\xb4\x01\n\x0cServedTarget\x12\x10\n\x08\x65xchange\x18\x01 \x01(\t\x12\r\n\x05topic\x18\x02 \x01(\t\x12\x0e\n\x06server\x18\x03 \x01(\t\x12\x0e\n\x06routed\x18\x04 \x01(\x08\x12\x1c\n\x0froute_namespace\x18\x05 \x01(\tH\x00\x88\x01\x01\x12\x31\n\tendpoints\x18\x06 \x03(\x0b\x32\x1e.bridge.v1.EndpointDescriptionB\x12\n\x10_route_namespace\"\xa3\x01\n\x13\x45ndpointDescription\x12\x16\n\tnamespace\x18\x01 \x01(\tH\x00\x88\x01\x01\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x0b\n\x03\x64oc\x18\x03 \x01(\t\x12\x19\n\x11legacy_namespaces\x18\x04 \x03(\t\x12-\n\x07methods\x18\x05 \x03(\x0b\x32\x1c.bridge.v1.MethodDescriptionB\x0c\n\n_namespace\"\x99\x01\n\x11MethodDescription\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0b\n\x03\x64oc\x18\x02 \x01(\t\x12\x33\n\nparameters\x18\x03 \x03(\x0b\x32\x1f.bridge.v1.ParameterDescription\x12\x1b\n\x13returns_schema_json\x18\x04 \x01(\t\x12\x17\n\x0f\x65xtra_arguments\x18\x05 \x01(\x08\"t\n\x14ParameterDescription\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08required\x18\x02 \x01(\x08\x12\'\n\rdefault_value\x18\x03 \x01(\x0b\x32\x10.bridge.v1.Value\x12\x13\n\x0bschema_json\x18\x04 \x01(\t*\x1b\n\tNullValue\x12\x0e\n\nNULL_VALUE\x10\x00\x32\x86\x02\n\x06\x42ridge\x12\x37\n\x04\x43\x61ll\x12\x16.bridge.v1.CallRequest\x1a\x17.bridge.v1.CallResponse\x12\x37\n\x04\x43\x61st\x12\x16.bridge.v1.CastRequest\x1a\x17.bridge.v1.CastResponse\x12\x45\n\nCallStream\x12\x18.bridge.v1.StreamRequest\x1a\x19.bridge.v1.StreamResponse(\x01\x30\x01\x12\x43\n\x08\x44\x65scribe\x12\x1a.bridge.v1.DescribeRequest\x1a\x1b.bridge.v1.DescribeResponseBy\n\x16io.rpcbridge.bridge.v1B\x0b\x42ridgeProtoP\x01Z:github.com/rpc-bridge/rpc-bridge/gen/go/bridge/v1;bridgev1\xaa\x02\x13RpcBridge.Bridge.V1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -41,8 +32,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_MAPVALUE_FIELDSENTRY']._serialized_options = b'8\001'
   _globals['_FAILURE_KWARGSENTRY']._loaded_options = None
   _globals['_FAILURE_KWARGSENTRY']._serialized_options = b'8\001'
-  _globals['_NULLVALUE']._serialized_start=1982
-  _globals['_NULLVALUE']._serialized_end=2009
+  _globals['_NULLVALUE']._serialized_start=2744
+  _globals['_NULLVALUE']._serialized_end=2771
   _globals['_TARGET']._serialized_start=37
   _globals['_TARGET']._serialized_end=110
   _globals['_ENVELOPE']._serialized_start=113
@@ -74,11 +65,23 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_MAPVALUE_FIELDSENTRY']._serialized_start=1313
   _globals['_MAPVALUE_FIELDSENTRY']._serialized_end=1376
   _globals['_FAILURE']._serialized_start=1379
-  _globals['_FAILURE']._serialized_end=1980
+  _globals['_FAILURE']._serialized_end=2038
   _globals['_FAILURE_KWARGSENTRY']._serialized_start=1626
   _globals['_FAILURE_KWARGSENTRY']._serialized_end=1689
   _globals['_FAILURE_REASON']._serialized_start=1692
-  _globals['_FAILURE_REASON']._serialized_end=1980
-  _globals['_BRIDGE']._serialized_start=2012
-  _globals['_BRIDGE']._serialized_end=2205
+  _globals['_FAILURE_REASON']._serialized_end=2038
+  _globals['_DESCRIBEREQUEST']._serialized_start=2040
+  _globals['_DESCRIBEREQUEST']._serialized_end=2057
+  _globals['_DESCRIBERESPONSE']._serialized_start=2059
+  _globals['_DESCRIBERESPONSE']._serialized_end=2119
+  _globals['_SERVEDTARGET']._serialized_start=2122
+  _globals['_SERVEDTARGET']._serialized_end=2302
+  _globals['_ENDPOINTDESCRIPTION']._serialized_start=2305
+  _globals['_ENDPOINTDESCRIPTION']._serialized_end=2468
+  _globals['_METHODDESCRIPTION']._serialized_start=2471
+  _globals['_METHODDESCRIPTION']._serialized_end=2624
+  _globals['_PARAMETERDESCRIPTION']._serialized_start=2626
+  _globals['_PARAMETERDESCRIPTION']._serialized_end=2742
+  _globals['_BRIDGE']._serialized_start=2774
+  _globals['_BRIDGE']._serialized_end=3036
 # @@protoc_insertion_point(module_scope)

@@ -160,6 +160,8 @@ class Failure(_message.Message):
         REASON_UNAVAILABLE: _ClassVar[Failure.Reason]
         REASON_DEADLINE_EXCEEDED: _ClassVar[Failure.Reason]
         REASON_RESOURCE_EXHAUSTED: _ClassVar[Failure.Reason]
+        REASON_UNAUTHENTICATED: _ClassVar[Failure.Reason]
+        REASON_PERMISSION_DENIED: _ClassVar[Failure.Reason]
     REASON_UNSPECIFIED: Failure.Reason
     REASON_ENDPOINT_ERROR: Failure.Reason
     REASON_EXPECTED_ERROR: Failure.Reason
@@ -170,6 +172,8 @@ class Failure(_message.Message):
     REASON_UNAVAILABLE: Failure.Reason
     REASON_DEADLINE_EXCEEDED: Failure.Reason
     REASON_RESOURCE_EXHAUSTED: Failure.Reason
+    REASON_UNAUTHENTICATED: Failure.Reason
+    REASON_PERMISSION_DENIED: Failure.Reason
     class KwargsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -196,3 +200,69 @@ class Failure(_message.Message):
     limit_name: str
     limit_value: int
     def __init__(self, reason: _Optional[_Union[Failure.Reason, str]] = ..., module: _Optional[str] = ..., class_name: _Optional[str] = ..., message: _Optional[str] = ..., args: _Optional[_Iterable[_Union[Value, _Mapping]]] = ..., kwargs: _Optional[_Mapping[str, Value]] = ..., traceback: _Optional[_Iterable[str]] = ..., limit_name: _Optional[str] = ..., limit_value: _Optional[int] = ...) -> None: ...
+
+class DescribeRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class DescribeResponse(_message.Message):
+    __slots__ = ("targets",)
+    TARGETS_FIELD_NUMBER: _ClassVar[int]
+    targets: _containers.RepeatedCompositeFieldContainer[ServedTarget]
+    def __init__(self, targets: _Optional[_Iterable[_Union[ServedTarget, _Mapping]]] = ...) -> None: ...
+
+class ServedTarget(_message.Message):
+    __slots__ = ("exchange", "topic", "server", "routed", "route_namespace", "endpoints")
+    EXCHANGE_FIELD_NUMBER: _ClassVar[int]
+    TOPIC_FIELD_NUMBER: _ClassVar[int]
+    SERVER_FIELD_NUMBER: _ClassVar[int]
+    ROUTED_FIELD_NUMBER: _ClassVar[int]
+    ROUTE_NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    ENDPOINTS_FIELD_NUMBER: _ClassVar[int]
+    exchange: str
+    topic: str
+    server: str
+    routed: bool
+    route_namespace: str
+    endpoints: _containers.RepeatedCompositeFieldContainer[EndpointDescription]
+    def __init__(self, exchange: _Optional[str] = ..., topic: _Optional[str] = ..., server: _Optional[str] = ..., routed: _Optional[bool] = ..., route_namespace: _Optional[str] = ..., endpoints: _Optional[_Iterable[_Union[EndpointDescription, _Mapping]]] = ...) -> None: ...
+
+class EndpointDescription(_message.Message):
+    __slots__ = ("namespace", "version", "doc", "legacy_namespaces", "methods")
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    DOC_FIELD_NUMBER: _ClassVar[int]
+    LEGACY_NAMESPACES_FIELD_NUMBER: _ClassVar[int]
+    METHODS_FIELD_NUMBER: _ClassVar[int]
+    namespace: str
+    version: str
+    doc: str
+    legacy_namespaces: _containers.RepeatedScalarFieldContainer[str]
+    methods: _containers.RepeatedCompositeFieldContainer[MethodDescription]
+    def __init__(self, namespace: _Optional[str] = ..., version: _Optional[str] = ..., doc: _Optional[str] = ..., legacy_namespaces: _Optional[_Iterable[str]] = ..., methods: _Optional[_Iterable[_Union[MethodDescription, _Mapping]]] = ...) -> None: ...
+
+class MethodDescription(_message.Message):
+    __slots__ = ("name", "doc", "parameters", "returns_schema_json", "extra_arguments")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    DOC_FIELD_NUMBER: _ClassVar[int]
+    PARAMETERS_FIELD_NUMBER: _ClassVar[int]
+    RETURNS_SCHEMA_JSON_FIELD_NUMBER: _ClassVar[int]
+    EXTRA_ARGUMENTS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    doc: str
+    parameters: _containers.RepeatedCompositeFieldContainer[ParameterDescription]
+    returns_schema_json: str
+    extra_arguments: bool
+    def __init__(self, name: _Optional[str] = ..., doc: _Optional[str] = ..., parameters: _Optional[_Iterable[_Union[ParameterDescription, _Mapping]]] = ..., returns_schema_json: _Optional[str] = ..., extra_arguments: _Optional[bool] = ...) -> None: ...
+
+class ParameterDescription(_message.Message):
+    __slots__ = ("name", "required", "default_value", "schema_json")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    REQUIRED_FIELD_NUMBER: _ClassVar[int]
+    DEFAULT_VALUE_FIELD_NUMBER: _ClassVar[int]
+    SCHEMA_JSON_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    required: bool
+    default_value: Value
+    schema_json: str
+    def __init__(self, name: _Optional[str] = ..., required: _Optional[bool] = ..., default_value: _Optional[_Union[Value, _Mapping]] = ..., schema_json: _Optional[str] = ...) -> None: ...
