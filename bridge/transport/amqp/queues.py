@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import re
 from concurrent.futures import Future
 from typing import Any
 
@@ -26,11 +27,15 @@ from bridge.target import Target
 from bridge.transport.amqp.connection import AmqpConnection, ExchangeDeclare
 from bridge.transport.amqp.declares import Declarer
 from bridge.transport.amqp.options import AmqpOptions
-from bridge.transport.amqp.refusals import denied_feature
+from bridge.transport.amqp.refusals import code_of, denied_feature
 
 LOG = logging.getLogger(__name__)
 
 _memory_limits_noted = False
+#: A 406 for a queue that exists durable where the declaration was not.
+_INEQUIVALENT_DURABLE = re.compile(
+    r"inequivalent arg 'durable' for queue '([^']*)' in vhost '[^']*': received 'false' but "
+    r"current is 'true'")
 
 
 def topic_durable(opts: AmqpOptions) -> bool:
@@ -180,18 +185,28 @@ def declare_server_queues(conn: AmqpConnection, names: ServerQueues, opts: AmqpO
 
 
 def durable_instead(error: BaseException, names: ServerQueues, opts: AmqpOptions) -> bool:
-    """Whether ``error`` is RabbitMQ denying the topic queues' transient form (4.3's default,
-    a 541 that closes the connection), so that they are to be declared durable next.
+    """Whether the topic queues are to be declared durable next, after ``error``.
 
-    They are then declared as ``amqp_durable_queues=true`` declares them: no
-    oslo.messaging peer with the same (default) options can use this broker anyway.
+    That is when RabbitMQ denies their transient form (4.3's default: a 541 that closes
+    the connection; no oslo.messaging peer with the same options can use that broker
+    either), or when one exists durable already (406 on ``durable``: another server of
+    the topic met that refusal first). They are then declared as
+    ``amqp_durable_queues=true`` declares them; the topic exchange keeps its flags, so a
+    peer configured otherwise is still refused (on the exchange).
     """
-    if topic_durable(opts) or denied_feature(error) != "transient_nonexcl_queues":
+    if topic_durable(opts):
         return False
-    LOG.warning("RabbitMQ refuses transient queues (deprecated feature "
-                "transient_nonexcl_queues): the queues %r and %r are declared durable, as "
-                "amqp_durable_queues=true declares them; oslo.messaging services of this topic "
-                "need amqp_durable_queues=true (or the quorum options)", names.topic,
+    if denied_feature(error) == "transient_nonexcl_queues":
+        why = "RabbitMQ refuses transient queues (deprecated feature transient_nonexcl_queues)"
+    else:
+        match = _INEQUIVALENT_DURABLE.search(str(error))
+        if code_of(error) != 406 or not match or match.group(1) not in (names.topic,
+                                                                        names.server_key):
+            return False
+        why = f"the queue {match.group(1)!r} exists durable"
+    LOG.warning("%s: the queues %r and %r are declared durable, as amqp_durable_queues=true "
+                "declares them; oslo.messaging services of this topic need "
+                "amqp_durable_queues=true (or the quorum options)", why, names.topic,
                 names.server_key)
     return True
 

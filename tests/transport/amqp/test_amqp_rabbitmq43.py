@@ -93,6 +93,9 @@ def test_default_options_bridge_to_bridge(names, caplog):
         assert fanout["exclusive"] == reply["exclusive"] == "true"
         assert fanout["durable"] == reply["durable"] == "false"
         assert server.healthy
+        # A second server of the topic finds the queues durable, and joins them.
+        peer.server(exchange, topic, "s2", events)
+        assert {client.call({}, "whoami") for _ in range(8)} == {"s1", "s2"}
     finally:
         peer.close()
 
