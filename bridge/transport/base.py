@@ -17,12 +17,15 @@ from __future__ import annotations
 
 import abc
 import logging
+import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+
+from bridge.exceptions import MessagingTimeout
 
 if TYPE_CHECKING:
     from bridge.auth.identity import Credentials, Identity
@@ -65,6 +68,9 @@ class Capabilities:
     describe: bool = False
     #: Other processes can reach its listeners (``memory://`` cannot).
     remote: bool = True
+    #: :meth:`Driver.call_many` pipelines its calls over one stream of the wire (gRPC
+    #: ``CallStream``) instead of running them as concurrent :meth:`Driver.send_async`.
+    call_stream: bool = False
 
 
 #: What a server serves, as the plain dict of :meth:`bridge.rpc.describe.Description.as_dict`
@@ -361,6 +367,36 @@ class Driver(abc.ABC):
                                    wait_for_reply=wait_for_reply, timeout=timeout,
                                    call_monitor_timeout=call_monitor_timeout, retry=retry,
                                    at_least_once=at_least_once)
+
+    def call_many(self, target: Target, ctxt: dict[str, Any],
+                  messages: Sequence[dict[str, Any]], *, timeout: float | None,
+                  ) -> Iterator[tuple[int, Any]]:
+        """Call every message of ``messages`` (all to ``target``, with ``ctxt``) at once;
+        yield ``(index, outcome)`` in the order the answers come, ``outcome`` being the
+        result or the exception :meth:`send` would raise (one failure stops no other).
+
+        ``timeout`` bounds each call. This default keeps the calls in flight with
+        :meth:`send_async`; closing the iterator early abandons the calls not answered.
+        """
+        answers: queue.SimpleQueue[tuple[int, Future]] = queue.SimpleQueue()
+        futures: list[Future] = []
+        try:
+            for index, message in enumerate(messages):
+                future = self.send_async(target, ctxt, message, wait_for_reply=True,
+                                         timeout=timeout)
+                future.add_done_callback(lambda done, index=index: answers.put((index, done)))
+                futures.append(future)
+            for _ in range(len(futures)):
+                index, future = answers.get()
+                if future.cancelled():
+                    yield index, MessagingTimeout(f"call {index} to {target} was cancelled")
+                elif future.exception() is not None:
+                    yield index, future.exception()
+                else:
+                    yield index, future.result()
+        finally:
+            for future in futures:
+                future.cancel()
 
     def serve_unrouted(self, handler: UnroutedHandler | None) -> None:
         """Hand requests for targets no listener serves to ``handler`` (None: refuse them).
