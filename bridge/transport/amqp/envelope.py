@@ -12,6 +12,7 @@ from __future__ import annotations
 import bz2
 import itertools
 import json
+import math
 import os
 import zlib
 from typing import Any
@@ -20,6 +21,9 @@ ENVELOPE_VERSION = "2.0"
 CONTEXT_PREFIX = "_context_"
 #: ``kombu_compression`` name -> the ``compression`` header value.
 COMPRESSION = {"gzip": "application/x-gzip", "bz2": "application/x-bz2"}
+#: The longest time a message carries, in seconds (a ``_timeout``, an ``expiration``):
+#: ten years, RabbitMQ's own ceiling on a message's ``expiration``.
+MAX_SECONDS = 315_360_000
 
 
 class BadMessage(ValueError):
@@ -62,6 +66,47 @@ def encode_envelope(inner: dict[str, Any]) -> bytes:
     """The body oslo.messaging sends: the inner message JSON-encoded inside the envelope."""
     return json.dumps({"oslo.version": ENVELOPE_VERSION,
                        "oslo.message": json.dumps(inner, default=json_default)}).encode()
+
+
+def short_repr(value: Any, limit: int = 60) -> str:
+    try:
+        text = repr(value)
+    except ValueError:  # an int past Python's int/str conversion limit
+        text = f"an integer of about {int(value.bit_length() * 0.30103)} digits"
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def check_seconds(value: Any, name: str) -> float | int | None:
+    """A time value from a message (``_timeout``): null, or a number of seconds from 0 to
+    :data:`MAX_SECONDS`; :class:`BadMessage` naming ``name`` for anything else (NaN,
+    infinities, negatives, text, numbers past the ceiling)."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise BadMessage(f"{name} must be a number of seconds or null, not {short_repr(value)}")
+    if not (isinstance(value, int) or math.isfinite(value)) or not 0 <= value <= MAX_SECONDS:
+        raise BadMessage(f"{name} must be a number of seconds from 0 to {MAX_SECONDS}, "
+                         f"not {short_repr(value)}")
+    return value
+
+
+def expiration_seconds(value: Any) -> float | None:
+    """The seconds a message's ``expiration`` property gives its caller, or None without one;
+    :class:`BadMessage` unless it is a whole number of milliseconds up to :data:`MAX_SECONDS`."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, bytes):
+        value = value.decode("ascii", "replace")
+    if (not isinstance(value, str) or not value.isascii() or not value.isdigit()
+            or len(value) > 15 or int(value) > MAX_SECONDS * 1000):
+        raise BadMessage(f"the expiration must be a whole number of milliseconds from 0 to "
+                         f"{MAX_SECONDS * 1000}, not {short_repr(value)}")
+    return int(value) / 1000.0
+
+
+def expiration_of(timeout: float) -> str:
+    """The ``expiration`` property of a call that waits ``timeout`` s (finite, positive)."""
+    return str(int(min(timeout, MAX_SECONDS) * 1000))
 
 
 def compress(body: bytes, compression: str | None) -> tuple[bytes, dict[str, Any] | None]:

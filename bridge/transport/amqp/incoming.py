@@ -10,9 +10,12 @@ from bridge.exceptions import MalformedMessage, serialize_failure
 from bridge.transport.amqp.envelope import (
     CONTEXT_PREFIX,
     BadMessage,
+    check_seconds,
     decode_body,
+    expiration_seconds,
     json_default,
     reply_body,
+    short_repr,
 )
 from bridge.transport.amqp.replies import ReplySender
 from bridge.transport.base import IncomingMessage
@@ -73,25 +76,17 @@ def parse_request(msg: Any, replies: ReplySender) -> tuple[AmqpIncoming, str | N
             message[key] = value
     msg_id = message.pop("_msg_id", None)
     reply_q = message.pop("_reply_q", None)
-    client_timeout = message.pop("_timeout", None)
     unique_id = message.pop("_unique_id", None)
     if msg_id is not None and not isinstance(msg_id, str):
-        raise BadMessage(f"_msg_id must be a string, not {msg_id!r}")
+        raise BadMessage(f"_msg_id must be a string, not {short_repr(msg_id)}")
     if reply_q is not None and not isinstance(reply_q, str):
-        raise BadMessage(f"_reply_q must be a string, not {reply_q!r}")
-    if client_timeout is not None and (isinstance(client_timeout, bool) or
-                                       not isinstance(client_timeout, (int, float))):
-        raise BadMessage(f"_timeout must be a number or null, not {client_timeout!r}")
+        raise BadMessage(f"_reply_q must be a string, not {short_repr(reply_q)}")
+    client_timeout = check_seconds(message.pop("_timeout", None), "_timeout")
+    expires_in = expiration_seconds(msg.properties.get("expiration"))
     if not isinstance(unique_id, str):
         unique_id = None
     ctxt["client_timeout"] = client_timeout
-    deadline = None
-    expiration = msg.properties.get("expiration")
-    if expiration:
-        try:
-            deadline = time.monotonic() + int(expiration) / 1000.0
-        except (TypeError, ValueError):
-            deadline = None
+    deadline = None if expires_in is None else time.monotonic() + expires_in
     incoming = AmqpIncoming(replies, ctxt, message, msg_id, reply_q, client_timeout, deadline)
     return incoming, unique_id
 
