@@ -112,7 +112,7 @@ class AmqpClient:
         if conn is not None:
             conn.ack_soon(msg.delivery_info["delivery_tag"])
         try:
-            data = decode_body(msg.body, msg.properties)
+            data = decode_body(msg.body, msg.properties, self.options.max_body_size)
         except BadMessage as exc:
             LOG.error("Dropping a bad reply: %s", exc)
             return

@@ -59,14 +59,16 @@ class AmqpIncoming(IncomingMessage):
         self._replies.heartbeat(self.reply_q or "", reply_body(self.msg_id, None, None, False))
 
 
-def parse_request(msg: Any, replies: ReplySender) -> tuple[AmqpIncoming, str | None]:
-    """``(incoming, _unique_id)`` of one delivery; :class:`BadMessage` if it is not a request.
+def parse_request(msg: Any, replies: ReplySender, limit: int,
+                  ) -> tuple[AmqpIncoming, str | None]:
+    """``(incoming, _unique_id)`` of one delivery; :class:`BadMessage` if it is not a request
+    (or has a body over ``limit`` bytes).
 
     The inner message's ``_context_<key>`` entries become the context, the other
     ``_`` fields are the envelope's; the rest (``method``, ``args``...) is the
     message, checked by the server.
     """
-    data = decode_body(msg.body, msg.properties)
+    data = decode_body(msg.body, msg.properties, limit)
     ctxt: dict[str, Any] = {}
     message: dict[str, Any] = {}
     for key, value in data.items():

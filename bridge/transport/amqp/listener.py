@@ -136,12 +136,12 @@ class AmqpListener(Listener):
             self._conn.reject(tag, requeue=True)  # taken after stop(): back to the queue
             return
         try:
-            incoming, unique_id = parse_request(msg, self.replies)
+            incoming, unique_id = parse_request(msg, self.replies, self.options.max_body_size)
         except BadMessage as exc:
             settled[0] = True
             self._conn.reject(tag, requeue=False)
             # The dispatcher never sees it, so it is in no observer's count.
-            record_refusal("amqp", "invalid_argument")
+            record_refusal("amqp", exc.reason)
             self._refuse(msg, exc)
             return
         if unique_id is not None:
