@@ -4,16 +4,18 @@ own, on a connection of its own, and hands each request to the server."""
 from __future__ import annotations
 
 import logging
-from collections import deque
+from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
 
+from bridge.exceptions import MalformedMessage, MessagingServerError
 from bridge.stats import record_refusal
 from bridge.target import Target
 from bridge.transport.amqp import queues
 from bridge.transport.amqp.connection import AmqpConnection, ConnectionLost, refused_for_good
-from bridge.transport.amqp.envelope import BadMessage
-from bridge.transport.amqp.incoming import bad_message_reply, parse_request
+from bridge.transport.amqp.envelope import BadMessage, expiration_seconds
+from bridge.transport.amqp.incoming import final_reply, parse_request
 from bridge.transport.amqp.replies import ReplySender
+from bridge.transport.amqp.salvage import reply_address
 from bridge.transport.base import Listener
 
 if TYPE_CHECKING:
@@ -22,7 +24,7 @@ if TYPE_CHECKING:
 LOG = logging.getLogger(__name__)
 
 #: How many ``_unique_id`` values a listener remembers to drop duplicates.
-SEEN_IDS = 16
+SEEN_IDS = 1024
 
 
 class AmqpListener(Listener):
@@ -37,7 +39,7 @@ class AmqpListener(Listener):
                         f"topic={self.names.topic} server={target.server}")
         self._stopped = False
         self._consumed_generation = -1
-        self._seen: deque[str] = deque(maxlen=SEEN_IDS)
+        self._seen: OrderedDict[str, str | None] = OrderedDict()  # unique id -> msg id
         self._conn = AmqpConnection(driver.hosts, opts, f"listen-{self.names.server_key}",
                                     setup=self._setup)
         self.replies = ReplySender(self._conn, opts, driver.timer)
@@ -118,7 +120,7 @@ class AmqpListener(Listener):
             self._handle_delivery(msg, tag, settled)
         except ConnectionLost:
             pass  # the I/O thread reconnects; an unsettled message is redelivered
-        except Exception:
+        except Exception as exc:
             # Never let one message break the I/O thread (it would be redelivered forever).
             LOG.exception("Unexpected error handling a message on %s", self.address)
             if not settled[0]:
@@ -126,7 +128,9 @@ class AmqpListener(Listener):
                     self._conn.reject(tag, requeue=False)
                 except ConnectionLost:
                     return
-                record_refusal("amqp", "internal")
+                self._refuse(msg, MessagingServerError(
+                    f"the server could not take the request: {type(exc).__name__}"),
+                    "internal", msg.body)
 
     def _handle_delivery(self, msg: Any, tag: int, settled: list[bool]) -> None:
         with self.lock:
@@ -139,19 +143,30 @@ class AmqpListener(Listener):
             incoming, unique_id = parse_request(msg, self.replies, self.options.max_body_size)
         except BadMessage as exc:
             settled[0] = True
-            self._conn.reject(tag, requeue=False)
-            # The dispatcher never sees it, so it is in no observer's count.
-            record_refusal("amqp", exc.reason)
-            self._refuse(msg, exc)
+            self._conn.reject(tag, requeue=False)  # dead-lettered, if the queue says so
+            LOG.error("Rejected a bad message from exchange %r key %r: %s",
+                      msg.delivery_info.get("exchange"), msg.delivery_info.get("routing_key"),
+                      exc)
+            self._refuse(msg, MalformedMessage(f"rejected: {exc}"), exc.reason,
+                         msg.body if exc.body is None else exc.body)
             return
         if unique_id is not None:
             if unique_id in self._seen:
                 settled[0] = True
                 self._conn.ack_soon(tag)
-                LOG.warning("Ignoring duplicate message %s (method %s)", unique_id,
-                            incoming.method)
+                if self._seen[unique_id] == incoming.msg_id:
+                    LOG.warning("Ignoring duplicate message %s (method %s)", unique_id,
+                                incoming.method)
+                    return
+                failure = MalformedMessage(
+                    f"the _unique_id {unique_id} was already used by another request")
+                LOG.warning("Refused a request of %s: %s", incoming.method, failure)
+                record_refusal("amqp", "invalid_argument")
+                incoming.reply(failure=failure)
                 return
-            self._seen.append(unique_id)
+            self._seen[unique_id] = incoming.msg_id
+            if len(self._seen) > SEEN_IDS:
+                self._seen.popitem(last=False)
         # Never under the listener's lock: the method may run right here (the blocking
         # executor) and stop its own server.
         settled[0] = True
@@ -160,9 +175,16 @@ class AmqpListener(Listener):
         else:
             self._conn.reject(tag, requeue=True)  # stopped meanwhile: back to the queue
 
-    def _refuse(self, msg: Any, exc: BadMessage) -> None:
-        LOG.error("Rejected a bad message from exchange %r key %r: %s",
-                  msg.delivery_info.get("exchange"), msg.delivery_info.get("routing_key"), exc)
-        reply = bad_message_reply(msg.body, exc)
-        if reply is not None:
-            self.replies.send_once(*reply)
+    def _refuse(self, msg: Any, failure: Exception, reason: str, body: Any) -> None:
+        """Answer a request refused before it could be read, when its caller can be found."""
+        record_refusal("amqp", reason)  # the dispatcher never sees it: in no observer's count
+        address = reply_address(body) if body is not None else None
+        if address is None:
+            return
+        try:
+            seconds_left = expiration_seconds(msg.properties.get("expiration"))
+        except BadMessage:
+            seconds_left = None
+        msg_id, reply_q = address
+        self.replies.send(reply_q, final_reply(msg_id, None, failure, self.options.max_body_size),
+                          seconds_left, "a refused request")
