@@ -22,6 +22,11 @@ from bridge.transport.amqp.replies import ReplySender
 from bridge.transport.base import IncomingMessage
 
 
+class RequestRedelivered(MessagingException):
+    """The broker delivered a request again; its first delivery may have run, so this one
+    was not run (the AMQP wire runs a request at most once)."""
+
+
 def _failure_text(failure: BaseException) -> str:
     try:
         return json.dumps(serialize_failure(failure), default=json_default)
