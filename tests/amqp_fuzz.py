@@ -78,13 +78,40 @@ def _compress(kind: str, data: bytes) -> bytes:
 _COMPRESSION = {"gzip": "application/x-gzip", "bz2": "application/x-bz2"}
 
 
-def mutate(rnd: random.Random, reply_q: str, index: int, used_ids: list[str]) -> Case:
-    """One malformed (or odd but valid) call of ``echo(index)``."""
+_BOMB_TAILS: dict[int, bytes] = {}
+
+
+def bomb(msg_id: str, reply_q: str, size: int) -> bytes:
+    """A bz2 body that inflates to ``size`` bytes and more: a first stream holding the start
+    of a call (its reply address included), then ``size`` zeros in a second stream, made
+    once per size."""
+    start = json.dumps({"_msg_id": msg_id, "_reply_q": reply_q, "method": "echo"})
+    inner_start = start[:-1] + ', "args": {"value": "'  # the value goes on in the tail
+    head = ('{"oslo.version": "2.0", "oslo.message": ' + json.dumps(inner_start)[:-1]).encode()
+    tail = _BOMB_TAILS.get(size)
+    if tail is None:
+        stream = bz2.BZ2Compressor(9)
+        chunk = b"0" * (1 << 20)
+        parts = [stream.compress(chunk) for _ in range(size >> 20)]
+        parts.append(stream.compress(b'\\"}}"}'))
+        tail = _BOMB_TAILS[size] = b"".join(parts) + stream.flush()
+    return bz2.compress(head) + tail
+
+
+def mutate(rnd: random.Random, reply_q: str, index: int, used_ids: list[str],
+           bomb_rate: float = 0.0, bomb_size: int = 32 << 20) -> Case:
+    """One malformed (or odd but valid) call of ``echo(index)``; a compression bomb of
+    ``bomb_size`` bytes once in ``1 / bomb_rate`` calls."""
     msg_id = f"fuzz-{uuid.uuid4().hex}"
     inner = inner_call(msg_id, reply_q, index)
     name = rnd.choice(MUTATIONS)
+    if bomb_rate and rnd.random() < bomb_rate:
+        name = "compression_bomb"
     case = Case(name, msg_id, b"", value=index)
-    if name == "content_type":
+    if name == "compression_bomb":
+        case.body, case.value = bomb(msg_id, reply_q, bomb_size), NO_VALUE
+        case.headers = {"compression": _COMPRESSION["bz2"]}
+    elif name == "content_type":
         case.content_type = rnd.choice([None, "", "text/plain", "application/octet-stream",
                                         "application/json; charset=utf-8", "\u00e9/x"])
         if case.content_type not in (None, "", "application/json"):

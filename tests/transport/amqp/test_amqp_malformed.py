@@ -62,7 +62,8 @@ def _settle(wire: RawWire, server, exchange: str, topic: str) -> None:
 def test_every_request_that_names_a_reply_queue_is_answered_once(served, rnd, count):
     exchange, topic, server, wire = served
     used: list[str] = []
-    cases = [mutate(rnd, wire.reply_q, index, used) for index in range(count)]
+    cases = [mutate(rnd, wire.reply_q, index, used, bomb_rate=0.05, bomb_size=1 << 20)
+             for index in range(count)]
     for case in cases:
         wire.publish(exchange, topic, case.body, content_type=case.content_type,
                      headers=case.headers, **case.properties)
