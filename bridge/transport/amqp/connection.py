@@ -84,6 +84,7 @@ class AmqpConnection:
         self._channel: Any = None
         self._when_connected: list[Callable[[], None]] = []
         self._ack_upto = 0
+        self._after_ack: list[Callable[[], None]] = []
         self._channel_id = 1
         self._frame_max = 131072
         self._host_index = 0
@@ -179,13 +180,17 @@ class AmqpConnection:
             self._flush()
         return future
 
-    def ack_soon(self, delivery_tag: int) -> None:
+    def ack_soon(self, delivery_tag: int, then: Callable[[], None] | None = None) -> None:
         """Acknowledge a delivery (I/O thread only) together with the ones before it.
 
         The I/O thread sends one ``basic.ack`` with ``multiple`` once it has handled
-        every delivery already read from the socket, instead of one ack per message.
+        every delivery already read from the socket, instead of one ack per message;
+        then it runs ``then`` (on the I/O thread). If the connection drops before the
+        ack is written, ``then`` never runs and the broker delivers the message again.
         """
         self._ack_upto = delivery_tag
+        if then is not None:
+            self._after_ack.append(then)
 
     def reject(self, delivery_tag: int, requeue: bool) -> None:
         """Reject a delivery, requeued or dropped."""
@@ -378,7 +383,7 @@ class AmqpConnection:
         self._frame_max = self._amqp.frame_max
         self._declared = set()
         self._confirms.restart()
-        self._ack_upto = 0
+        self._ack_upto, self._after_ack = 0, []
         self.generation += 1
         if self._setup is not None:
             self._setup(self, channel)
@@ -408,23 +413,35 @@ class AmqpConnection:
         while not self._closed.is_set():
             try:
                 conn.drain_events()
+                idle = not transport._read_buffer  # every delivery read is handled
             except TimeoutError:
-                pass
-            if self._ack_upto and not transport._read_buffer:
-                tag, self._ack_upto = self._ack_upto, 0
-                with self._write_lock:
-                    self._channel.send_method(spec.Basic.Ack, "Lb", (tag, True))
+                idle = True
+            if self._ack_upto and idle:
+                self._send_acks()
             now = time.monotonic()
             if heartbeat and now >= next_check:
                 next_check = now + tick
                 with self._write_lock:
                     conn.heartbeat_tick(rate=rate)
 
+    def _send_acks(self) -> None:
+        """One ``basic.ack`` for every delivery handled so far, then what waited for it."""
+        tag, self._ack_upto = self._ack_upto, 0
+        with self._write_lock:
+            self._channel.send_method(spec.Basic.Ack, "Lb", (tag, True))
+        callbacks, self._after_ack = self._after_ack, []
+        for callback in callbacks:
+            try:
+                callback()
+            except Exception:
+                LOG.exception("Error in a callback after acknowledging on %s", self.name)
+
     def _discard(self) -> None:
         with self._write_lock:
             self._connected.clear()
             kconn, self._kombu, self._channel = self._kombu, None, None
             self._amqp = self._transport = None
+        self._ack_upto, self._after_ack = 0, []  # never acknowledged: delivered again
         self._confirms.fail_all(ConnectionLost(
             f"connection lost before the broker confirmed ({self.last_error})"))
         if kconn is not None:

@@ -77,6 +77,9 @@ class AmqpOptions:
     heartbeat_rate: int = 3
     direct_mandatory_flag: bool = True
     enable_cancel_on_failover: bool = False
+    #: rpc-bridge's own: the largest message body taken, in bytes, as sent or once
+    #: decompressed (RabbitMQ 4's default ``max_message_size``).
+    max_body_size: int = _at_least(1, 16 * 1024 * 1024)
     use_queue_manager: bool = _compat(False)
     hostname: str = _compat(socket.gethostname())
     processname: str = _compat(os.path.basename(sys.argv[0] or "python"))
