@@ -1,13 +1,21 @@
-"""Helpers for the AMQP tests: real oslo.messaging peers in-process, unique names, cleanup."""
+"""Helpers for the AMQP tests: real oslo.messaging peers in-process, unique names, cleanup.
+
+Most helpers take the broker to use (a ``tests/brokers.py`` Broker, or its port); without
+one they use the machine's RabbitMQ 3.10 on 127.0.0.1:5672.
+"""
 
 from __future__ import annotations
 
+import os
 import queue
 import subprocess
+import tempfile
 import threading
 import time
 import uuid
 from typing import Any
+
+import brokers
 
 import bridge
 from tests.waiting import wait_for  # noqa: F401 - the AMQP tests import it from here
@@ -16,6 +24,34 @@ BROKER_URL = "rabbit://guest:guest@127.0.0.1:5672/"
 #: Quick reconnection, so the fault tests stay short.
 FAST_RECONNECT = ("rabbit_retry_interval=1&rabbit_retry_backoff=1&rabbit_interval_max=2"
                   "&kombu_reconnect_delay=0.2")
+#: How kolla-ansible and OpenStack-Ansible configure oslo.messaging for RabbitMQ 4.x: quorum
+#: queues (also for reply and fanout queues), fanout through streams, stable queue names.
+#: oslo.messaging 18.3 with its defaults cannot use RabbitMQ 4.3 with upstream defaults: it
+#: declares queues neither durable nor exclusive, which 4.3 refuses (and oslo then hangs).
+KOLLA_OPTIONS = ("rabbit_quorum_queue=true&rabbit_transient_quorum_queue=true"
+                 "&rabbit_stream_fanout=true&use_queue_manager=true&rabbit_qos_prefetch_count=10")
+
+
+def broker_url(broker: Any = None, options: str = "", vhost: str = "") -> str:
+    """A transport URL for ``broker`` (default 3.10), virtual host and query options."""
+    port = getattr(broker, "port", broker) or 5672
+    url = f"rabbit://guest:guest@127.0.0.1:{port}/{vhost}"
+    return f"{url}?{options}" if options else url
+
+
+def peer_options(broker: Any, kind: str = "") -> str:
+    """The options every peer of a test uses on ``broker``: none on 3.10, kolla's on 4.3.
+
+    With the queue manager each kind of peer gets its own ``processname``: an oslo peer
+    and a bridge peer in one process would otherwise name their reply queues alike.
+    """
+    if getattr(broker, "name", "") != "rabbitmq-4.3":
+        return ""
+    return KOLLA_OPTIONS + (f"&processname=tests-{kind}" if kind else "")
+
+
+def is_43(broker: Any) -> bool:
+    return getattr(broker, "name", "") == "rabbitmq-4.3"
 
 
 def unique(prefix: str) -> str:
@@ -44,6 +80,11 @@ def oslo_transport(url: str = BROKER_URL, allowed_remote_exmods: list[str] | Non
                    ) -> Any:
     import oslo_messaging
 
+    if "use_queue_manager=true" in url:
+        # oslo's queue manager keeps its counter under an oslo.concurrency lock.
+        from oslo_concurrency import lockutils
+
+        lockutils.set_defaults(os.path.join(tempfile.gettempdir(), "bridge-tests-oslo-locks"))
     return oslo_messaging.get_rpc_transport(oslo_conf(), url=url,
                                             allowed_remote_exmods=allowed_remote_exmods)
 
@@ -144,11 +185,13 @@ class Peer:
         self.servers, self.transports = [], []
 
 
-def delete_queues(names: list[str], exchanges: list[str] = (), vhost: str = "/") -> None:
+def delete_queues(names: list[str], exchanges: list[str] = (), vhost: str = "/",
+                  broker: Any = None) -> None:
     """Remove what a test left on the broker (topic queues outlive their servers)."""
     import kombu
 
-    with kombu.Connection(hostname="127.0.0.1", port=5672, userid="guest", password="guest",
+    port = getattr(broker, "port", broker) or 5672
+    with kombu.Connection(hostname="127.0.0.1", port=port, userid="guest", password="guest",
                           virtual_host=vhost, connect_timeout=5) as conn:
         channel = conn.channel()
         for name in names:
@@ -194,22 +237,27 @@ def call_in_thread(client: Any, method: str, **kwargs: Any) -> tuple[threading.T
     return thread, outcome
 
 
-def rabbitmqctl(*args: str, timeout: float = 60) -> str:
+def rabbitmqctl(*args: str, timeout: float = 60, broker: Any = None) -> str:
+    """``rabbitmqctl ARGS`` against the 3.10 broker, or the 4.3 one (``broker``)."""
+    if is_43(broker):
+        return brokers.run_script("ctl", "single", *args, timeout=timeout)
     result = subprocess.run(["rabbitmqctl", *args], capture_output=True, text=True,
                             timeout=timeout, check=True)
     return result.stdout
 
 
-def list_queues(vhost: str = "/") -> dict[str, dict[str, str]]:
-    """Queue name -> {durable, auto_delete, arguments} as rabbitmqctl shows them."""
+def list_queues(vhost: str = "/", broker: Any = None) -> dict[str, dict[str, str]]:
+    """Queue name -> {durable, auto_delete, exclusive, type, arguments} as rabbitmqctl shows
+    them (``exclusive`` is "true" or "false")."""
     out = rabbitmqctl("list_queues", "-p", vhost, "-q", "--no-table-headers", "name", "durable",
-                      "auto_delete", "arguments")
+                      "auto_delete", "arguments", "exclusive", "type", broker=broker)
     queues = {}
     for line in out.splitlines():
         parts = line.split("\t")
-        if len(parts) >= 4:
+        if len(parts) >= 6:
             queues[parts[0]] = {"durable": parts[1], "auto_delete": parts[2],
-                                "arguments": parts[3]}
+                                "arguments": parts[3], "exclusive": parts[4] or "false",
+                                "type": parts[5]}
     return queues
 
 

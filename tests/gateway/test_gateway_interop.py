@@ -1,4 +1,8 @@
-"""The gateway with real peers: gRPC clients reach a real oslo.messaging server on RabbitMQ."""
+"""The gateway with real peers: gRPC clients reach a real oslo.messaging server on RabbitMQ.
+
+The basic forwarding tests run on both brokers (RabbitMQ 4.3 with kolla-style options on
+every peer: oslo.messaging with its defaults cannot use 4.3, which refuses its queues).
+"""
 
 from __future__ import annotations
 
@@ -6,8 +10,18 @@ import queue
 import threading
 import time
 
+import brokers
 import pytest
-from amqp_support import BROKER_URL, FAST_RECONNECT, Peer, rabbitmqctl, unique
+from amqp_support import (
+    BROKER_URL,
+    FAST_RECONNECT,
+    Peer,
+    broker_url,
+    delete_queues,
+    peer_options,
+    rabbitmqctl,
+    unique,
+)
 from node_support import run_node
 
 import bridge
@@ -49,19 +63,37 @@ class Front:
 
 
 @pytest.fixture
-def legacy():
+def gw_broker(request):
+    """The broker the legacy server and the gateway use: 3.10 unless a test parametrizes
+    it (``indirect``) with "rabbitmq-4.3"."""
+    name = getattr(request, "param", "rabbitmq-3.10")
+    if name == "rabbitmq-4.3":
+        request.getfixturevalue("broker43_available")
+    return brokers.BROKERS[name]
+
+
+BOTH_BROKERS = pytest.mark.parametrize("gw_broker", [
+    "rabbitmq-3.10", pytest.param("rabbitmq-4.3", marks=pytest.mark.broker43)], indirect=True)
+
+
+@pytest.fixture
+def legacy(gw_broker):
     """A real oslo.messaging RPC server serving a topic of its own."""
     events: queue.Queue = queue.Queue()
-    oslo = Peer("oslo")
+    oslo = Peer("oslo", broker_url(gw_broker, peer_options(gw_broker, "oslo")))
     exchange, topic = unique("gw_exchange"), unique("compute")
     oslo.server(exchange, topic, "compute-1", events)
     yield {"exchange": exchange, "topic": topic, "events": events, "peer": oslo}
     oslo.close()
+    if gw_broker.name == "rabbitmq-4.3":  # durable queues outlive their servers
+        delete_queues([topic, f"{topic}.compute-1", f"{topic}_fanout"],
+                      [exchange, f"{topic}_fanout"], broker=gw_broker)
 
 
 @pytest.fixture
-def front(legacy):
-    front = Front(BROKER_URL, [Route(topic=legacy["topic"], url=BROKER_URL)])
+def front(legacy, gw_broker):
+    url = broker_url(gw_broker, peer_options(gw_broker, "bridge"))
+    front = Front(url, [Route(topic=legacy["topic"], url=url)])
     yield front
     # The legacy server first: it answers calls whose callers gave up while the
     # gateway's reply queue still exists (oslo.messaging retries a missing one for 60 s).
@@ -69,6 +101,7 @@ def front(legacy):
     front.close()
 
 
+@BOTH_BROKERS
 def test_python_grpc_client_through_the_gateway(legacy, front):
     client = front.client(legacy["exchange"], legacy["topic"], timeout=10)
     value = {"n": 2**62, "x": 0.5, "items": ["a", {"deep": None}], "text": "ünï"}
@@ -93,6 +126,7 @@ def test_python_grpc_client_through_the_gateway(legacy, front):
         client.prepare(timeout=1).call({}, "sleep", seconds=3)
 
 
+@BOTH_BROKERS
 def test_casts_and_fanout_are_forwarded(legacy, front):
     client = front.client(legacy["exchange"], legacy["topic"], timeout=10)
     client.cast({}, "record", token="cast-1")

@@ -7,16 +7,21 @@ rpc-bridge peers share topics in either direction. See docs/amqp.md.
 The modules, one concept each:
 
 * :mod:`~bridge.transport.amqp.options`: the ``[oslo_messaging_rabbit]`` options, URLs;
-* :mod:`~bridge.transport.amqp.queues`: every exchange and queue declared;
+* :mod:`~bridge.transport.amqp.queues`: every exchange and queue declared, with
+  :mod:`~bridge.transport.amqp.queue_names` (random or queue-manager names) and
+  :mod:`~bridge.transport.amqp.streams` (fanout through a stream);
 * :mod:`~bridge.transport.amqp.envelope`: the message format (encode, decode, ids);
 * :mod:`~bridge.transport.amqp.connection`: one self-healing connection and its I/O
   thread, with :mod:`~bridge.transport.amqp.confirms` (publishes awaiting the broker's
-  confirm), :mod:`~bridge.transport.amqp.frames` (a publish's raw frames) and
+  confirm), :mod:`~bridge.transport.amqp.declares` (declarations on a channel of their
+  own), :mod:`~bridge.transport.amqp.refusals` (permanent refusals, explained),
+  :mod:`~bridge.transport.amqp.hosts` (which host next),
+  :mod:`~bridge.transport.amqp.frames` (a publish's raw frames) and
   :mod:`~bridge.transport.amqp.sockets` (how the socket is read and cut);
 * :mod:`~bridge.transport.amqp.listener`, :mod:`~bridge.transport.amqp.incoming` and
   :mod:`~bridge.transport.amqp.replies`: the server side;
-* :mod:`~bridge.transport.amqp.client` and :mod:`~bridge.transport.amqp.calls`: the
-  client side.
+* :mod:`~bridge.transport.amqp.client`, :mod:`~bridge.transport.amqp.reply_queue` and
+  :mod:`~bridge.transport.amqp.calls`: the client side.
 
 Every listener and every client transport owns one connection, whose I/O thread
 reads (deliveries, confirms, replies, heartbeats) while callers only write. A call

@@ -3,7 +3,10 @@
 A publish is followed to the broker's confirm. One that the connection lost before
 its confirm is published again once reconnected (``retry`` bounds the attempts);
 one the broker returned (mandatory, no queue bound) fails with
-:class:`MessageUndeliverable`.
+:class:`MessageUndeliverable`. The reply queue is declared by the first call, never
+by a cast (:mod:`~bridge.transport.amqp.reply_queue`). A refusal for good (a login,
+a declaration) fails the send at once with a
+:class:`~bridge.transport.amqp.refusals.BrokerRefused` naming what to set.
 """
 
 from __future__ import annotations
@@ -31,6 +34,9 @@ from bridge.transport.amqp.envelope import (
     request_message,
 )
 from bridge.transport.amqp.options import AmqpOptions
+from bridge.transport.amqp.queue_names import QueueNames
+from bridge.transport.amqp.refusals import RefusalMemory
+from bridge.transport.amqp.reply_queue import ReplyQueue
 
 LOG = logging.getLogger(__name__)
 
@@ -75,12 +81,18 @@ class AmqpClient:
         self.hosts = hosts
         self.options = options
         self.control_exchange = control_exchange
-        self.reply_queue = queues.reply_queue_name()
+        self.replies = ReplyQueue(QueueNames(options), options, self._on_reply)
         self.calls = Calls(timer, allowed_remote_exmods, self._why_not_connected)
+        self._refusals = RefusalMemory(LOG)  # one log line per refusal, however many sends
         self._timer = timer
         self._conn: AmqpConnection | None = None
         self._conn_lock = threading.Lock()
         self._closed = False
+
+    @property
+    def reply_queue(self) -> str:
+        """The reply queue's name."""
+        return self.replies.name
 
     @property
     def connection(self) -> AmqpConnection | None:
@@ -97,14 +109,23 @@ class AmqpClient:
                     raise MessagingException("the transport was cleaned up")
                 if self._conn is None:
                     self._conn = AmqpConnection(self.hosts, self.options, "client",
-                                                setup=self._setup_reply_queue)
+                                                setup=self._setup, refusals=self._refusals)
                     self._conn.start()
                 conn = self._conn
         return conn
 
-    def _setup_reply_queue(self, conn: AmqpConnection, channel: Any) -> None:
-        queues.declare_reply_queue(channel, self.reply_queue, self.options)
-        conn.consume(self.reply_queue, "1", self._on_reply)
+    def _setup(self, conn: AmqpConnection, channel: Any) -> None:
+        self.replies.setup(conn)
+
+    def _refused(self, conn: AmqpConnection) -> BaseException | None:
+        """The refusal that ended ``conn``'s first attempt; the next send starts anew."""
+        if conn.refused is None:
+            return None
+        with self._conn_lock:
+            if self._conn is conn:
+                self._conn = None
+        conn.close()
+        return conn.refused
 
     def _on_reply(self, msg: Any) -> None:
         """Route one reply to its call (I/O thread)."""
@@ -147,10 +168,19 @@ class AmqpClient:
             conn.wait_first_attempt(min(FIRST_CONNECT_WAIT, timeout)
                                     if wait_for_reply and timeout else FIRST_CONNECT_WAIT)
         future: Future = Future()
+        refused = self._refused(conn)
+        if refused is None and wait_for_reply:
+            try:
+                self.replies.ensure(conn, timeout)
+            except MessageDeliveryFailure as exc:
+                refused = exc
+        if refused is not None:
+            settle(future, exc=refused)
+            return future
         call = None
         if wait_for_reply:
             call = Call(future, new_id(), call_monitor_timeout)
-            inner = request_message(message, ctxt, call.msg_id, self.reply_queue,
+            inner = request_message(message, ctxt, call.msg_id, self.replies.name,
                                     call_monitor_timeout)
         else:
             inner = request_message(message, ctxt, None, None, None)
@@ -180,6 +210,10 @@ class AmqpClient:
     def _publish(self, conn: AmqpConnection, send: Send) -> None:
         if send.future.done():
             return
+        refused = self._refused(conn) or conn.exchange_refusal(send.exchange)
+        if refused is not None:
+            self._fail(send, refused)
+            return
         try:
             published = conn.publish(send.exchange, send.routing_key, send.body,
                                      mandatory=send.mandatory, expiration=send.expiration,
@@ -207,6 +241,10 @@ class AmqpClient:
         self._fail(send, exc)
 
     def _retry(self, conn: AmqpConnection, send: Send, exc: BaseException) -> None:
+        refused = conn.refused or conn.exchange_refusal(send.exchange)
+        if refused is not None:
+            self._fail(send, refused)
+            return
         send.attempts += 1
         if send.retry is not None and send.retry >= 0 and send.attempts > send.retry:
             host = self.hosts[0]
@@ -240,9 +278,6 @@ class AmqpClient:
             self._closed = True
             conn, self._conn = self._conn, None
         self.calls.fail_all(MessagingException("the transport was cleaned up"))
+        self.replies.cleanup(conn if conn is not None and conn.connected else None)
         if conn is not None:
-            try:
-                conn.delete_queue(self.reply_queue)
-            except ConnectionLost:
-                pass
             conn.close()

@@ -1,19 +1,15 @@
 """One AMQP connection with its own I/O thread, shared by many publishing threads.
 
-The I/O thread owns every read: it connects (with oslo.messaging's backoff and
-host failover), runs the owner's ``setup`` (declares and consumes) on each new
-connection, then drains events: deliveries, publisher confirms, returns of
-mandatory messages, and AMQP heartbeats (so a long endpoint method never starves
-them). Other threads only write, under one lock, and never wait for a round trip:
-a publish returns a Future that the I/O thread completes when the broker confirms
-it. Many publishes are therefore in flight at once on one channel.
+The I/O thread owns every read: it connects (oslo.messaging's backoff and host failover),
+runs the owner's ``setup`` (declares, consumers) on each new connection, then drains
+deliveries, confirms, returns and heartbeats (a long method never starves them). Other
+threads only write, under one lock, never waiting for a round trip: a publish's Future is
+completed by the I/O thread at the broker's confirm, so many are in flight on one channel.
 """
 
 from __future__ import annotations
 
 import logging
-import random
-import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -21,39 +17,32 @@ from concurrent.futures import Future
 from typing import Any
 
 import amqp.exceptions
-import kombu
 from amqp import spec
 
 from bridge.stats import record_reconnect
 from bridge.transport.amqp.confirms import Confirms, ConnectionLost
+from bridge.transport.amqp.declares import Declarer, settle
 from bridge.transport.amqp.frames import PublishFrames
-from bridge.transport.amqp.options import AmqpOptions, connection_name
+from bridge.transport.amqp.hosts import Hosts
+from bridge.transport.amqp.options import AmqpOptions
+from bridge.transport.amqp.refusals import (
+    BrokerRefused,
+    ReconnectNow,
+    RefusalMemory,
+    explain,
+    refused_for_good,
+)
 from bridge.transport.amqp.sockets import buffer_reads, serialize_tls_reads, shutdown_socket
 
 LOG = logging.getLogger(__name__)
 
-__all__ = ["AmqpConnection", "ConnectionLost", "Setup", "refused_for_good"]
+__all__ = ["AmqpConnection", "ConnectionLost", "ReconnectNow", "Setup", "refused_for_good"]
 
 Setup = Callable[["AmqpConnection", Any], None]
-#: An exchange to declare before a publish: ``(name, type, durable, auto_delete)``.
-ExchangeDeclare = tuple[str, str, bool, bool]
 
 
-def refused_for_good(error: BaseException | None) -> bool:
-    """Whether a connection failed for a reason that trying again will not change.
-
-    A refused login, an unknown virtual host, a declare conflict (PRECONDITION_FAILED),
-    or a TLS handshake that either side refused: a broker certificate not trusted or
-    for another host name, a client certificate missing or not trusted, TLS towards a
-    plain port. A TLS connection cut during the handshake (``SSLEOFError``) may be a
-    broker restarting, and is retried like an unreachable broker.
-    """
-    if isinstance(error, (amqp.exceptions.ChannelError,
-                          amqp.exceptions.IrrecoverableConnectionError)):
-        return True
-    return isinstance(error, ssl.SSLError) and not isinstance(error, (
-        ssl.SSLEOFError, ssl.SSLZeroReturnError, ssl.SSLSyscallError, ssl.SSLWantReadError,
-        ssl.SSLWantWriteError))
+ExchangeDeclare = tuple[str, str, bool, bool]  #: ``(name, type, durable, auto_delete)``
+DECLARE_TIMEOUT = 30.0  #: the longest the I/O thread waits for its declarations' answers
 
 
 class AmqpConnection:
@@ -65,7 +54,7 @@ class AmqpConnection:
     """
 
     def __init__(self, hosts: list[dict[str, Any]], options: AmqpOptions, name: str,
-                 setup: Setup | None = None) -> None:
+                 setup: Setup | None = None, refusals: RefusalMemory | None = None) -> None:
         self.hosts = list(hosts)
         self.options = options
         self.name = name
@@ -76,7 +65,7 @@ class AmqpConnection:
         self._declared: set[str] = set()
         self._connected = threading.Event()
         self._closed = threading.Event()
-        self._kombu: kombu.Connection | None = None
+        self._kombu: Any = None  # the kombu.Connection
         # py-amqp's connection and transport, used directly: kombu's ``connection``
         # property (and py-amqp's ``transport``) reconnect when they find it down.
         self._amqp: Any = None
@@ -87,11 +76,15 @@ class AmqpConnection:
         self._after_ack: list[Callable[[], None]] = []
         self._channel_id = 1
         self._frame_max = 131072
-        self._host_index = 0
-        self._host = self.hosts[0]
-        if len(self.hosts) > 1:
-            random.shuffle(self.hosts)  # as oslo.messaging does with several hosts
+        self._hosts = Hosts(self.hosts, options)
         self.last_error: BaseException | None = None
+        #: Set when the first connection attempt was refused for good (a login, a
+        #: declaration...): the I/O thread then stops instead of retrying.
+        self.refused: BrokerRefused | None = None
+        self._was_connected = False
+        self._declarer: Declarer | None = None
+        self._refusals = refusals or RefusalMemory(LOG)
+        self._consume_ok: dict[str, threading.Event] = {}
         #: Counts connections made; consumers compare it to know whether they are on this one.
         self.generation = 0
         self._first_attempt = threading.Event()
@@ -119,15 +112,36 @@ class AmqpConnection:
         """True while connected and set up (publishes are let through)."""
         return self._connected.is_set() and not self._closed.is_set()
 
+    @property
+    def declarer(self) -> Declarer:
+        """Declarations on the connection's second channel (raises :class:`ConnectionLost`
+        when not connected, but in ``setup``)."""
+        declarer = self._declarer
+        if declarer is None or not (self._connected.is_set() or self._on_io_thread()):
+            raise ConnectionLost(self._not_ready())
+        return declarer
+
+    def exchange_refusal(self, exchange: str) -> BrokerRefused | None:
+        """The broker's recent refusal of ``exchange``'s declaration, if any."""
+        return self._refusals.exchange(exchange)
+
+    def settle(self, futures: list[Future], timeout: float = DECLARE_TIMEOUT) -> list[Any]:
+        """On the I/O thread (in ``setup``): read until every Future is settled; their
+        results, or the first one's error (a refusal, :class:`ConnectionLost`...)."""
+        if self._amqp is None:
+            raise ConnectionLost(self._not_ready())
+        return settle(futures, self._amqp.drain_events, timeout)
+
     def wait_first_attempt(self, timeout: float) -> bool:
         """Block until the first connection attempt succeeded or failed."""
         self.start()
         return self._first_attempt.wait(timeout)
 
     def when_connected(self, callback: Callable[[], None]) -> None:
-        """Run ``callback`` on the I/O thread once connected (now if connected)."""
+        """Run ``callback`` on the I/O thread once connected (now if connected, or if the
+        connection was refused for good: the callback then meets the refusal)."""
         with self._write_lock:
-            if not self._connected.is_set():
+            if not self._connected.is_set() and self.refused is None:
                 self._when_connected.append(callback)
                 return
         callback()
@@ -135,21 +149,38 @@ class AmqpConnection:
     # -- writes (any thread) ------------------------------------------------------------------
 
     def consume(self, queue: str, consumer_tag: str, callback: Callable[[Any], None],
-                arguments: dict[str, Any] | None = None) -> None:
-        """Start a manual-ack consumer; ``callback(message)`` runs on the I/O thread."""
+                arguments: dict[str, Any] | None = None, wait: float = 0.0) -> None:
+        """Start a manual-ack consumer; ``callback(message)`` runs on the I/O thread.
+
+        ``wait`` > 0 (any thread but the I/O thread): wait up to that long for the
+        broker's ``consume-ok``, so that what is published afterwards reaches the consumer.
+        """
+        waited = threading.Event() if wait > 0 and not self._on_io_thread() else None
         with self._write_lock:
             channel = self._channel
             if channel is None:
                 raise ConnectionLost("not connected to the AMQP broker")
             # Register before asking, so that no delivery can beat its callback.
             channel.callbacks[consumer_tag] = callback
+            if waited is not None:
+                self._consume_ok[consumer_tag] = waited
             try:
                 channel.send_method(spec.Basic.Consume, "BssbbbbF",
-                                    (0, queue, consumer_tag, False, False, False, True,
-                                     arguments))
+                                    (0, queue, consumer_tag, False, False, False,
+                                     waited is None, arguments))
             except Exception as exc:
                 self._break(exc)
                 raise ConnectionLost(str(exc)) from exc
+        if waited is not None:
+            waited.wait(wait)
+
+    def _on_io_thread(self) -> bool:
+        return threading.current_thread() is self._thread
+
+    def _on_consume_ok(self, consumer_tag: str) -> None:
+        waited = self._consume_ok.pop(consumer_tag, None)
+        if waited is not None:
+            waited.set()
 
     def publish(self, exchange: str, routing_key: str, body: bytes, *,
                 mandatory: bool = False, expiration: str | None = None,
@@ -295,30 +326,32 @@ class AmqpConnection:
         return self._closed.wait(seconds) if seconds > 0 else self._closed.is_set()
 
     def _run(self) -> None:
-        attempt = 0
-        first = True
+        attempt, first, lost = 0, True, False
         while not self._closed.is_set():
-            if not first:
-                delay = self.options.kombu_reconnect_delay
-                if attempt:
-                    delay += self.options.backoff(attempt)
-                if self._sleep(delay):
-                    break
+            if not first and self._sleep(self._hosts.delay(attempt)):
+                break
             first = False
             try:
                 self._connect()
+            except ReconnectNow:
+                self._discard()
+                first = True
+                continue
             except Exception as exc:
                 attempt += 1
                 self.last_error = exc
                 self._discard()
+                if self._refused_for_good(exc):
+                    break
                 self._first_attempt.set()
+                if refused_for_good(exc):
+                    continue  # logged as a refusal, not as "unreachable"
                 LOG.warning("AMQP server %s is unreachable: %s. Trying again in %.1f seconds.",
-                            self._host_label(), exc, self.options.kombu_reconnect_delay
-                            + self.options.backoff(attempt))
+                            self._hosts.label, exc, self._hosts.delay(attempt))
                 continue
-            if attempt:
-                LOG.info("Reconnected to AMQP server on %s (%s)", self._host_label(), self.name)
-            attempt = 0
+            if attempt or lost:
+                LOG.info("Reconnected to AMQP server on %s (%s)", self._hosts.label, self.name)
+            attempt, lost = 0, False
             self._first_attempt.set()
             if self.generation > 1:
                 record_reconnect("amqp")  # bridge_reconnects_total{wire="amqp"}
@@ -327,46 +360,38 @@ class AmqpConnection:
             except Exception as exc:
                 if not self._closed.is_set():
                     self.last_error = exc
-                    LOG.warning("AMQP connection %s to %s lost: %r; reconnecting", self.name,
-                                self._host_label(), exc)
-                    attempt = 1
+                    if refused_for_good(exc):
+                        self._refusals.log(explain(exc, self._hosts.label), "reconnecting")
+                    else:
+                        LOG.warning("AMQP connection %s to %s lost: %r; reconnecting",
+                                    self.name, self._hosts.label, exc)
+                    lost = True
             finally:
                 self._discard()
         self._discard()
+        self._first_attempt.set()
+        with self._write_lock:
+            callbacks, self._when_connected = self._when_connected, []
+        if self.refused is None:
+            return
+        self._call_each(callbacks, "a reconnection callback")  # they meet the refusal
 
-    def _host_label(self) -> str:
-        host = self._host
-        return f"{host['hostname']}:{host['port']}"
-
-    def _next_host(self) -> dict[str, Any]:
-        host = self._host = self.hosts[self._host_index % len(self.hosts)]
-        if len(self.hosts) > 1:
-            if self.options.kombu_failover_strategy == "shuffle":
-                self._host_index = random.randrange(len(self.hosts))
-            else:
-                self._host_index += 1
-        return host
-
-    def _open(self, host: dict[str, Any]) -> kombu.Connection:
-        opts = self.options
-        heartbeat = opts.heartbeat_timeout_threshold
-        kconn = kombu.Connection(
-            transport="pyamqp", heartbeat=heartbeat, ssl=opts.ssl_params(host["hostname"]),
-            login_method=opts.rabbit_login_method,
-            connect_timeout=max(1.0, min(heartbeat or 30, 30)),
-            transport_options={"client_properties": {
-                "capabilities": {"authentication_failure_close": True,
-                                 "connection.blocked": True,
-                                 "consumer_cancel_notify": True},
-                "connection_name": connection_name(),
-                "product": "rpc-bridge", "platform": "Python",
-            }},
-            **host)
-        kconn.connect()
-        return kconn
+    def _refused_for_good(self, exc: BaseException) -> bool:
+        """After a failed attempt: a refusal ends the first attempt (the owner reports it)
+        and is logged, not called "unreachable", on a later one (then retried)."""
+        if not refused_for_good(exc):
+            return False
+        refusal = explain(exc, self._hosts.label)
+        self.last_error = refusal
+        if not self._was_connected:
+            self.refused = refusal
+            self._refusals.log(refusal)
+            return True
+        self._refusals.log(refusal, "trying again")
+        return False
 
     def _connect(self) -> None:
-        kconn = self._open(self._next_host())
+        kconn = self._hosts.open(self._hosts.next())
         self._kombu, self._amqp = kconn, kconn.connection
         self._transport = transport = self._amqp.transport
         buffer_reads(transport)
@@ -378,6 +403,9 @@ class AmqpConnection:
         channel.events["basic_return"].add(self._confirms.on_return)
         if self.options.rabbit_qos_prefetch_count > 0:
             channel.basic_qos(0, self.options.rabbit_qos_prefetch_count, False)
+        channel._callbacks[spec.Channel.Close] = self._on_channel_closed
+        channel._callbacks[spec.Basic.ConsumeOk] = self._on_consume_ok
+        self._declarer = Declarer(kconn.channel(), self._write_lock)
         self._channel = channel
         self._channel_id = channel.channel_id
         self._frame_max = self._amqp.frame_max
@@ -389,12 +417,22 @@ class AmqpConnection:
             self._setup(self, channel)
         with self._write_lock:
             self._connected.set()
+            self._was_connected = True
             callbacks, self._when_connected = self._when_connected, []
-        for callback in callbacks:
-            try:
-                callback()
-            except Exception:
-                LOG.exception("Error in a reconnection callback of %s", self.name)
+        self._call_each(callbacks, "a reconnection callback")
+
+    def _on_channel_closed(self, reply_code: int, reply_text: str, class_id: int,
+                           method_id: int) -> None:
+        """The broker closed the publishing channel (I/O thread): reconnect.
+
+        A refused exchange declaration (a 406 before a send) is remembered, so that the
+        sends to that exchange fail at once (:meth:`exchange_refusal`).
+        """
+        error = amqp.exceptions.error_for_code(reply_code, reply_text, (class_id, method_id),
+                                               amqp.exceptions.ChannelError)
+        if (class_id, method_id) == spec.Exchange.Declare:
+            self._refusals.exchange_refused(error, self._hosts.label)
+        raise error
 
     def _drain(self) -> None:
         conn = self._amqp
@@ -430,20 +468,30 @@ class AmqpConnection:
         with self._write_lock:
             self._channel.send_method(spec.Basic.Ack, "Lb", (tag, True))
         callbacks, self._after_ack = self._after_ack, []
+        self._call_each(callbacks, "a callback after acknowledging")
+
+    def _call_each(self, callbacks: list[Callable[[], None]], what: str) -> None:
+        """Run each callback; one that raises is logged, and the others still run."""
         for callback in callbacks:
             try:
                 callback()
             except Exception:
-                LOG.exception("Error in a callback after acknowledging on %s", self.name)
+                LOG.exception("Error in %s of %s", what, self.name)
 
     def _discard(self) -> None:
         with self._write_lock:
             self._connected.clear()
             kconn, self._kombu, self._channel = self._kombu, None, None
             self._amqp = self._transport = None
+            declarer, self._declarer = self._declarer, None
+            waiting, self._consume_ok = self._consume_ok, {}
+        for event in waiting.values():
+            event.set()
         self._ack_upto, self._after_ack = 0, []  # never acknowledged: delivered again
         self._confirms.fail_all(ConnectionLost(
             f"connection lost before the broker confirmed ({self.last_error})"))
+        if declarer is not None:
+            declarer.fail_all(ConnectionLost(f"connection lost ({self.last_error})"))
         if kconn is not None:
             try:
                 kconn.collect()

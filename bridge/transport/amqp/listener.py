@@ -1,5 +1,6 @@
 """A server's listener: consumes ``<topic>``, ``<topic>.<server>`` and a fanout queue of its
-own, on a connection of its own, and hands each request to the server.
+own (or the topic's fanout stream), on a connection of its own, and hands each request to
+the server.
 
 Each request is acknowledged before it is handed over (at most once, as
 oslo.messaging): the I/O thread acknowledges what it has read in one ``basic.ack``,
@@ -17,7 +18,7 @@ from bridge.exceptions import MalformedMessage, MessagingServerError
 from bridge.stats import record_refusal
 from bridge.target import Target
 from bridge.transport.amqp import queues
-from bridge.transport.amqp.connection import AmqpConnection, ConnectionLost, refused_for_good
+from bridge.transport.amqp.connection import AmqpConnection, ConnectionLost, ReconnectNow
 from bridge.transport.amqp.envelope import BadMessage, expiration_seconds
 from bridge.transport.amqp.history import History, Verdict
 from bridge.transport.amqp.incoming import (
@@ -26,14 +27,20 @@ from bridge.transport.amqp.incoming import (
     final_reply,
     parse_request,
 )
+from bridge.transport.amqp.queue_names import QueueName, QueueNames
+from bridge.transport.amqp.refusals import explain, refused_for_good
 from bridge.transport.amqp.replies import ReplySender
 from bridge.transport.amqp.salvage import reply_address
+from bridge.transport.amqp.streams import StreamPosition
 from bridge.transport.base import Listener
 
 if TYPE_CHECKING:
     from bridge.transport.amqp import AmqpDriver
 
 LOG = logging.getLogger(__name__)
+
+#: The longest ``start()`` waits for the broker to attach the fanout stream's consumer.
+STREAM_ATTACH_WAIT = 5.0
 
 
 class AmqpListener(Listener):
@@ -43,7 +50,14 @@ class AmqpListener(Listener):
         super().__init__()
         self.options = opts = driver.options
         self.target = target
-        self.names = queues.ServerQueues.for_target(target, driver.settings.control_exchange)
+        stream = opts.rabbit_stream_fanout
+        self._fanout_name: QueueName | None = (
+            None if stream else QueueNames(opts).fanout(str(target.topic)))
+        self.names = queues.ServerQueues.for_target(
+            target, driver.settings.control_exchange,
+            f"{target.topic}_fanout" if stream else self._fanout_name.name, stream)
+        self._stream = StreamPosition() if stream else None
+        self._transient_refused = False  # the broker denied transient topic queues
         self.address = (f"{driver.url} exchange={self.names.exchange} "
                         f"topic={self.names.topic} server={target.server}")
         # Where a delivery's caller sent it, by the consumer that took it (see consumed()).
@@ -63,10 +77,11 @@ class AmqpListener(Listener):
         # handshakes at once; an unreachable broker is retried in the background while
         # ``healthy`` stays False.
         self._conn.wait_first_attempt(max(5.0, opts.heartbeat_timeout_threshold / 2))
-        error = self._conn.last_error
+        error = self._conn.refused or self._conn.last_error
         if not self._conn.connected and refused_for_good(error):
             self._conn.close()
-            raise error
+            self._release_name()
+            raise explain(error)
 
     @property
     def fanout_queue(self) -> str:
@@ -81,7 +96,14 @@ class AmqpListener(Listener):
 
     def _setup(self, conn: AmqpConnection, channel: Any) -> None:
         self._history.connection_lost()
-        queues.declare_server_queues(channel, self.names, self.options)
+        try:
+            queues.declare_server_queues(conn, self.names, self.options, self._transient_refused)
+        except Exception as exc:
+            if self._transient_refused or not queues.durable_instead(exc, self.names,
+                                                                     self.options):
+                raise
+            self._transient_refused = True
+            raise ReconnectNow("declaring the topic queues durable") from exc
         if self.started and not self._stopped:
             self._consume(conn.generation)
 
@@ -92,7 +114,14 @@ class AmqpListener(Listener):
             self._consumed_generation = generation
         arguments = queues.consumer_arguments(self.options)
         for tag, queue in self.names.consumed():
-            self._conn.consume(queue, tag, self._on_delivery, arguments=arguments)
+            if tag == "3" and self._stream is not None:
+                # From the caller's thread (start()), wait until the broker reads the stream
+                # for this server: a fanout cast sent after start() then reaches it.
+                self._conn.consume(queue, tag, self._on_delivery,
+                                   self._stream.consumer_arguments(arguments),
+                                   wait=STREAM_ATTACH_WAIT)
+            else:
+                self._conn.consume(queue, tag, self._on_delivery, arguments=arguments)
 
     def _start(self) -> None:
         self._conn.when_connected(lambda: self._consume(self._conn.generation))
@@ -121,11 +150,17 @@ class AmqpListener(Listener):
         left = self.replies.wait_sent(reply_grace)  # let the replies sent reach the broker
         if left:
             LOG.warning("Closing %s with %d replies not confirmed", self.address, left)
-        try:
-            self._conn.delete_queue(self.names.fanout_queue)
-        except ConnectionLost:
-            pass  # x-expires removes it later
+        if self._fanout_name is not None and not self.options.use_queue_manager:
+            try:
+                self._conn.delete_queue(self.names.fanout_queue)
+            except ConnectionLost:
+                pass  # an exclusive queue goes with the connection; x-expires removes others
         self._conn.close()
+        self._release_name()
+
+    def _release_name(self) -> None:
+        if self._fanout_name is not None:
+            self._fanout_name.release()
 
     # -- incoming (I/O thread) ------------------------------------------------------------------
 
@@ -172,6 +207,8 @@ class AmqpListener(Listener):
         verdict = self._history.admit(unique_id, incoming.msg_id,
                                       bool(msg.delivery_info.get("redelivered")))
         settled[0] = True
+        if self._stream is not None and msg.delivery_info.get("consumer_tag") == "3":
+            self._stream.taken(msg)  # where a new connection resumes reading the stream
         if verdict is Verdict.RUN:
             # Handed over once the acknowledgement is out, never under the listener's lock:
             # the method may run right there (the blocking executor) and stop its server.

@@ -80,10 +80,12 @@ class AmqpOptions:
     #: rpc-bridge's own: the largest message body taken, in bytes, as sent or once
     #: decompressed (RabbitMQ 4's default ``max_message_size``).
     max_body_size: int = _at_least(1, 16 * 1024 * 1024)
-    use_queue_manager: bool = _compat(False)
-    hostname: str = _compat(socket.gethostname())
-    processname: str = _compat(os.path.basename(sys.argv[0] or "python"))
-    rabbit_stream_fanout: bool = _compat(False)
+    # RabbitMQ 4.x deployments (kolla-ansible, OpenStack-Ansible): stable queue names, and
+    # fanout through a stream (queue_names.py, streams.py).
+    use_queue_manager: bool = False
+    hostname: str = socket.gethostname()
+    processname: str = os.path.basename(sys.argv[0] or "python")
+    rabbit_stream_fanout: bool = False
     heartbeat_in_pthread: bool = _compat(False)  # removed from oslo; still in old configs
 
     def __post_init__(self) -> None:
@@ -91,6 +93,12 @@ class AmqpOptions:
             raise ValueError("rabbit_quorum_queue cannot be combined with rabbit_ha_queues")
         if self.heartbeat_rate <= 0:  # as oslo.messaging reads it
             object.__setattr__(self, "heartbeat_rate", 2)
+        if self.rabbit_stream_fanout and not (self.rabbit_transient_quorum_queue
+                                              and self.rabbit_qos_prefetch_count > 0):
+            # As oslo.messaging requires: its fanout exchange is durable only with transient
+            # quorum queues, and RabbitMQ reads a stream only to a consumer with a prefetch.
+            raise ValueError("rabbit_stream_fanout needs rabbit_transient_quorum_queue=true and "
+                             "rabbit_qos_prefetch_count greater than 0")
 
     # -- reconnection ---------------------------------------------------------------------
 

@@ -1,4 +1,9 @@
-"""The rabbit:// driver against the real broker: wire format, flags, bad input, options."""
+"""The rabbit:// driver against the real broker: wire format, flags, bad input, options.
+
+The wire-format tests run on the 3.10 broker; the behaviour tests (bad input, at-least-once
+and timeouts, many threads, a stopped server) on both brokers, RabbitMQ 4.3 with default
+options included (where queues a test declares itself must be durable).
+"""
 
 from __future__ import annotations
 
@@ -10,7 +15,7 @@ import uuid
 
 import kombu
 import pytest
-from amqp_support import BROKER_URL, Peer, delete_queues, drain, list_queues, unique
+from amqp_support import BROKER_URL, Peer, delete_queues, drain, is_43, list_queues, unique
 
 import bridge
 from bridge.transport.amqp import queues
@@ -36,6 +41,18 @@ def names():
 def raw():
     with kombu.Connection("amqp://guest:guest@127.0.0.1:5672//", connect_timeout=5) as conn:
         yield conn.channel()
+
+
+@pytest.fixture
+def on_broker(amqp_broker):
+    """For the tests on both brokers: ``(broker, names, raw channel)``; the queues a test
+    declares itself are durable on 4.3 (``is_43(broker)``)."""
+    exchange, topic = unique("bx"), unique("drv")
+    created: list[str] = []
+    with kombu.Connection(amqp_broker.kombu_url, connect_timeout=5) as conn:
+        yield amqp_broker, (exchange, topic, created), conn.channel()
+    delete_queues([topic, f"{topic}.s1", f"{topic}.s2", *created], [exchange],
+                  broker=amqp_broker)
 
 
 def _get(channel, queue_name: str, tries: int = 50):
@@ -93,6 +110,18 @@ def test_backoff_grows_to_its_maximum():
     assert [options.backoff(n) for n in (1, 2, 3, 20)] == [1.0, 3.0, 5.0, 30.0]
 
 
+def test_each_host_is_tried_before_backing_off():
+    from bridge.transport.amqp.hosts import Hosts
+
+    options = _options({})
+    one = Hosts([{"hostname": "h1", "port": 5672}], options)
+    assert [one.delay(n) for n in (0, 1, 2, 3)] == [1.0, 2.0, 4.0, 6.0]
+    three = Hosts([{"hostname": f"h{n}", "port": 5672} for n in (1, 2, 3)], options)
+    # Lost: wait kombu_reconnect_delay; then the other two hosts at once; then back off.
+    assert [three.delay(n) for n in range(7)] == [1.0, 0.0, 0.0, 2.0, 0.0, 0.0, 4.0]
+    assert len({three.next()["hostname"] for _ in range(3)}) == 3
+
+
 def test_hosts_vhost_and_credentials():
     url = TransportURL.parse("rabbit://u1:p%40ss@h1:5672,u2:p2@h2:5673/my_vhost?ssl=true")
     hosts = kombu_urls(url)
@@ -125,13 +154,15 @@ def test_server_declares_oslo_flags(names):
         assert queues[topic]["durable"] == "false" and queues[topic]["auto_delete"] == "false"
         assert queues[topic]["arguments"] == "[]"
         assert queues[f"{topic}.s1"]["arguments"] == "[]"
+        # The bridge's own queues are exclusive (RabbitMQ 4.3 refuses transient queues that
+        # are not), and need no expiry: they go with their connection.
         fanout = queues[listener.fanout_queue]
         assert listener.fanout_queue.startswith(f"{topic}_fanout_")
         assert fanout["durable"] == "false" and fanout["auto_delete"] == "false"
-        assert "x-expires" in fanout["arguments"] and "1800000" in fanout["arguments"]
+        assert fanout["exclusive"] == "true" and fanout["arguments"] == "[]"
         reply = queues[client.transport.driver.reply_queue]
         assert client.transport.driver.reply_queue.startswith("reply_")
-        assert "1800000" in reply["arguments"]
+        assert reply["exclusive"] == "true" and reply["durable"] == "false"
         assert server.healthy
     finally:
         peer.close()
@@ -232,13 +263,12 @@ def _publish(raw, exchange, key, inner=None, body=None, **props):
                       routing_key=key)
 
 
-@broker
-def test_bad_messages_are_rejected_and_the_server_goes_on(names, raw, caplog):
-    exchange, topic, created = names
-    peer = Peer("bridge")
+def test_bad_messages_are_rejected_and_the_server_goes_on(on_broker, caplog):
+    amqp_broker, (exchange, topic, created), raw = on_broker
+    peer = Peer("bridge", amqp_broker.url)
     reply_q = unique("reply")
     created.append(reply_q)
-    raw.queue_declare(reply_q, auto_delete=False)
+    raw.queue_declare(reply_q, auto_delete=False, durable=is_43(amqp_broker))
     try:
         peer.server(exchange, topic, "s1", queue.Queue())
         caplog.set_level(logging.ERROR, logger="bridge")
@@ -267,10 +297,9 @@ def test_bad_messages_are_rejected_and_the_server_goes_on(names, raw, caplog):
         peer.close()
 
 
-@broker
-def test_at_least_once_and_timeouts(names, raw):
-    exchange, topic, _ = names
-    peer = Peer("bridge")
+def test_at_least_once_and_timeouts(on_broker):
+    amqp_broker, (exchange, topic, _), raw = on_broker
+    peer = Peer("bridge", amqp_broker.url)
     try:
         transport = peer.transport()
         mandatory = peer.client(exchange, topic, transport=transport, timeout=5,
@@ -283,7 +312,7 @@ def test_at_least_once_and_timeouts(names, raw):
         with pytest.raises(bridge.MessagingTimeout):
             peer.client(exchange, topic, transport=transport, timeout=1).call({}, "echo",
                                                                               value=1)
-        raw.queue_declare(topic, auto_delete=False)
+        raw.queue_declare(topic, auto_delete=False, durable=is_43(amqp_broker))
         raw.queue_bind(topic, exchange, topic)
         monitored = peer.client(exchange, topic, transport=transport, timeout=60,
                                 call_monitor_timeout=1)
@@ -293,10 +322,9 @@ def test_at_least_once_and_timeouts(names, raw):
         peer.close()
 
 
-@broker
-def test_many_threads_and_async_calls_share_one_reply_queue(names):
-    exchange, topic, _ = names
-    peer = Peer("bridge")
+def test_many_threads_and_async_calls_share_one_reply_queue(on_broker):
+    amqp_broker, (exchange, topic, _), _ = on_broker
+    peer = Peer("bridge", amqp_broker.url)
     try:
         peer.server(exchange, topic, "s1", queue.Queue())
         peer.server(exchange, topic, "s2", queue.Queue())
@@ -409,11 +437,10 @@ def test_call_monitor_heartbeats_only_while_the_call_runs(names, raw):
         peer.close()
 
 
-@broker
-def test_a_stopped_server_takes_nothing_more(names):
-    exchange, topic, _ = names
+def test_a_stopped_server_takes_nothing_more(on_broker):
+    amqp_broker, (exchange, topic, _), _ = on_broker
     events: queue.Queue = queue.Queue()
-    peer = Peer("bridge")
+    peer = Peer("bridge", amqp_broker.url)
     try:
         first = peer.server(exchange, topic, "s1", events)
         peer.server(exchange, topic, "s2", events)

@@ -1,15 +1,13 @@
-"""Server lifecycle on the AMQP wire, against the real broker."""
+"""Server lifecycle on the AMQP wire, against the real brokers (3.10, and 4.3 with its
+defaults)."""
 
 from __future__ import annotations
 
 import threading
 
-import pytest
-from amqp_support import BROKER_URL, delete_queues, unique
+from amqp_support import delete_queues, unique
 
 import bridge
-
-pytestmark = [pytest.mark.broker, pytest.mark.usefixtures("broker_available")]
 
 
 class ServerControlEndpoint:
@@ -32,11 +30,11 @@ class TestEndpoint:
         return arg
 
 
-def test_a_blocking_server_stopped_by_its_own_endpoint():
+def test_a_blocking_server_stopped_by_its_own_endpoint(amqp_broker):
     """executor='blocking': the method runs on the listener's I/O thread and stops the
     server from there; the call returns and wait() returns."""
     exchange, topic = unique("bx"), unique("selfstop")
-    transport = bridge.get_transport(None, BROKER_URL)
+    transport = bridge.get_transport(None, amqp_broker.url)
     control = ServerControlEndpoint()
     server = bridge.get_rpc_server(transport,
                                    bridge.Target(exchange=exchange, topic=topic, server="s1"),
@@ -58,4 +56,4 @@ def test_a_blocking_server_stopped_by_its_own_endpoint():
         if not waited.is_set():
             server.stop()
         transport.cleanup()
-        delete_queues([topic, f"{topic}.s1"], [exchange])
+        delete_queues([topic, f"{topic}.s1"], [exchange], broker=amqp_broker)

@@ -1,7 +1,9 @@
 """Reconnection against the real broker (issue 4, item 4).
 
 Each test runs in a vhost of its own, so closing its connections never touches
-anyone else's. The single stop_app/start_app test is short and bounded.
+anyone else's. The connection-close test runs on both brokers (on RabbitMQ 4.3 with
+kolla-style options, which the oslo.messaging client there needs); the single
+stop_app/start_app test, short and bounded, on the 3.10 broker only.
 """
 
 from __future__ import annotations
@@ -9,24 +11,42 @@ from __future__ import annotations
 import queue
 
 import pytest
-from amqp_support import FAST_RECONNECT, Peer, call_in_thread, drain, rabbitmqctl, unique, wait_for
+from amqp_support import (
+    FAST_RECONNECT,
+    Peer,
+    broker_url,
+    call_in_thread,
+    drain,
+    peer_options,
+    rabbitmqctl,
+    unique,
+    wait_for,
+)
 
-pytestmark = [pytest.mark.broker, pytest.mark.usefixtures("broker_available")]
+
+def _vhost(broker):
+    vhost = unique("bridge-reconnect")
+    rabbitmqctl("add_vhost", vhost, broker=broker)
+    rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*", broker=broker)
+    return vhost
 
 
 @pytest.fixture
 def vhost_url(broker_available):
-    vhost = unique("bridge-reconnect")
-    rabbitmqctl("add_vhost", vhost)
-    rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
+    vhost = _vhost(None)
     yield f"rabbit://guest:guest@127.0.0.1:5672/{vhost}?{FAST_RECONNECT}", vhost
     rabbitmqctl("delete_vhost", vhost)
 
 
-def test_close_all_connections(vhost_url):
-    url, vhost = vhost_url
+def test_close_all_connections(amqp_broker):
+    vhost = _vhost(amqp_broker)
     events: queue.Queue = queue.Queue()
-    ours, oslo = Peer("bridge", url), Peer("oslo", url)
+
+    def url(kind):
+        options = "&".join(filter(None, [peer_options(amqp_broker, kind), FAST_RECONNECT]))
+        return broker_url(amqp_broker, options, vhost)
+
+    ours, oslo = Peer("bridge", url("bridge")), Peer("oslo", url("oslo"))
     exchange, topic = "openstack", unique("reconnect")
     try:
         server = ours.server(exchange, topic, "s1", events)
@@ -37,7 +57,8 @@ def test_close_all_connections(vhost_url):
 
         thread, outcome = call_in_thread(client, "slow", seconds=2)
         assert drain(events, 1) == [("s1", "started")]
-        rabbitmqctl("close_all_connections", "-p", vhost, "bridge reconnect test")
+        rabbitmqctl("close_all_connections", "-p", vhost, "bridge reconnect test",
+                    broker=amqp_broker)
         thread.join(30)
         # The server had taken the call: its reply goes out once it is back.
         assert outcome == {"result": 2}
@@ -52,8 +73,10 @@ def test_close_all_connections(vhost_url):
     finally:
         ours.close()
         oslo.close()
+        rabbitmqctl("delete_vhost", vhost, broker=amqp_broker)
 
 
+@pytest.mark.broker
 def test_broker_app_restart(vhost_url):
     url, _ = vhost_url
     events: queue.Queue = queue.Queue()
@@ -78,6 +101,7 @@ def test_broker_app_restart(vhost_url):
         ours.close()
 
 
+@pytest.mark.broker
 def test_call_fails_clearly_when_the_broker_stays_away(broker_available):
     """retry=0 towards a port nobody listens on: MessageDeliveryFailure, not a hang."""
     import bridge
