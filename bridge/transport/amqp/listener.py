@@ -99,7 +99,7 @@ class AmqpListener(Listener):
         try:
             queues.declare_server_queues(conn, self.names, self.options, self._transient_refused)
         except Exception as exc:
-            if self._transient_refused or not queues.durable_instead(exc, self.names,
+            if self._transient_refused or not queues.durable_instead(exc, conn, self.names,
                                                                      self.options):
                 raise
             self._transient_refused = True

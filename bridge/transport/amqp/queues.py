@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import re
+import uuid
 from concurrent.futures import Future
 from typing import Any
 
@@ -184,15 +185,16 @@ def declare_server_queues(conn: AmqpConnection, names: ServerQueues, opts: AmqpO
                                      topic_durable(opts) or transient_refused))
 
 
-def durable_instead(error: BaseException, names: ServerQueues, opts: AmqpOptions) -> bool:
+def durable_instead(error: BaseException, conn: AmqpConnection, names: ServerQueues,
+                    opts: AmqpOptions) -> bool:
     """Whether the topic queues are to be declared durable next, after ``error``.
 
     That is when RabbitMQ denies their transient form (4.3's default: a 541 that closes
     the connection; no oslo.messaging peer with the same options can use that broker
-    either), or when one exists durable already (406 on ``durable``: another server of
-    the topic met that refusal first). They are then declared as
-    ``amqp_durable_queues=true`` declares them; the topic exchange keeps its flags, so a
-    peer configured otherwise is still refused (on the exchange).
+    either), or when one exists durable already (406 on ``durable``) on such a broker
+    (another server of the topic met the refusal first; :func:`transient_refused`
+    asks). They are then declared as ``amqp_durable_queues=true`` declares them; the
+    topic exchange keeps its flags.
     """
     if topic_durable(opts):
         return False
@@ -200,15 +202,32 @@ def durable_instead(error: BaseException, names: ServerQueues, opts: AmqpOptions
         why = "RabbitMQ refuses transient queues (deprecated feature transient_nonexcl_queues)"
     else:
         match = _INEQUIVALENT_DURABLE.search(str(error))
-        if code_of(error) != 406 or not match or match.group(1) not in (names.topic,
-                                                                        names.server_key):
+        if (code_of(error) != 406 or not match
+                or match.group(1) not in (names.topic, names.server_key)
+                or not transient_refused(conn)):
             return False
-        why = f"the queue {match.group(1)!r} exists durable"
+        why = (f"the queue {match.group(1)!r} exists durable and RabbitMQ refuses transient "
+               "queues (deprecated feature transient_nonexcl_queues)")
     LOG.warning("%s: the queues %r and %r are declared durable, as amqp_durable_queues=true "
                 "declares them; oslo.messaging services of this topic need "
                 "amqp_durable_queues=true (or the quorum options)", why, names.topic,
                 names.server_key)
     return True
+
+
+def transient_refused(conn: AmqpConnection) -> bool:
+    """Whether the broker denies transient queues: declares a throwaway one (it expires
+    after 1 s). On a broker that denies them the connection is closed: the caller asks
+    for a new one."""
+    name = f"rpc-bridge-probe-{uuid.uuid4().hex}"
+    try:
+        conn.settle([conn.declarer.queue(name, durable=False,
+                                         arguments={"x-expires": 1000})])
+    except Exception as exc:
+        if denied_feature(exc) == "transient_nonexcl_queues":
+            return True
+        raise
+    return False
 
 
 def declare_reply_queue(declarer: Declarer, name: str, opts: AmqpOptions) -> Future:
