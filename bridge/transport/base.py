@@ -207,20 +207,21 @@ class OwnedLock:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._owner: int | None = None
+        #: The ident of the thread holding the lock, or None.
+        self.owner: int | None = None
 
     def __enter__(self) -> OwnedLock:
         self._lock.acquire()
-        self._owner = threading.get_ident()
+        self.owner = threading.get_ident()
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        self._owner = None
+        self.owner = None
         self._lock.release()
 
     def held_here(self) -> bool:
         """True when the calling thread holds the lock."""
-        return self._owner == threading.get_ident()
+        return self.owner == threading.get_ident()
 
 
 class Listener(abc.ABC):
@@ -269,12 +270,13 @@ class Listener(abc.ABC):
 
         Raises :class:`ListenerLockHeld` when called under :attr:`lock`.
         """
-        if self.lock.held_here():
+        if self.lock.owner == threading.get_ident():
             raise ListenerLockHeld(f"{type(self).__name__} handed a message over while "
                                    "holding its lock; a method that stops its own server "
                                    "would deadlock")
-        with self.lock:
-            on_incoming = self._on_incoming if self.started else None
+        # One read, no lock: start() and stop() set the callback under the lock, and a
+        # hand-over that races with stop() still completes (the server answers it).
+        on_incoming = self._on_incoming
         if on_incoming is None:
             return False
         on_incoming(incoming)
