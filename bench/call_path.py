@@ -71,7 +71,10 @@ def run_calls(tree: pathlib.Path, payload: str, calls: int, repeat: int) -> floa
     import bridge
     from bridge._proto.bridge.v1 import bridge_pb2 as pb
     from bridge.transport import grpc as grpc_wire
-    from bridge.transport.grpc.values import fill_map
+    try:
+        from bridge.transport.grpc.values import fill_map
+    except ImportError:  # a tree from before the gRPC driver was a package
+        from bridge.grpc_values import fill_map
     from endpoints import EchoEndpoint
 
     logging.basicConfig(level=logging.ERROR)

@@ -259,3 +259,59 @@ def list_queues(vhost: str = "/", broker: Any = None) -> dict[str, dict[str, str
                                 "arguments": parts[3], "exclusive": parts[4] or "false",
                                 "type": parts[5]}
     return queues
+
+
+class RawWire:
+    """A raw AMQP peer for the robustness tests: publishes hand-made requests (any body,
+    any properties) and reads what comes back on a reply queue of its own."""
+
+    def __init__(self, url: str = "amqp://guest:guest@127.0.0.1:5672//") -> None:
+        import kombu
+
+        self.conn = kombu.Connection(url, connect_timeout=5)
+        self.channel = self.conn.channel()
+        self.reply_q = unique("raw_reply")
+        self.channel.queue_declare(self.reply_q, auto_delete=False)
+        self.replies: dict[str, list[dict]] = {}
+        self.unreadable: list[bytes] = []
+
+    @staticmethod
+    def envelope(inner: dict) -> bytes:
+        import json
+
+        return json.dumps({"oslo.version": "2.0", "oslo.message": json.dumps(inner)}).encode()
+
+    def publish(self, exchange: str, key: str, body: bytes, content_type: str | None =
+                "application/json", headers: dict | None = None, **properties: Any) -> None:
+        message = self.channel.prepare_message(body, content_type=content_type,
+                                               headers=headers, properties=properties)
+        self.channel.basic_publish(message, exchange=exchange, routing_key=key)
+
+    def read_replies(self) -> int:
+        """Take what arrived on the reply queue; how many messages."""
+        import json
+
+        count = 0
+        while True:
+            message = self.channel.basic_get(self.reply_q, no_ack=True)
+            if message is None:
+                return count
+            count += 1
+            try:
+                inner = json.loads(json.loads(message.body)["oslo.message"])
+            except (ValueError, KeyError, TypeError):
+                self.unreadable.append(message.body)
+                continue
+            if inner.get("ending"):
+                self.replies.setdefault(inner.get("_msg_id"), []).append(inner)
+
+    def wait_replies(self, msg_ids: list[str], timeout: float = 20.0) -> bool:
+        """Wait until every one of ``msg_ids`` has a final reply (bounded)."""
+        return wait_for(lambda: (self.read_replies() or True)
+                        and all(m in self.replies for m in msg_ids), timeout, 0.05)
+
+    def close(self) -> None:
+        try:
+            self.channel.queue_delete(self.reply_q)
+        finally:
+            self.conn.release()

@@ -4,6 +4,9 @@
 ``proxy.stop()`` closes the listening socket and every forwarded connection (the
 client sees its broker vanish); ``proxy.start()`` again listens on the same port;
 ``proxy.drop()`` cuts the forwarded connections but goes on listening.
+``proxy.pause()`` holds back what clients send (the upstream sees nothing more, what it
+sends still reaches the clients) until ``proxy.resume()`` forwards it, in order, or
+``drop()`` discards it: a client whose last writes never reached its broker.
 
 With ``tls=`` a server-side :class:`ssl.SSLContext`, the proxy terminates TLS: it
 does the handshake (requiring a client certificate if the context does) and forwards
@@ -38,6 +41,14 @@ class TcpProxy:
         self._sockets: set[socket.socket] = set()
         self._lock = threading.Lock()
         self._threads: list[threading.Thread] = []
+        self._pause_lock = threading.Lock()
+        self._paused = False
+        self._held: dict[socket.socket, list[bytes]] = {}
+
+    @property
+    def listening(self) -> bool:
+        """True between :meth:`start` and :meth:`stop`."""
+        return self._listener is not None
 
     def start(self) -> None:
         listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -67,16 +78,23 @@ class TcpProxy:
                 continue
             with self._lock:
                 self._sockets.update((client, upstream))
-            for src, dst in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pump, args=(src, dst), daemon=True).start()
+            for src, dst, up in ((client, upstream, True), (upstream, client, False)):
+                threading.Thread(target=self._pump, args=(src, dst, up), daemon=True).start()
 
-    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
+    def _pump(self, src: socket.socket, dst: socket.socket, up: bool = False) -> None:
         try:
             while True:
                 data = src.recv(65536)
                 if not data:
                     break
-                dst.sendall(data)
+                if up:
+                    with self._pause_lock:
+                        if self._paused:
+                            self._held.setdefault(dst, []).append(data)
+                            continue
+                        dst.sendall(data)
+                else:
+                    dst.sendall(data)
         except OSError:
             pass
         finally:
@@ -155,14 +173,32 @@ class TcpProxy:
                 with contextlib.suppress(BlockingIOError):
                     to_upstream = to_upstream[upstream.send(to_upstream):]
 
+    def pause(self) -> None:
+        """Hold back what clients send (plain TCP only) until :meth:`resume`."""
+        with self._pause_lock:
+            self._paused = True
+
+    def resume(self) -> None:
+        """Forward what was held back, in order, and go on forwarding."""
+        with self._pause_lock:
+            self._paused = False
+            held, self._held = self._held, {}
+            for dst, chunks in held.items():
+                with contextlib.suppress(OSError):
+                    dst.sendall(b"".join(chunks))
+
     def drop(self) -> None:
-        """Cut every forwarded connection; new ones are still accepted."""
+        """Cut every forwarded connection (what was held back is lost); new ones are still
+        accepted."""
         with self._lock:
             sockets, self._sockets = self._sockets, set()
         for sock in sockets:
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
             sock.close()
+        with self._pause_lock:  # after the cut: nothing held back can leak out
+            self._paused = False
+            self._held = {}
 
     def stop(self) -> None:
         """Stop listening and cut every forwarded connection."""

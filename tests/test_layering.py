@@ -207,3 +207,11 @@ def test_the_checks_catch_what_they_look_for():
     names = {name for _, name in imported_modules("bridge.transport", "bridge/transport/"
                                                   "__init__.py", package_tree)}
     assert "bridge.transport.grpc.values" in names
+
+
+def test_every_module_is_in_the_architecture_table():
+    """docs/architecture.md's module table names every module of the package."""
+    table = (ROOT / "docs" / "architecture.md").read_text()
+    missing = [rel for rel, _, _ in sources()
+               if f"`{rel}`" not in table and f"`{pathlib.PurePath(rel).name}`" not in table]
+    assert not missing, f"add these modules to docs/architecture.md's table: {missing}"

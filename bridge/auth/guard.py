@@ -134,6 +134,15 @@ def _matches_any(principal: str, patterns: Sequence[str]) -> bool:
     return any(fnmatch.fnmatchcase(principal, pattern) for pattern in patterns)
 
 
+def _policy_of(loaded: Any) -> Policy | None:
+    """The policy in force with ``loaded``: its file's, the implicit one (identified callers
+    only) while tokens or JWTs are configured without a file, or None (allow all)."""
+    if loaded.policy is not None:
+        return loaded.policy
+    return AUTHENTICATED_ONLY if (loaded.tokens is not None or loaded.jwt is not None) \
+        else None
+
+
 class Guard:
     """Authenticates and authorizes incoming messages (see the module doc).
 
@@ -145,6 +154,7 @@ class Guard:
     def __init__(self, config: AuthConfig | None = None) -> None:
         self.config = config or AuthConfig()
         self._loaded, _ = _load(self.config)
+        self._policy = _policy_of(self._loaded)  # read on every message: kept ready
         self._lock = threading.Lock()
 
     # -- configuration -----------------------------------------------------------------------
@@ -153,11 +163,7 @@ class Guard:
     def policy(self) -> Policy | None:
         """The policy in force: the file's, the implicit one (identified callers only)
         while tokens or JWTs are configured without a file, or None (allow all)."""
-        loaded = self._loaded
-        if loaded.policy is not None:
-            return loaded.policy
-        return AUTHENTICATED_ONLY if (loaded.tokens is not None or loaded.jwt is not None) \
-            else None
+        return self._policy
 
     @property
     def authenticates(self) -> bool:
@@ -173,6 +179,7 @@ class Guard:
                 self.config = config
             loaded, problems = _load(self.config, self._loaded)
             self._loaded = loaded
+            self._policy = _policy_of(loaded)
         for problem in problems:
             LOG.error("Reload: %s", problem)
         policy = loaded.policy
@@ -220,7 +227,7 @@ class Guard:
         ctxt = incoming.ctxt
         forwarded = ctxt.pop(IDENTITY_KEY, None) if IDENTITY_KEY in ctxt else None
         credentials = incoming.credentials
-        policy = self.policy
+        policy = self._policy
         if forwarded is None and policy is None and (credentials is None or (
                 credentials.bearer is None and not credentials.peer_names
                 and not credentials.broker_user and not credentials.brokered)):

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import threading
+from collections.abc import AsyncIterator, Iterable, Iterator
 from typing import Any
 
 from bridge.exceptions import InvalidTarget, MessagingException, RPCVersionCapError
@@ -116,6 +119,81 @@ class _CallContext:
             call_monitor_timeout=self.call_monitor_timeout, retry=self.retry,
             at_least_once=self._at_least_once)
         return self.serializer.deserialize_entity(ctxt, result)
+
+    def call_many(self, ctxt: Any, calls: Iterable[tuple[str, dict[str, Any]]],
+                  timeout: float | None = None) -> Iterator[tuple[int, Any]]:
+        """Invoke many methods at once; yield ``(index, outcome)`` as each answer comes.
+
+        ``calls`` holds ``(method, kwargs)`` pairs; ``index`` is a call's position in it.
+        ``outcome`` is the call's result, or the exception :meth:`call` would have raised
+        (an instance, yielded, not raised), so one failure stops no other call. ``timeout``
+        (default: the client's, else ``rpc_response_timeout``) bounds each call. On gRPC
+        the calls share one ``CallStream``; on other wires they run concurrently. A call
+        that cannot be encoded raises here, before any is sent.
+        """
+        messages = [self._make_message(ctxt, method, kwargs)
+                    for method, kwargs in calls]
+        if not messages:
+            return (item for item in ())
+        wire_ctxt = messages[0][0]
+        if timeout is None:
+            timeout = self.timeout
+        if timeout is None:
+            timeout = self.transport.settings.rpc_response_timeout
+        answers = self.transport.call_many(self.target, wire_ctxt,
+                                           [message for _, message in messages],
+                                           timeout=timeout)
+        return self._deserialized(ctxt, answers)
+
+    def _deserialized(self, ctxt: Any, answers: Iterator[tuple[int, Any]],
+                      ) -> Iterator[tuple[int, Any]]:
+        try:
+            for index, outcome in answers:
+                if not isinstance(outcome, BaseException):
+                    outcome = self.serializer.deserialize_entity(ctxt, outcome)
+                yield index, outcome
+        finally:
+            answers.close()  # type: ignore[attr-defined]
+
+    async def call_many_async(self, ctxt: Any, calls: Iterable[tuple[str, dict[str, Any]]],
+                              timeout: float | None = None,
+                              ) -> AsyncIterator[tuple[int, Any]]:
+        """:meth:`call_many` as an async iterator, for asyncio: same arguments, same
+        ``(index, outcome)`` pairs. The calls run on a thread of their own, so the event
+        loop never blocks; leaving the loop early abandons the calls not answered yet
+        (once the next answer comes, or their timeout)."""
+        loop = asyncio.get_running_loop()
+        answers: asyncio.Queue[tuple[int, Any] | BaseException | None] = asyncio.Queue()
+        stop = threading.Event()
+        iterator = self.call_many(ctxt, calls, timeout)  # encoding errors raise here
+
+        def put(item: Any) -> None:
+            try:
+                loop.call_soon_threadsafe(answers.put_nowait, item)
+            except RuntimeError:  # the loop closed: nobody waits any more
+                stop.set()
+
+        def run() -> None:
+            try:
+                for item in iterator:
+                    if stop.is_set():
+                        break
+                    put(item)
+            except BaseException as exc:  # noqa: BLE001 - handed to the awaiting caller
+                put(exc)
+            finally:
+                iterator.close()  # type: ignore[attr-defined]
+                if not stop.is_set():
+                    put(None)
+
+        threading.Thread(target=run, name="bridge-call-many", daemon=True).start()
+        try:
+            while (item := await answers.get()) is not None:
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            stop.set()
 
     @property
     def _at_least_once(self) -> bool:

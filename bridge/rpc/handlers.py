@@ -8,7 +8,6 @@ what a message means. :class:`DispatchHandler` runs endpoint methods through an
 
 from __future__ import annotations
 
-import abc
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -25,20 +24,31 @@ if TYPE_CHECKING:
 Answer = Callable[[Any, "BaseException | None"], None]
 
 
-class Handler(abc.ABC):
+class Handler:
     """What a server does with a message; the server answers with what it is told."""
 
-    #: True when :meth:`handle` runs the request to its end on the calling thread: the
-    #: server then runs it on its executor. False when :meth:`handle` returns at once and
-    #: answers later from another thread (forwarding): the server calls it on the
-    #: listener's thread, holding no executor thread while the answer is awaited.
+    #: True when the handler runs a request to its end on the calling thread
+    #: (:meth:`run`): the server then runs it on its executor and answers with what it
+    #: returns or raises. False when :meth:`handle` returns at once and answers later
+    #: from another thread (forwarding): the server calls it on the listener's thread,
+    #: holding no executor thread while the answer is awaited.
     blocking: bool = True
     #: The kind of a failure that no rule of :func:`bridge.failures.classify` names.
     unknown_failure: Kind = ERROR
 
-    @abc.abstractmethod
+    def run(self, incoming: IncomingMessage) -> Any:
+        """A blocking handler's work: the result of ``incoming`` (or raise its failure)."""
+        raise NotImplementedError(f"{type(self).__name__} is not a blocking handler")
+
     def handle(self, incoming: IncomingMessage, answer: Answer) -> None:
-        """Handle ``incoming``; call ``answer(result, failure)`` once, now or later."""
+        """Handle ``incoming``; call ``answer(result, failure)`` once, now or later.
+        By default: :meth:`run`, then answer."""
+        try:
+            result = self.run(incoming)
+        except Exception as exc:
+            answer(None, exc)
+            return
+        answer(result, None)
 
     async def handle_async(self, incoming: IncomingMessage, answer: Answer,
                            executor: AsyncioExecutor) -> None:
@@ -73,13 +83,8 @@ class DispatchHandler(Handler):
 
         return [describe_dispatcher(self.dispatcher, target, allow)]
 
-    def handle(self, incoming: IncomingMessage, answer: Answer) -> None:
-        try:
-            result = self.dispatcher.resolve(incoming.ctxt, incoming.message).run()
-        except Exception as exc:
-            answer(None, exc)
-            return
-        answer(result, None)
+    def run(self, incoming: IncomingMessage) -> Any:
+        return self.dispatcher.resolve(incoming.ctxt, incoming.message).run()
 
     async def handle_async(self, incoming: IncomingMessage, answer: Answer,
                            executor: AsyncioExecutor) -> None:

@@ -23,7 +23,7 @@ from bridge.exceptions import (
     ServerListenError,
     TaskTimeout,
 )
-from bridge.failures import Kind, classify, log_failure
+from bridge.failures import OK, Kind, classify, log_failure
 from bridge.rpc.dispatcher import RPCAccessPolicyBase, RPCDispatcher
 from bridge.rpc.executors import AsyncioExecutor, Executor, executor_class
 from bridge.rpc.handlers import DispatchHandler, Handler
@@ -287,7 +287,11 @@ class MessageHandlingServer:
         # May run the whole request before it returns (the threading executor runs a
         # message with may_run_inline on this thread when a permit is free).
         # Authentication and authorization, before anything else sees the message.
-        refusal = self._admit(incoming)
+        try:
+            refusal = self.guard.admit(incoming, self.target, self.default_exchange)
+        except Exception:  # a defect in the step must not let the message through
+            LOG.exception("The admission step failed for %s", incoming.method)
+            refusal = MessagingServerError("the server could not check the request")
         with self._lock:
             # Counted only while the executor is there: a listener that hands a message
             # over while wait() releases it gets a failure, not a shut-down executor.
@@ -308,14 +312,6 @@ class MessageHandlingServer:
         except Exception as exc:
             LOG.error("Could not hand %s over to the executor: %s", incoming.method, exc)
             self._answer(incoming, None, exc)
-
-    def _admit(self, incoming: IncomingMessage) -> BaseException | None:
-        """The guard's refusal of ``incoming``, or None; a failing guard refuses."""
-        try:
-            return self.guard.admit(incoming, self.target, self.default_exchange)
-        except Exception:  # a defect in the step must not let the message through
-            LOG.exception("The admission step failed for %s", incoming.method)
-            return MessagingServerError("the server could not check the request")
 
     def _refuse(self, incoming: IncomingMessage, refusal: BaseException) -> None:
         """Answer a message the guard refused (it counted and logged the refusal)."""
@@ -354,11 +350,25 @@ class MessageHandlingServer:
         return answer
 
     def _process(self, incoming: IncomingMessage) -> None:
-        answer = self._begin(incoming)
+        if not self.handler.blocking:
+            answer = self._begin(incoming)
+            try:
+                self.handler.handle(incoming, answer)
+            except Exception as exc:  # a handler answers its own failures; this is a defect
+                answer(None, exc)
+            return
+        # A blocking handler runs here to its end: answered once, with no callback.
+        if self._observers:
+            self._notify("on_start", incoming)
+        watch = self._heartbeats.watch(incoming) if self._heartbeats else None
+        result, failure = None, None
         try:
-            self.handler.handle(incoming, answer)
-        except Exception as exc:  # a handler answers its own failures; this is a defect
-            answer(None, exc)
+            result = self.handler.run(incoming)
+        except Exception as exc:
+            failure = exc
+        if watch is not None:
+            watch.cancel()
+        self._answer(incoming, result, failure)
 
     async def _process_async(self, incoming: IncomingMessage, executor: AsyncioExecutor) -> None:
         answer = self._begin(incoming)
@@ -369,7 +379,7 @@ class MessageHandlingServer:
 
     def _answer(self, incoming: IncomingMessage, result: Any,
                 failure: BaseException | None) -> None:
-        kind = classify(failure, unknown=self.handler.unknown_failure)
+        kind = OK if failure is None else classify(failure, unknown=self.handler.unknown_failure)
         try:
             if failure is not None:
                 failure = self._report_failure(incoming, failure, kind)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 import logging
 import threading
+from collections.abc import Iterator, Sequence
 from concurrent.futures import Future
 from typing import Any
 
@@ -101,6 +102,17 @@ class Transport:
                                        timeout=timeout,
                                        call_monitor_timeout=call_monitor_timeout,
                                        retry=retry, at_least_once=at_least_once)
+
+    def call_many(self, target: Target, ctxt: dict[str, Any],
+                  messages: Sequence[dict[str, Any]], *, timeout: float | None,
+                  ) -> Iterator[tuple[int, Any]]:
+        """Call every message at once; ``(index, result or exception)`` in the order the
+        answers come (:meth:`Driver.call_many`)."""
+        if not target.topic:
+            raise InvalidTarget("A topic is required to send", target)
+        if target.fanout:
+            raise InvalidTarget("A call cannot be used with fanout", target)
+        return self._driver.call_many(target, ctxt, messages, timeout=timeout)
 
     def serve_unrouted(self, handler: UnroutedHandler | None) -> None:
         """Hand requests no listener serves to ``handler`` (``implements.unrouted``)."""

@@ -17,12 +17,15 @@ from __future__ import annotations
 
 import abc
 import logging
+import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+
+from bridge.exceptions import MessagingTimeout
 
 if TYPE_CHECKING:
     from bridge.auth.identity import Credentials, Identity
@@ -65,6 +68,9 @@ class Capabilities:
     describe: bool = False
     #: Other processes can reach its listeners (``memory://`` cannot).
     remote: bool = True
+    #: :meth:`Driver.call_many` pipelines its calls over one stream of the wire (gRPC
+    #: ``CallStream``) instead of running them as concurrent :meth:`Driver.send_async`.
+    call_stream: bool = False
 
 
 #: What a server serves, as the plain dict of :meth:`bridge.rpc.describe.Description.as_dict`
@@ -201,20 +207,21 @@ class OwnedLock:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._owner: int | None = None
+        #: The ident of the thread holding the lock, or None.
+        self.owner: int | None = None
 
     def __enter__(self) -> OwnedLock:
         self._lock.acquire()
-        self._owner = threading.get_ident()
+        self.owner = threading.get_ident()
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        self._owner = None
+        self.owner = None
         self._lock.release()
 
     def held_here(self) -> bool:
         """True when the calling thread holds the lock."""
-        return self._owner == threading.get_ident()
+        return self.owner == threading.get_ident()
 
 
 class Listener(abc.ABC):
@@ -263,12 +270,13 @@ class Listener(abc.ABC):
 
         Raises :class:`ListenerLockHeld` when called under :attr:`lock`.
         """
-        if self.lock.held_here():
+        if self.lock.owner == threading.get_ident():
             raise ListenerLockHeld(f"{type(self).__name__} handed a message over while "
                                    "holding its lock; a method that stops its own server "
                                    "would deadlock")
-        with self.lock:
-            on_incoming = self._on_incoming if self.started else None
+        # One read, no lock: start() and stop() set the callback under the lock, and a
+        # hand-over that races with stop() still completes (the server answers it).
+        on_incoming = self._on_incoming
         if on_incoming is None:
             return False
         on_incoming(incoming)
@@ -361,6 +369,36 @@ class Driver(abc.ABC):
                                    wait_for_reply=wait_for_reply, timeout=timeout,
                                    call_monitor_timeout=call_monitor_timeout, retry=retry,
                                    at_least_once=at_least_once)
+
+    def call_many(self, target: Target, ctxt: dict[str, Any],
+                  messages: Sequence[dict[str, Any]], *, timeout: float | None,
+                  ) -> Iterator[tuple[int, Any]]:
+        """Call every message of ``messages`` (all to ``target``, with ``ctxt``) at once;
+        yield ``(index, outcome)`` in the order the answers come, ``outcome`` being the
+        result or the exception :meth:`send` would raise (one failure stops no other).
+
+        ``timeout`` bounds each call. This default keeps the calls in flight with
+        :meth:`send_async`; closing the iterator early abandons the calls not answered.
+        """
+        answers: queue.SimpleQueue[tuple[int, Future]] = queue.SimpleQueue()
+        futures: list[Future] = []
+        try:
+            for index, message in enumerate(messages):
+                future = self.send_async(target, ctxt, message, wait_for_reply=True,
+                                         timeout=timeout)
+                future.add_done_callback(lambda done, index=index: answers.put((index, done)))
+                futures.append(future)
+            for _ in range(len(futures)):
+                index, future = answers.get()
+                if future.cancelled():
+                    yield index, MessagingTimeout(f"call {index} to {target} was cancelled")
+                elif future.exception() is not None:
+                    yield index, future.exception()
+                else:
+                    yield index, future.result()
+        finally:
+            for future in futures:
+                future.cancel()
 
     def serve_unrouted(self, handler: UnroutedHandler | None) -> None:
         """Hand requests for targets no listener serves to ``handler`` (None: refuse them).

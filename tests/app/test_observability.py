@@ -422,11 +422,11 @@ def test_amqp_bad_messages_are_counted_once_as_refusals(monkeypatch):
             real_parse = amqp_listener.parse_request
             broken = {"left": 1}
 
-            def parse_once_broken(msg, replies):
+            def parse_once_broken(msg, *args):
                 if broken["left"]:
                     broken["left"] -= 1
                     raise RuntimeError("listener bug")
-                return real_parse(msg, replies)
+                return real_parse(msg, *args)
 
             monkeypatch.setattr(amqp_listener, "parse_request", parse_once_broken)
             rpc.cast({}, "ping")

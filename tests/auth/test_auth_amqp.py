@@ -82,7 +82,7 @@ def kombu_call(exchange: str, topic: str, method: str, user_id: str | None,
         def replied() -> bool:
             message = channel.basic_get(reply_q, no_ack=True)
             if message is not None:
-                box.append(decode_body(message.body, message.properties))
+                box.append(decode_body(message.body, message.properties, 1 << 20))
             return bool(box) and box[-1].get("ending")
 
         wait_for(replied, timeout=10)

@@ -17,15 +17,11 @@ const definition = protoLoader.loadSync(PROTO_FILE, {
 });
 const bridgeV1 = grpc.loadPackageDefinition(definition).bridge.v1;
 
-// google.rpc.Status (with google.protobuf.Any's two fields), to read the
-// grpc-status-details-bin trailer.
-const types = new protobuf.Root().loadSync(path.join(PROTO_ROOT, PROTO_FILE), { keepCase: true });
-types.add(protobuf.parse(`
-  syntax = "proto3";
-  package google.rpc;
-  message Any { string type_url = 1; bytes value = 2; }
-  message Status { int32 code = 1; string message = 2; repeated Any details = 3; }
-`, { keepCase: true }).root.lookup('google'));
+// google.rpc.Status (proto/google/rpc/status.proto), to read the grpc-status-details-bin
+// trailer; google/protobuf/any.proto is protobufjs's own.
+const types = new protobuf.Root().loadSync(
+  [path.join(PROTO_ROOT, PROTO_FILE), path.join(PROTO_ROOT, 'google/rpc/status.proto')],
+  { keepCase: true });
 types.resolveAll();
 const Status = types.lookupType('google.rpc.Status');
 const Failure = types.lookupType('bridge.v1.Failure');

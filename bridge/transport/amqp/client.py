@@ -12,6 +12,7 @@ a declaration) fails the send at once with a
 from __future__ import annotations
 
 import logging
+import math
 import threading
 from concurrent.futures import Future
 from typing import Any
@@ -23,10 +24,12 @@ from bridge.transport.amqp import queues
 from bridge.transport.amqp.calls import Call, Calls, settle
 from bridge.transport.amqp.connection import AmqpConnection, ConnectionLost, ExchangeDeclare
 from bridge.transport.amqp.envelope import (
+    MAX_SECONDS,
     BadMessage,
     compress,
     decode_body,
     encode_envelope,
+    expiration_of,
     new_id,
     request_message,
 )
@@ -39,6 +42,16 @@ LOG = logging.getLogger(__name__)
 
 #: The longest a first send waits for the connection's first attempt, in seconds.
 FIRST_CONNECT_WAIT = 30.0
+
+
+def _check_timeout(value: float | None, name: str) -> float | None:
+    """A caller's ``timeout``/``call_monitor_timeout``: None or a number of seconds >= 0
+    (infinity: no limit); ``ValueError`` for anything else."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+        raise ValueError(f"{name} must be a number of seconds >= 0 or None, not {value!r}")
+    return value
 
 
 class Send:
@@ -120,7 +133,7 @@ class AmqpClient:
         if conn is not None:
             conn.ack_soon(msg.delivery_info["delivery_tag"])
         try:
-            data = decode_body(msg.body, msg.properties)
+            data = decode_body(msg.body, msg.properties, self.options.max_body_size)
         except BadMessage as exc:
             LOG.error("Dropping a bad reply: %s", exc)
             return
@@ -143,6 +156,12 @@ class AmqpClient:
                    call_monitor_timeout: float | None, retry: int | None,
                    at_least_once: bool) -> Future:
         """See :meth:`bridge.transport.amqp.AmqpDriver.send_async`."""
+        timeout = _check_timeout(timeout, "timeout")
+        if wait_for_reply and call_monitor_timeout is not None:
+            call_monitor_timeout = _check_timeout(call_monitor_timeout, "call_monitor_timeout")
+            if call_monitor_timeout > MAX_SECONDS:
+                raise ValueError(f"call_monitor_timeout must be at most {MAX_SECONDS} s, "
+                                 f"not {call_monitor_timeout!r}")
         conn = self._connection()
         if not conn.connected:
             # The first use starts the connection: let its first attempt finish.
@@ -184,7 +203,7 @@ class AmqpClient:
                         always_declare=True)
         exchange = target.exchange or self.control_exchange
         key = f"{target.topic}.{target.server}" if target.server else str(target.topic)
-        expiration = str(int(timeout * 1000)) if timeout else None
+        expiration = expiration_of(timeout) if timeout and timeout != math.inf else None
         return Send(exchange, key, body, headers, queues.topic_exchange(exchange, opts), future,
                     call, retry, mandatory=at_least_once, expiration=expiration)
 

@@ -1,12 +1,10 @@
 """One AMQP connection with its own I/O thread, shared by many publishing threads.
 
-The I/O thread owns every read: it connects (with oslo.messaging's backoff and
-host failover), runs the owner's ``setup`` (declares and consumes) on each new
-connection, then drains events: deliveries, publisher confirms, returns of
-mandatory messages, and AMQP heartbeats (so a long endpoint method never starves
-them). Other threads only write, under one lock, and never wait for a round trip:
-a publish returns a Future that the I/O thread completes when the broker confirms
-it. Many publishes are therefore in flight at once on one channel.
+The I/O thread owns every read: it connects (oslo.messaging's backoff and host failover),
+runs the owner's ``setup`` (declares, consumers) on each new connection, then drains
+deliveries, confirms, returns and heartbeats (a long method never starves them). Other
+threads only write, under one lock, never waiting for a round trip: a publish's Future is
+completed by the I/O thread at the broker's confirm, so many are in flight on one channel.
 """
 
 from __future__ import annotations
@@ -28,6 +26,7 @@ from bridge.transport.amqp.hosts import Hosts
 from bridge.transport.amqp.options import AmqpOptions
 from bridge.transport.amqp.refusals import (
     BrokerRefused,
+    ReconnectNow,
     RefusalMemory,
     explain,
     refused_for_good,
@@ -41,14 +40,8 @@ __all__ = ["AmqpConnection", "ConnectionLost", "ReconnectNow", "Setup", "refused
 Setup = Callable[["AmqpConnection", Any], None]
 
 
-class ReconnectNow(Exception):  # noqa: N818 - a request, not an error
-    """Raised by a ``setup`` that needs a new connection at once (not a failed attempt)."""
-
-
-#: An exchange to declare before a publish: ``(name, type, durable, auto_delete)``.
-ExchangeDeclare = tuple[str, str, bool, bool]
-#: The longest the I/O thread waits for the broker to answer its own declarations.
-DECLARE_TIMEOUT = 30.0
+ExchangeDeclare = tuple[str, str, bool, bool]  #: ``(name, type, durable, auto_delete)``
+DECLARE_TIMEOUT = 30.0  #: the longest the I/O thread waits for its declarations' answers
 
 
 class AmqpConnection:
@@ -79,6 +72,7 @@ class AmqpConnection:
         self._channel: Any = None
         self._when_connected: list[Callable[[], None]] = []
         self._ack_upto = 0
+        self._after_ack: list[Callable[[], None]] = []
         self._channel_id = 1
         self._frame_max = 131072
         self._hosts = Hosts(self.hosts, options)
@@ -216,13 +210,17 @@ class AmqpConnection:
             self._flush()
         return future
 
-    def ack_soon(self, delivery_tag: int) -> None:
+    def ack_soon(self, delivery_tag: int, then: Callable[[], None] | None = None) -> None:
         """Acknowledge a delivery (I/O thread only) together with the ones before it.
 
         The I/O thread sends one ``basic.ack`` with ``multiple`` once it has handled
-        every delivery already read from the socket, instead of one ack per message.
+        every delivery already read from the socket, instead of one ack per message;
+        then it runs ``then`` (on the I/O thread). If the connection drops before the
+        ack is written, ``then`` never runs and the broker delivers the message again.
         """
         self._ack_upto = delivery_tag
+        if then is not None:
+            self._after_ack.append(then)
 
     def reject(self, delivery_tag: int, requeue: bool) -> None:
         """Reject a delivery, requeued or dropped."""
@@ -375,11 +373,7 @@ class AmqpConnection:
             callbacks, self._when_connected = self._when_connected, []
         if self.refused is None:
             return
-        for callback in callbacks:  # they meet the refusal
-            try:
-                callback()
-            except Exception:
-                LOG.exception("Error in a reconnection callback of %s", self.name)
+        self._call_each(callbacks, "a reconnection callback")  # they meet the refusal
 
     def _refused_for_good(self, exc: BaseException) -> bool:
         """After a failed attempt: a refusal ends the first attempt (the owner reports it)
@@ -413,7 +407,7 @@ class AmqpConnection:
         self._frame_max = self._amqp.frame_max
         self._declared = set()
         self._confirms.restart()
-        self._ack_upto = 0
+        self._ack_upto, self._after_ack = 0, []
         self.generation += 1
         if self._setup is not None:
             self._setup(self, channel)
@@ -421,11 +415,7 @@ class AmqpConnection:
             self._connected.set()
             self._was_connected = True
             callbacks, self._when_connected = self._when_connected, []
-        for callback in callbacks:
-            try:
-                callback()
-            except Exception:
-                LOG.exception("Error in a reconnection callback of %s", self.name)
+        self._call_each(callbacks, "a reconnection callback")
 
     def _on_channel_closed(self, *args: Any) -> None:
         """The broker closed the publishing channel (I/O thread): reconnect."""
@@ -448,17 +438,32 @@ class AmqpConnection:
         while not self._closed.is_set():
             try:
                 conn.drain_events()
+                idle = not transport._read_buffer  # every delivery read is handled
             except TimeoutError:
-                pass
-            if self._ack_upto and not transport._read_buffer:
-                tag, self._ack_upto = self._ack_upto, 0
-                with self._write_lock:
-                    self._channel.send_method(spec.Basic.Ack, "Lb", (tag, True))
+                idle = True
+            if self._ack_upto and idle:
+                self._send_acks()
             now = time.monotonic()
             if heartbeat and now >= next_check:
                 next_check = now + tick
                 with self._write_lock:
                     conn.heartbeat_tick(rate=rate)
+
+    def _send_acks(self) -> None:
+        """One ``basic.ack`` for every delivery handled so far, then what waited for it."""
+        tag, self._ack_upto = self._ack_upto, 0
+        with self._write_lock:
+            self._channel.send_method(spec.Basic.Ack, "Lb", (tag, True))
+        callbacks, self._after_ack = self._after_ack, []
+        self._call_each(callbacks, "a callback after acknowledging")
+
+    def _call_each(self, callbacks: list[Callable[[], None]], what: str) -> None:
+        """Run each callback; one that raises is logged, and the others still run."""
+        for callback in callbacks:
+            try:
+                callback()
+            except Exception:
+                LOG.exception("Error in %s of %s", what, self.name)
 
     def _discard(self) -> None:
         with self._write_lock:
@@ -469,6 +474,7 @@ class AmqpConnection:
             waiting, self._consume_ok = self._consume_ok, {}
         for event in waiting.values():
             event.set()
+        self._ack_upto, self._after_ack = 0, []  # never acknowledged: delivered again
         self._confirms.fail_all(ConnectionLost(
             f"connection lost before the broker confirmed ({self.last_error})"))
         if declarer is not None:

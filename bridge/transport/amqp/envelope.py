@@ -12,6 +12,7 @@ from __future__ import annotations
 import bz2
 import itertools
 import json
+import math
 import os
 import zlib
 from typing import Any
@@ -20,10 +21,35 @@ ENVELOPE_VERSION = "2.0"
 CONTEXT_PREFIX = "_context_"
 #: ``kombu_compression`` name -> the ``compression`` header value.
 COMPRESSION = {"gzip": "application/x-gzip", "bz2": "application/x-bz2"}
+#: The longest time a message carries, in seconds (a ``_timeout``, an ``expiration``):
+#: ten years, RabbitMQ's own ceiling on a message's ``expiration``.
+MAX_SECONDS = 315_360_000
+#: Bytes decompressed at a time.
+_INFLATE_STEP = 1 << 20
 
 
 class BadMessage(ValueError):
-    """A delivery that is not an oslo.messaging RPC message."""
+    """A delivery that is not an oslo.messaging RPC message.
+
+    ``body``: its text as far as it was read (decompressed, when it was), from which a
+    refusal may still find the caller; ``reason``: the refusal's metrics label.
+    """
+
+    reason = "invalid_argument"
+
+    def __init__(self, message: str, body: bytes | bytearray | None = None) -> None:
+        super().__init__(message)
+        self.body = body
+
+
+class BodyTooLarge(BadMessage):
+    """A body larger than the limit, sent so or once decompressed."""
+
+    reason = "resource_exhausted"
+
+    def __init__(self, limit: int, body: bytes | bytearray | None = None) -> None:
+        super().__init__(f"the message body is larger than max_body_size ({limit} bytes)",
+                         body)
 
 
 class _Ids:
@@ -64,6 +90,47 @@ def encode_envelope(inner: dict[str, Any]) -> bytes:
                        "oslo.message": json.dumps(inner, default=json_default)}).encode()
 
 
+def short_repr(value: Any, limit: int = 60) -> str:
+    try:
+        text = repr(value)
+    except ValueError:  # an int past Python's int/str conversion limit
+        text = f"an integer of about {int(value.bit_length() * 0.30103)} digits"
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def check_seconds(value: Any, name: str) -> float | int | None:
+    """A time value from a message (``_timeout``): null, or a number of seconds from 0 to
+    :data:`MAX_SECONDS`; :class:`BadMessage` naming ``name`` for anything else (NaN,
+    infinities, negatives, text, numbers past the ceiling)."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise BadMessage(f"{name} must be a number of seconds or null, not {short_repr(value)}")
+    if not (isinstance(value, int) or math.isfinite(value)) or not 0 <= value <= MAX_SECONDS:
+        raise BadMessage(f"{name} must be a number of seconds from 0 to {MAX_SECONDS}, "
+                         f"not {short_repr(value)}")
+    return value
+
+
+def expiration_seconds(value: Any) -> float | None:
+    """The seconds a message's ``expiration`` property gives its caller, or None without one;
+    :class:`BadMessage` unless it is a whole number of milliseconds up to :data:`MAX_SECONDS`."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, bytes):
+        value = value.decode("ascii", "replace")
+    if (not isinstance(value, str) or not value.isascii() or not value.isdigit()
+            or len(value) > 15 or int(value) > MAX_SECONDS * 1000):
+        raise BadMessage(f"the expiration must be a whole number of milliseconds from 0 to "
+                         f"{MAX_SECONDS * 1000}, not {short_repr(value)}")
+    return int(value) / 1000.0
+
+
+def expiration_of(timeout: float) -> str:
+    """The ``expiration`` property of a call that waits ``timeout`` s (finite, positive)."""
+    return str(int(min(timeout, MAX_SECONDS) * 1000))
+
+
 def compress(body: bytes, compression: str | None) -> tuple[bytes, dict[str, Any] | None]:
     """``(body, headers)`` to send for a ``kombu_compression`` setting (None: as it is)."""
     if not compression:
@@ -72,43 +139,91 @@ def compress(body: bytes, compression: str | None) -> tuple[bytes, dict[str, Any
     return body, {"compression": COMPRESSION[compression]}
 
 
-def decode_body(body: Any, properties: dict[str, Any]) -> dict[str, Any]:
-    """Decode one delivery into the inner message dict (docs/wire.md 2.6); BadMessage if not."""
+def inflate(body: bytes, compression: Any, limit: int) -> bytes | bytearray:
+    """The body as sent, decompressed per its ``compression`` header, of at most ``limit``
+    bytes: :class:`BodyTooLarge` as soon as the output passes it, so a small body that
+    would inflate to gigabytes costs no more than ``limit``."""
+    if not compression:
+        if len(body) > limit:
+            raise BodyTooLarge(limit, body)
+        return body
+    if compression == COMPRESSION["gzip"]:
+        new_stream: Any = zlib.decompressobj  # what follows its stream is ignored
+    elif compression == COMPRESSION["bz2"]:
+        new_stream = bz2.BZ2Decompressor  # bz2 streams may follow one another
+    else:
+        raise BadMessage(f"unsupported compression {short_repr(compression)}", body)
+    output = bytearray()
+    data, first = body, True
+    while data and (first or new_stream is not zlib.decompressobj):
+        try:
+            data = _inflate_stream(new_stream(), data, output, limit, body)
+        except BadMessage:
+            raise
+        except (zlib.error, OSError, ValueError, EOFError) as exc:
+            if not first:
+                break  # what follows a bz2 stream is not another one: ignored, as bz2 does
+            raise BadMessage(f"cannot decompress the body: {exc}", body) from None
+        first = False
+    if first:
+        raise BadMessage("cannot decompress the body: it is empty", body)
+    return output
+
+
+def _inflate_stream(stream: Any, data: bytes, output: bytearray, limit: int,
+                    body: bytes) -> bytes:
+    """Add one compressed stream's output to ``output``; return the data after it."""
+    while True:
+        wanted = min(_INFLATE_STEP, limit + 1 - len(output))
+        chunk = stream.decompress(data, wanted)
+        output += chunk
+        if len(output) > limit:
+            del output[limit:]
+            raise BodyTooLarge(limit, output)
+        if stream.eof:
+            return stream.unused_data
+        data = getattr(stream, "unconsumed_tail", b"")  # zlib keeps input past ``wanted``
+        if len(chunk) < wanted and not data and getattr(stream, "needs_input", True):
+            raise BadMessage("cannot decompress the body: incomplete or truncated stream",
+                             body)
+
+
+def decode_body(body: Any, properties: dict[str, Any], limit: int) -> dict[str, Any]:
+    """Decode one delivery into the inner message dict (docs/wire.md 2.6); BadMessage if not.
+
+    A body larger than ``limit`` bytes, sent so or once decompressed, is
+    :class:`BodyTooLarge`. Every :class:`BadMessage` carries the text read so far.
+    """
     headers = properties.get("application_headers") or {}
-    compression = headers.get("compression")
     if isinstance(body, str):
         body = body.encode("utf-8")
-    try:
-        if compression == COMPRESSION["gzip"]:
-            body = zlib.decompress(body)
-        elif compression == COMPRESSION["bz2"]:
-            body = bz2.decompress(body)
-        elif compression:
-            raise BadMessage(f"unsupported compression {compression!r}")
-    except (zlib.error, OSError, ValueError) as exc:
-        raise BadMessage(f"cannot decompress the body: {exc}") from None
+    body = inflate(body, headers.get("compression") if isinstance(headers, dict) else None,
+                   limit)
     content_type = properties.get("content_type")
     if content_type not in (None, "", "application/json"):
-        raise BadMessage(f"unsupported content type {content_type!r}")
-    try:
-        data = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise BadMessage(f"the body is not JSON: {exc}") from None
-    if not isinstance(data, dict):
-        raise BadMessage(f"the body is a JSON {type(data).__name__}, not an object")
+        raise BadMessage(f"unsupported content type {short_repr(content_type)}", body)
+    data = _json_object(body, "the body", body)
     if "oslo.version" in data and "oslo.message" in data:
         version = data["oslo.version"]
         if not isinstance(version, str) or version.split(".")[0] != ENVELOPE_VERSION[0]:
-            raise BadMessage(f"unsupported envelope version {version!r}")
+            raise BadMessage(f"unsupported envelope version {short_repr(version)}", body)
         inner = data["oslo.message"]
         if not isinstance(inner, str):
-            raise BadMessage("the envelope's oslo.message is not a string")
-        try:
-            data = json.loads(inner)
-        except ValueError as exc:
-            raise BadMessage(f"the envelope's oslo.message is not JSON: {exc}") from None
-        if not isinstance(data, dict):
-            raise BadMessage("the envelope's oslo.message is not a JSON object")
+            raise BadMessage("the envelope's oslo.message is not a string", body)
+        data = _json_object(inner, "the envelope's oslo.message", body)
+    return data
+
+
+def _json_object(text: bytes | bytearray | str, what: str,
+                 body: bytes | bytearray) -> dict[str, Any]:
+    try:
+        data = json.loads(text)
+    except RecursionError:
+        raise BadMessage(f"{what} is nested too deeply to decode", body) from None
+    except ValueError as exc:  # also UnicodeDecodeError, and an int past 4300 digits
+        raise BadMessage(f"{what} is not JSON: {exc}", body) from None
+    if not isinstance(data, dict):
+        raise BadMessage(f"{what} is a JSON {type(data).__name__}, not an object", body)
     return data
 
 

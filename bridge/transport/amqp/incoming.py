@@ -1,4 +1,5 @@
-"""A request taken from RabbitMQ: the driver's :class:`IncomingMessage`."""
+"""A request taken from RabbitMQ (the driver's :class:`IncomingMessage`), and the body of
+its final reply."""
 
 from __future__ import annotations
 
@@ -7,17 +8,48 @@ import time
 from typing import Any
 
 from bridge.auth.identity import Credentials
-from bridge.exceptions import MalformedMessage, serialize_failure
+from bridge.exceptions import MessagingException, serialize_failure
 from bridge.transport.amqp.envelope import (
     CONTEXT_PREFIX,
     BadMessage,
+    check_seconds,
     decode_body,
+    expiration_seconds,
     json_default,
     reply_body,
+    short_repr,
 )
 from bridge.transport.amqp.headers import trace_headers
 from bridge.transport.amqp.replies import ReplySender
 from bridge.transport.base import IncomingMessage
+
+
+class RequestRedelivered(MessagingException):
+    """The broker delivered a request again; its first delivery may have run, so this one
+    was not run (the AMQP wire runs a request at most once)."""
+
+
+def _failure_text(failure: BaseException) -> str:
+    try:
+        return json.dumps(serialize_failure(failure), default=json_default)
+    except Exception:  # arguments JSON cannot carry: the class and the message only
+        return json.dumps({"class": type(failure).__name__, "module": "builtins",
+                           "message": str(failure)[:2000], "tb": [], "args": [],
+                           "kwargs": {}})
+
+
+def final_reply(msg_id: str, result: Any, failure: BaseException | None, limit: int) -> bytes:
+    """The body of a final reply; a failure instead when the result (or the failure) cannot
+    be sent: not JSON, or a body over ``limit`` bytes, which the caller would refuse."""
+    try:
+        body = reply_body(msg_id, result, None if failure is None else _failure_text(failure),
+                          True)
+    except Exception as exc:  # a type, an int, a depth that JSON cannot carry
+        body = reply_body(msg_id, None, _failure_text(exc), True)
+    if len(body) > limit:
+        body = reply_body(msg_id, None, _failure_text(MessagingException(
+            f"the reply is {len(body)} bytes, larger than max_body_size ({limit} bytes)")), True)
+    return body
 
 
 class AmqpIncoming(IncomingMessage):
@@ -27,7 +59,7 @@ class AmqpIncoming(IncomingMessage):
 
     def __init__(self, replies: ReplySender, ctxt: dict[str, Any], message: dict[str, Any],
                  msg_id: str | None, reply_q: str | None, client_timeout: float | None,
-                 deadline: float | None) -> None:
+                 deadline: float | None, limit: int) -> None:
         self._replies = replies
         self.ctxt = ctxt
         self.message = message
@@ -36,19 +68,14 @@ class AmqpIncoming(IncomingMessage):
         self.client_timeout = client_timeout
         self.deadline = deadline
         self.wants_reply = bool(msg_id and reply_q)
+        self._limit = limit
         self._replied = False
 
     def reply(self, result: Any = None, failure: BaseException | None = None) -> None:
         if not self.wants_reply or self._replied:
             return
         self._replied = True
-        failure_text = None
-        if failure is not None:
-            failure_text = json.dumps(serialize_failure(failure), default=json_default)
-        try:
-            body = reply_body(self.msg_id, result, failure_text, True)
-        except (TypeError, ValueError) as exc:  # a result JSON cannot carry
-            body = reply_body(self.msg_id, None, json.dumps(serialize_failure(exc)), True)
+        body = final_reply(self.msg_id or "", result, failure, self._limit)
         seconds_left = None if self.deadline is None else self.deadline - time.monotonic()
         self._replies.send(self.reply_q or "", body, seconds_left, self.method)
 
@@ -58,14 +85,16 @@ class AmqpIncoming(IncomingMessage):
         self._replies.heartbeat(self.reply_q or "", reply_body(self.msg_id, None, None, False))
 
 
-def parse_request(msg: Any, replies: ReplySender) -> tuple[AmqpIncoming, str | None]:
-    """``(incoming, _unique_id)`` of one delivery; :class:`BadMessage` if it is not a request.
+def parse_request(msg: Any, replies: ReplySender, limit: int,
+                  ) -> tuple[AmqpIncoming, str | None]:
+    """``(incoming, _unique_id)`` of one delivery; :class:`BadMessage` if it is not a request
+    (or has a body over ``limit`` bytes).
 
     The inner message's ``_context_<key>`` entries become the context, the other
     ``_`` fields are the envelope's; the rest (``method``, ``args``...) is the
     message, checked by the server.
     """
-    data = decode_body(msg.body, msg.properties)
+    data = decode_body(msg.body, msg.properties, limit)
     ctxt: dict[str, Any] = {}
     message: dict[str, Any] = {}
     for key, value in data.items():
@@ -75,26 +104,19 @@ def parse_request(msg: Any, replies: ReplySender) -> tuple[AmqpIncoming, str | N
             message[key] = value
     msg_id = message.pop("_msg_id", None)
     reply_q = message.pop("_reply_q", None)
-    client_timeout = message.pop("_timeout", None)
     unique_id = message.pop("_unique_id", None)
     if msg_id is not None and not isinstance(msg_id, str):
-        raise BadMessage(f"_msg_id must be a string, not {msg_id!r}")
+        raise BadMessage(f"_msg_id must be a string, not {short_repr(msg_id)}")
     if reply_q is not None and not isinstance(reply_q, str):
-        raise BadMessage(f"_reply_q must be a string, not {reply_q!r}")
-    if client_timeout is not None and (isinstance(client_timeout, bool) or
-                                       not isinstance(client_timeout, (int, float))):
-        raise BadMessage(f"_timeout must be a number or null, not {client_timeout!r}")
+        raise BadMessage(f"_reply_q must be a string, not {short_repr(reply_q)}")
+    client_timeout = check_seconds(message.pop("_timeout", None), "_timeout")
+    expires_in = expiration_seconds(msg.properties.get("expiration"))
     if not isinstance(unique_id, str):
         unique_id = None
     ctxt["client_timeout"] = client_timeout
-    deadline = None
-    expiration = msg.properties.get("expiration")
-    if expiration:
-        try:
-            deadline = time.monotonic() + int(expiration) / 1000.0
-        except (TypeError, ValueError):
-            deadline = None
-    incoming = AmqpIncoming(replies, ctxt, message, msg_id, reply_q, client_timeout, deadline)
+    deadline = None if expires_in is None else time.monotonic() + expires_in
+    incoming = AmqpIncoming(replies, ctxt, message, msg_id, reply_q, client_timeout, deadline,
+                            limit)
     # RabbitMQ refuses a user_id property other than the publishing connection's user:
     # when present, it names the sender (bridge.auth).
     user_id = msg.properties.get("user_id")
@@ -103,22 +125,3 @@ def parse_request(msg: Any, replies: ReplySender) -> tuple[AmqpIncoming, str | N
         brokered=True)
     incoming.headers = trace_headers(msg.properties.get("application_headers"))
     return incoming, unique_id
-
-
-def bad_message_reply(body: Any, error: BadMessage) -> tuple[str, bytes] | None:
-    """``(reply queue, reply body)`` telling a bad request's caller why it was refused,
-    when its ``_msg_id`` and ``_reply_q`` can be read; else None."""
-    try:
-        data = json.loads(body)
-        if isinstance(data, dict) and isinstance(data.get("oslo.message"), str):
-            data = json.loads(data["oslo.message"])
-    except Exception:
-        return None
-    if not isinstance(data, dict):
-        return None
-    msg_id, reply_q = data.get("_msg_id"), data.get("_reply_q")
-    if not (isinstance(msg_id, str) and isinstance(reply_q, str) and msg_id and reply_q):
-        return None
-    failure = json.dumps(serialize_failure(MalformedMessage(f"rejected: {error}"),
-                                           include_traceback=False))
-    return reply_q, reply_body(msg_id, None, failure, True)

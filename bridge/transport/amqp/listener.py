@@ -1,22 +1,36 @@
 """A server's listener: consumes ``<topic>``, ``<topic>.<server>`` and a fanout queue of its
 own (or the topic's fanout stream), on a connection of its own, and hands each request to
-the server."""
+the server.
+
+Each request is acknowledged before it is handed over (at most once, as
+oslo.messaging): the I/O thread acknowledges what it has read in one ``basic.ack``,
+then hands those requests over. What it takes but will not run is refused with a
+reply, or put back in its queue; see :mod:`~bridge.transport.amqp.history` for
+requests delivered again.
+"""
 
 from __future__ import annotations
 
 import logging
-from collections import deque
 from typing import TYPE_CHECKING, Any
 
+from bridge.exceptions import MalformedMessage, MessagingServerError
 from bridge.stats import record_refusal
 from bridge.target import Target
 from bridge.transport.amqp import queues
 from bridge.transport.amqp.connection import AmqpConnection, ConnectionLost, ReconnectNow
-from bridge.transport.amqp.envelope import BadMessage
-from bridge.transport.amqp.incoming import bad_message_reply, parse_request
+from bridge.transport.amqp.envelope import BadMessage, expiration_seconds
+from bridge.transport.amqp.history import History, Verdict
+from bridge.transport.amqp.incoming import (
+    AmqpIncoming,
+    RequestRedelivered,
+    final_reply,
+    parse_request,
+)
 from bridge.transport.amqp.queue_names import QueueName, QueueNames
 from bridge.transport.amqp.refusals import explain, refused_for_good
 from bridge.transport.amqp.replies import ReplySender
+from bridge.transport.amqp.salvage import reply_address
 from bridge.transport.amqp.streams import StreamPosition
 from bridge.transport.base import Listener
 
@@ -25,8 +39,6 @@ if TYPE_CHECKING:
 
 LOG = logging.getLogger(__name__)
 
-#: How many ``_unique_id`` values a listener remembers to drop duplicates.
-SEEN_IDS = 16
 #: The longest ``start()`` waits for the broker to attach the fanout stream's consumer.
 STREAM_ATTACH_WAIT = 5.0
 
@@ -56,7 +68,7 @@ class AmqpListener(Listener):
             "3": Target(exchange=exchange, topic=topic, fanout=True)}
         self._stopped = False
         self._consumed_generation = -1
-        self._seen: deque[str] = deque(maxlen=SEEN_IDS)
+        self._history = History()
         self._conn = AmqpConnection(driver.hosts, opts, f"listen-{self.names.server_key}",
                                     setup=self._setup)
         self.replies = ReplySender(self._conn, opts, driver.timer)
@@ -83,6 +95,7 @@ class AmqpListener(Listener):
     # -- declares and consumers (I/O thread) ----------------------------------------------------
 
     def _setup(self, conn: AmqpConnection, channel: Any) -> None:
+        self._history.connection_lost()
         try:
             queues.declare_server_queues(conn, self.names, self.options, self._transient_refused)
         except Exception as exc:
@@ -151,61 +164,133 @@ class AmqpListener(Listener):
 
     # -- incoming (I/O thread) ------------------------------------------------------------------
 
+    def _taking(self) -> bool:
+        with self.lock:
+            return self.started and not self._stopped
+
     def _on_delivery(self, msg: Any) -> None:
-        tag = msg.delivery_info["delivery_tag"]
         settled = [False]
         try:
-            self._handle_delivery(msg, tag, settled)
+            self._take(msg, settled)
         except ConnectionLost:
             pass  # the I/O thread reconnects; an unsettled message is redelivered
-        except Exception:
+        except Exception as exc:
             # Never let one message break the I/O thread (it would be redelivered forever).
             LOG.exception("Unexpected error handling a message on %s", self.address)
             if not settled[0]:
                 try:
-                    self._conn.reject(tag, requeue=False)
+                    self._conn.reject(msg.delivery_info["delivery_tag"], requeue=False)
                 except ConnectionLost:
                     return
-                record_refusal("amqp", "internal")
+                self._refuse(msg, MessagingServerError(
+                    f"the server could not take the request: {type(exc).__name__}"),
+                    "internal", msg.body)
 
-    def _handle_delivery(self, msg: Any, tag: int, settled: list[bool]) -> None:
-        with self.lock:
-            taking = self.started and not self._stopped
-        if not taking:
+    def _take(self, msg: Any, settled: list[bool]) -> None:
+        tag = msg.delivery_info["delivery_tag"]
+        if not self._taking():
             settled[0] = True
-            self._conn.reject(tag, requeue=True)  # taken after stop(): back to the queue
+            self._give_back(msg, tag)
             return
         try:
-            incoming, unique_id = parse_request(msg, self.replies)
+            incoming, unique_id = parse_request(msg, self.replies, self.options.max_body_size)
             incoming.target = self.consumer_targets.get(msg.delivery_info.get("consumer_tag"))
         except BadMessage as exc:
             settled[0] = True
-            self._conn.reject(tag, requeue=False)
-            # The dispatcher never sees it, so it is in no observer's count.
-            record_refusal("amqp", "invalid_argument")
-            self._refuse(msg, exc)
+            self._conn.reject(tag, requeue=False)  # dead-lettered, if the queue says so
+            LOG.error("Rejected a bad message from exchange %r key %r: %s",
+                      msg.delivery_info.get("exchange"), msg.delivery_info.get("routing_key"),
+                      exc)
+            self._refuse(msg, MalformedMessage(f"rejected: {exc}"), exc.reason,
+                         msg.body if exc.body is None else exc.body)
             return
-        if unique_id is not None:
-            if unique_id in self._seen:
-                settled[0] = True
-                self._conn.ack_soon(tag)
-                LOG.warning("Ignoring duplicate message %s (method %s)", unique_id,
-                            incoming.method)
-                return
-            self._seen.append(unique_id)
-        # Never under the listener's lock: the method may run right here (the blocking
-        # executor) and stop its own server.
+        verdict = self._history.admit(unique_id, incoming.msg_id,
+                                      bool(msg.delivery_info.get("redelivered")))
         settled[0] = True
-        if self.hand_over(incoming):
-            self._conn.ack_soon(tag)
-            if self._stream is not None and msg.delivery_info.get("consumer_tag") == "3":
-                self._stream.taken(msg)
-        else:
-            self._conn.reject(tag, requeue=True)  # stopped meanwhile: back to the queue
+        if self._stream is not None and msg.delivery_info.get("consumer_tag") == "3":
+            self._stream.taken(msg)  # where a new connection resumes reading the stream
+        if verdict is Verdict.RUN:
+            # Handed over once the acknowledgement is out, never under the listener's lock:
+            # the method may run right there (the blocking executor) and stop its server.
+            self._conn.ack_soon(tag, then=lambda: self._run(msg, incoming, unique_id))
+            return
+        self._conn.ack_soon(tag)
+        self._decline(incoming, unique_id, verdict)
 
-    def _refuse(self, msg: Any, exc: BadMessage) -> None:
-        LOG.error("Rejected a bad message from exchange %r key %r: %s",
-                  msg.delivery_info.get("exchange"), msg.delivery_info.get("routing_key"), exc)
-        reply = bad_message_reply(msg.body, exc)
-        if reply is not None:
-            self.replies.send_once(*reply)
+    def _run(self, msg: Any, incoming: AmqpIncoming, unique_id: str | None) -> None:
+        self._history.ran(unique_id)
+        if not self.hand_over(incoming):  # stopped since it was taken
+            self._history.declined(unique_id)
+            self._give_back(msg, None, incoming)
+
+    def _decline(self, incoming: AmqpIncoming, unique_id: str | None,
+                 verdict: Verdict) -> None:
+        """Answer (or drop) a request that must not run."""
+        what = f"{'call' if incoming.wants_reply else 'cast'} of {incoming.method!r}"
+        if verdict is Verdict.DUPLICATE:
+            LOG.warning("Ignoring duplicate message %s (%s)", unique_id, what)
+            return
+        if verdict is Verdict.REUSED_ID:
+            failure: Exception = MalformedMessage(
+                f"the _unique_id {unique_id} was already used by another request")
+            reason = "invalid_argument"
+        else:
+            failure = RequestRedelivered(
+                "the broker delivered this request again (its first delivery may already "
+                "have run), so it was not run again")
+            reason = "unavailable"
+        LOG.warning("Refused a %s (unique id %s): %s", what, unique_id, failure)
+        record_refusal("amqp", reason)
+        incoming.reply(failure=failure)
+
+    def _refuse(self, msg: Any, failure: Exception, reason: str, body: Any) -> None:
+        """Answer a request refused before it could be read, when its caller can be found."""
+        record_refusal("amqp", reason)  # the dispatcher never sees it: in no observer's count
+        address = reply_address(body) if body is not None else None
+        if address is None:
+            return
+        try:
+            seconds_left = expiration_seconds(msg.properties.get("expiration"))
+        except BadMessage:
+            seconds_left = None
+        msg_id, reply_q = address
+        self.replies.send(reply_q, final_reply(msg_id, None, failure, self.options.max_body_size),
+                          seconds_left, "a refused request")
+
+    def _give_back(self, msg: Any, tag: int | None, incoming: AmqpIncoming | None = None,
+                   ) -> None:
+        """Put a request taken but not run back in its queue, as a new message.
+
+        ``tag``: the delivery, still to be settled; None once acknowledged. A requeued
+        message would come back marked redelivered, which servers refuse, so a copy is
+        published to the queue it came from, then the original acknowledged (the broker
+        takes the two in that order). A request already redelivered is requeued as it
+        is (it may have run before); a fanout copy is this server's own, and dropped.
+        """
+        consumer = msg.delivery_info.get("consumer_tag")
+        queue = dict(self.names.consumed()).get(consumer)
+        redelivered = bool(msg.delivery_info.get("redelivered"))
+        if queue is None or queue == self.names.fanout_queue or (tag is not None and redelivered):
+            if tag is not None:
+                self._conn.reject(tag, requeue=queue is not None and
+                                  queue != self.names.fanout_queue)
+            return
+        properties = msg.properties
+        try:
+            expiration_seconds(properties.get("expiration"))  # the broker would refuse it
+        except BadMessage:
+            if tag is not None:
+                self._conn.reject(tag, requeue=True)
+            return
+        body = msg.body.encode("utf-8") if isinstance(msg.body, str) else msg.body
+        headers = properties.get("application_headers")
+        try:
+            self._conn.publish("", queue, bytes(body), expiration=properties.get("expiration"),
+                               headers=headers if isinstance(headers, dict) and headers else None)
+        except ConnectionLost:
+            if incoming is not None:
+                incoming.reply(failure=MessagingServerError(
+                    "the server stopped before running the request"))
+            return
+        if tag is not None:
+            self._conn.ack_soon(tag)

@@ -77,6 +77,9 @@ class AmqpOptions:
     heartbeat_rate: int = 3
     direct_mandatory_flag: bool = True
     enable_cancel_on_failover: bool = False
+    #: rpc-bridge's own: the largest message body taken, in bytes, as sent or once
+    #: decompressed (RabbitMQ 4's default ``max_message_size``).
+    max_body_size: int = _at_least(1, 16 * 1024 * 1024)
     # RabbitMQ 4.x deployments (kolla-ansible, OpenStack-Ansible): stable queue names, and
     # fanout through a stream (queue_names.py, streams.py).
     use_queue_manager: bool = False

@@ -52,6 +52,11 @@ TRANSIENT_QUEUES_HINT = ("set amqp_durable_queues=true or rabbit_quorum_queue=tr
                          "rabbit_transient_quorum_queue=true")
 
 
+class ReconnectNow(Exception):  # noqa: N818 - a request, not an error
+    """Raised by a connection's ``setup`` that needs a new connection at once (a queue to
+    declare otherwise after a refusal), not a failed attempt."""
+
+
 class BrokerRefused(MessageDeliveryFailure):
     """RabbitMQ refused something for good; the text says what and what to set.
 

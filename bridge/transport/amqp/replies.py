@@ -86,13 +86,6 @@ class ReplySender:
         except ConnectionLost:
             LOG.debug("Heartbeat to %s not sent: not connected", reply_q)
 
-    def send_once(self, reply_q: str, body: bytes) -> None:
-        """Publish a reply once, without following its confirm."""
-        try:
-            self._conn.publish("", reply_q, body, mandatory=False)
-        except ConnectionLost:
-            pass
-
     def wait_sent(self, grace: float) -> int:
         """Wait up to ``grace`` s for the replies on their way; how many are left."""
         with self._cond:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from bridge.exceptions import InvalidTransportURL
@@ -95,7 +96,7 @@ class GrpcDriver(Driver):
     wire = "grpc"
     implements = Capabilities(schemes=("grpc", "grpcs"), option_group="grpc",
                               options_type=GrpcOptions, unrouted=True, process_health=True,
-                              health_check=True, describe=True)
+                              health_check=True, describe=True, call_stream=True)
     #: The servers of this process, shared by every transport.
     shared = SharedServers()
 
@@ -201,6 +202,12 @@ class GrpcDriver(Driver):
              at_least_once: bool = False) -> Any:
         return self.client.send(target, ctxt, message, wait_for_reply=wait_for_reply,
                                 timeout=timeout, retry=retry, at_least_once=at_least_once)
+
+    def call_many(self, target: Target, ctxt: dict[str, Any],
+                  messages: Sequence[dict[str, Any]], *, timeout: float | None,
+                  ) -> Iterator[tuple[int, Any]]:
+        """The calls over one ``CallStream`` (:meth:`GrpcClient.call_many`)."""
+        return self.client.call_many(target, ctxt, messages, timeout=timeout)
 
     def cleanup(self) -> None:
         self.client.close()

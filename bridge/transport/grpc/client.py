@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import grpc
@@ -28,8 +28,12 @@ from bridge.transport.grpc.values import decode_error_text, fill_map, from_value
 
 LOG = logging.getLogger(__name__)
 
+#: grpc's status codes by number (a StreamError carries the number).
+_STATUS_CODES = {code.value[0]: code for code in grpc.StatusCode}
+
 CALL = f"/{SERVICE_NAME}/Call"
 CAST = f"/{SERVICE_NAME}/Cast"
+CALL_STREAM = f"/{SERVICE_NAME}/CallStream"
 
 
 #: grpc's words for a call that failed before any connection took it: no server saw it.
@@ -56,7 +60,13 @@ def encode_request(target: Target, ctxt: dict[str, Any], message: dict[str, Any]
     if wait_for_reply and target.fanout:
         raise InvalidTarget("A call cannot be used with fanout", target)
     request = pb.CallRequest() if wait_for_reply else pb.CastRequest()
-    envelope = request.envelope
+    fill_envelope(request.envelope, target, ctxt, message, default_exchange)
+    return request.SerializeToString()
+
+
+def fill_envelope(envelope: pb.Envelope, target: Target, ctxt: dict[str, Any],
+                  message: dict[str, Any], default_exchange: str) -> None:
+    """Set ``envelope`` to carry ``message`` to ``target`` with ``ctxt``."""
     envelope.target.exchange = target.exchange or default_exchange
     envelope.target.topic = str(target.topic)
     if target.server:
@@ -70,7 +80,6 @@ def encode_request(target: Target, ctxt: dict[str, Any], message: dict[str, Any]
         envelope.version = message["version"]
     fill_map(envelope.context, ctxt, "the request context")
     fill_map(envelope.args, message.get("args") or {}, "argument")
-    return request.SerializeToString()
 
 
 class GrpcClient:
@@ -131,7 +140,13 @@ class GrpcClient:
                 except (OSError, ValueError) as exc:  # a TLS or token file, an address
                     raise MessageDeliveryFailure(
                         f"cannot connect to gRPC {self.connect_address}: {exc}") from None
-            stub = self._stubs[method] = self._channel.unary_unary(method)
+            if method == CALL_STREAM:
+                stub = self._channel.stream_stream(
+                    method, request_serializer=pb.StreamRequest.SerializeToString,
+                    response_deserializer=pb.StreamResponse.FromString)
+            else:
+                stub = self._channel.unary_unary(method)
+            self._stubs[method] = stub
             return stub
 
     def send(self, target: Target, ctxt: dict[str, Any], message: dict[str, Any], *,
@@ -193,6 +208,71 @@ class GrpcClient:
                       self.connect_address, details, attempts, pause)
             time.sleep(pause)
             delay = min(delay * 2, 1.0)
+
+    def call_many(self, target: Target, ctxt: dict[str, Any],
+                  messages: Sequence[dict[str, Any]], *, timeout: float | None,
+                  ) -> Iterator[tuple[int, Any]]:
+        """The calls of ``messages`` over one ``CallStream``: each request is written as
+        the stream takes it, each answer yielded as ``(index, result or exception)`` as it
+        comes (see :meth:`Driver.call_many`); the server enforces ``timeout`` per call.
+
+        If the stream itself fails, every call not answered yet yields the exception a
+        unary call would have raised for that status.
+        """
+        if target.fanout:
+            raise InvalidTarget("A call cannot be used with fanout", target)
+        if not target.exchange:  # the exchange it is sent to, in errors
+            target = target(exchange=self.settings.control_exchange)
+        requests = [self._stream_request(index, target, ctxt, message, timeout)
+                    for index, message in enumerate(messages)]
+        pending = set(range(len(requests)))
+        if not pending:
+            return
+        responses = self._stub(CALL_STREAM)(iter(requests), metadata=self._metadata)
+        try:
+            for data in responses:
+                index, outcome = self._stream_outcome(data, target)
+                if index in pending:  # an id it did not send, or a second answer: ignored
+                    pending.discard(index)
+                    yield index, outcome
+                if not pending:
+                    return
+        except grpc.RpcError as err:
+            failure = failure_from_metadata(err.trailing_metadata()
+                                            if hasattr(err, "trailing_metadata") else None)
+            code = err.code() if hasattr(err, "code") else grpc.StatusCode.UNKNOWN
+            details = err.details() if hasattr(err, "details") else str(err)
+            for index in sorted(pending):
+                yield index, exception_for_error(code, details, failure,
+                                                 self.allowed_remote_exmods, target=target)
+            pending.clear()
+        finally:
+            if pending:
+                responses.cancel()
+        for index in sorted(pending):  # the server ended the stream with calls unanswered
+            yield index, MessageDeliveryFailure(
+                f"gRPC server {self.connect_address} ended the CallStream to {target} "
+                f"without answering call {index}")
+
+    def _stream_request(self, index: int, target: Target, ctxt: dict[str, Any],
+                        message: dict[str, Any], timeout: float | None) -> pb.StreamRequest:
+        request = pb.StreamRequest(id=index, timeout=timeout or 0)
+        fill_envelope(request.envelope, target, ctxt, message, self.settings.control_exchange)
+        return request
+
+    def _stream_outcome(self, data: Any, target: Target) -> tuple[int, Any]:
+        """(index, result or exception) of one StreamResponse."""
+        if data.HasField("error"):
+            error = data.error
+            code = _STATUS_CODES.get(error.code, grpc.StatusCode.UNKNOWN)
+            failure = error.failure if error.HasField("failure") else None
+            return data.id, exception_for_error(code, error.message, failure,
+                                                self.allowed_remote_exmods, target=target)
+        try:
+            return data.id, from_value(data.result, "the result")
+        except Exception as exc:  # InvalidValueError: never raw to the caller
+            return data.id, TransportDriverError(
+                f"the reply from {target} cannot be read: {decode_error_text(exc)}")
 
     def check_health(self, service: str = "", timeout: float = 5.0) -> str:
         """Ask the gRPC health service (grpc.health.v1) of the servers; the status name.

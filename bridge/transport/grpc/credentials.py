@@ -50,6 +50,10 @@ class Sender(NamedTuple):
     headers: dict[str, str] | None
 
 
+#: The sender of a request with no credentials and no trace context (made once).
+NOTHING = Sender(NONE, None)
+
+
 def sender_of(context: Any, verified_peer: bool) -> Sender:
     """The :class:`Sender` of the request behind ``context`` (sync or aio), read in one
     pass over its metadata.
@@ -69,7 +73,7 @@ def sender_of(context: Any, verified_peer: bool) -> Sender:
     if several:
         return Sender(Credentials(WIRE, malformed="several authorization headers"), headers)
     if authorization is None and not verified_peer:
-        return Sender(NONE, headers)
+        return Sender(NONE, headers) if headers is not None else NOTHING
     names = peer_names(context.auth_context() or {}) if verified_peer else ()
     return Sender(bearer_credentials(WIRE, authorization, names), headers)
 

@@ -214,7 +214,7 @@ def test_errors_have_the_grpc_code_and_failure(wires, call, reason):
     (b'{"target": {"topic": "t"}, "method": "echo", "args": {"value": "\\ud800"}}',
      "lone surrogate"),
     (b'{"target": {"topic": "t"}, "method": "echo", "args": {"value": ' + b"[" * 70 + b"]" * 70
-     + b"}}", "nests deeper than 64"),
+     + b"}}", "nests deeper than 32"),
     (b"\xff\xfe", "not UTF-8"),
 ])
 def test_bad_requests_are_clear_400s(wires, raw, words):
