@@ -11,7 +11,8 @@ own (so closing its connections touches no one else):
     (``rabbitmqctl close_all_connections -p <vhost>``) under a steady load of calls and
     casts, each side by its own library's client;
 (c) ``--fuzz`` M: M malformed requests (tests/amqp_fuzz.py: mutations of a valid call,
-    a few compression bombs among them) published raw to each server.
+    a few compression bombs among them) published raw to each server, ``--batch`` at a
+    time (the next batch once this one's replies came, or none came for 2 s).
 
 For each run and side it prints: requests sent; answered correctly; refused with a
 clear error (a failure reply naming its class and reason); lost (a caller left without
@@ -297,7 +298,7 @@ def _side(server: Server, load: Load) -> dict[str, Any]:
 # -- (c) fuzzed requests ---------------------------------------------------------------------
 
 
-def run_fuzz(broker: Broker, count: int, seed: int, sides: list[str],
+def run_fuzz(broker: Broker, count: int, seed: int, sides: list[str], batch: int,
              ) -> dict[str, dict[str, Any]]:
     results = {}
     for kind in sides:
@@ -311,14 +312,15 @@ def run_fuzz(broker: Broker, count: int, seed: int, sides: list[str],
             server.idle_rss = server.memory("VmRSS")
             rnd, used = random.Random(seed), []
             cases = []
-            for index in range(count):
-                case = mutate(rnd, wire.reply_q, index, used, bomb_rate=0.001,
-                              bomb_size=256 << 20)
-                wire.publish(exchange, topic, case.body, content_type=case.content_type,
-                             headers=case.headers, **case.properties)
-                cases.append(case)
-                if index % 1000 == 999:
-                    wire.read_replies()
+            for start in range(0, count, batch):
+                sent = [mutate(rnd, wire.reply_q, index, used, bomb_rate=0.001,
+                               bomb_size=256 << 20)
+                        for index in range(start, min(count, start + batch))]
+                for case in sent:
+                    wire.publish(exchange, topic, case.body, content_type=case.content_type,
+                                 headers=case.headers, **case.properties)
+                cases += sent
+                _wait_quiet(wire, [c.msg_id for c in sent if c.reply is True], quiet=2)
             _wait_quiet(wire, [c.msg_id for c in cases if c.reply is True])
             last = f"last-{uuid.uuid4().hex}"
             wire.publish(exchange, topic, wire.envelope(inner_call(last, wire.reply_q, "last")))
@@ -334,6 +336,7 @@ def run_fuzz(broker: Broker, count: int, seed: int, sides: list[str],
                              "idle_rss": server.idle_rss, "peak_rss": peak,
                              "lost_by_mutation": dict(figures["lost_by"]),
                              "duplicated_by_mutation": dict(figures["duplicated_by"])}
+            print(f"  {kind}: {results[kind]}", flush=True)
         finally:
             wire.close()
             if server.proc.poll() is None:
@@ -411,6 +414,8 @@ def main() -> None:
     parser.add_argument("--fuzz", type=int, default=20000, help="fuzzed requests (c)")
     parser.add_argument("--broker", choices=["3.10", "4.3"], default="3.10")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--batch", type=int, default=500,
+                        help="fuzzed requests published before their replies are awaited")
     parser.add_argument("--sides", nargs="+", choices=SIDES, default=list(SIDES),
                         help="the servers to run (both by default)")
     parser.add_argument("--json", action="store_true", help="also print the results as JSON")
@@ -434,7 +439,7 @@ def main() -> None:
             _table(f"(a) {args.closes} connection closes under load", results["closes"])
         if args.fuzz:
             print(f"(c) {args.fuzz} fuzzed requests", flush=True)
-            results["fuzz"] = run_fuzz(broker, args.fuzz, args.seed, args.sides)
+            results["fuzz"] = run_fuzz(broker, args.fuzz, args.seed, args.sides, args.batch)
             _table(f"(c) {args.fuzz} fuzzed requests", results["fuzz"])
     if args.json:
         print(json.dumps(results))
