@@ -16,7 +16,6 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any
 
-import amqp.exceptions
 from amqp import spec
 
 from bridge.stats import record_reconnect
@@ -379,16 +378,13 @@ class AmqpConnection:
     def _refused_for_good(self, exc: BaseException) -> bool:
         """After a failed attempt: a refusal ends the first attempt (the owner reports it)
         and is logged, not called "unreachable", on a later one (then retried)."""
-        if not refused_for_good(exc):
+        refusal = self._refusals.failed_attempt(exc, self._hosts.label, self._was_connected)
+        if refusal is not None:
+            self.last_error = refusal
+        if refusal is None or self._was_connected:
             return False
-        refusal = explain(exc, self._hosts.label)
-        self.last_error = refusal
-        if not self._was_connected:
-            self.refused = refusal
-            self._refusals.log(refusal)
-            return True
-        self._refusals.log(refusal, "trying again")
-        return False
+        self.refused = refusal
+        return True
 
     def _connect(self) -> None:
         kconn = self._hosts.open(self._hosts.next())
@@ -421,18 +417,9 @@ class AmqpConnection:
             callbacks, self._when_connected = self._when_connected, []
         self._call_each(callbacks, "a reconnection callback")
 
-    def _on_channel_closed(self, reply_code: int, reply_text: str, class_id: int,
-                           method_id: int) -> None:
-        """The broker closed the publishing channel (I/O thread): reconnect.
-
-        A refused exchange declaration (a 406 before a send) is remembered, so that the
-        sends to that exchange fail at once (:meth:`exchange_refusal`).
-        """
-        error = amqp.exceptions.error_for_code(reply_code, reply_text, (class_id, method_id),
-                                               amqp.exceptions.ChannelError)
-        if (class_id, method_id) == spec.Exchange.Declare:
-            self._refusals.exchange_refused(error, self._hosts.label)
-        raise error
+    def _on_channel_closed(self, *args: Any) -> None:
+        """The broker closed the publishing channel (I/O thread): reconnect."""
+        raise self._refusals.channel_closed(*args, where=self._hosts.label)
 
     def _drain(self) -> None:
         conn = self._amqp

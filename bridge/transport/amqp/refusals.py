@@ -164,11 +164,27 @@ class RefusalMemory:
         self._exchanges: dict[str, tuple[float, BrokerRefused]] = {}
         self._logged = ""
 
-    def exchange_refused(self, error: BaseException, where: str) -> None:
-        """The broker refused an exchange declaration (its text names the exchange)."""
-        match = _EXCHANGE_NAME.search(str(error))
-        if match and refused_for_good(error):
+    def channel_closed(self, reply_code: int, reply_text: str, class_id: int, method_id: int,
+                       where: str = "") -> BaseException:
+        """The broker closed the publishing channel: the error to raise (and reconnect).
+
+        A refused exchange declaration is remembered (its text names the exchange).
+        """
+        error = amqp.exceptions.error_for_code(reply_code, reply_text, (class_id, method_id),
+                                               amqp.exceptions.ChannelError)
+        match = _EXCHANGE_NAME.search(reply_text)
+        if (class_id, method_id) == (40, 10) and match and refused_for_good(error):
             self._exchanges[match.group(1)] = (time.monotonic(), explain(error, where))
+        return error
+
+    def failed_attempt(self, error: BaseException, where: str,
+                       connected_before: bool) -> BrokerRefused | None:
+        """A connection attempt failed: its refusal, logged, if it is one."""
+        if not refused_for_good(error):
+            return None
+        refusal = explain(error, where)
+        self.log(refusal, "trying again" if connected_before else "")
+        return refusal
 
     def exchange(self, name: str) -> BrokerRefused | None:
         """The recent refusal of exchange ``name``, if any."""
