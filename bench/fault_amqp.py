@@ -11,7 +11,8 @@ own (so closing its connections touches no one else):
     (``rabbitmqctl close_all_connections -p <vhost>``) under a steady load of calls and
     casts, each side by its own library's client;
 (c) ``--fuzz`` M: M malformed requests (tests/amqp_fuzz.py: mutations of a valid call,
-    a few compression bombs among them) published raw to each server.
+    a few compression bombs among them) published raw to each server, ``--batch`` at a
+    time (the next batch once this one's replies came, or none came for 2 s).
 
 For each run and side it prints: requests sent; answered correctly; refused with a
 clear error (a failure reply naming its class and reason); lost (a caller left without
@@ -39,6 +40,8 @@ import uuid
 from collections import Counter
 from pathlib import Path
 from typing import Any
+
+import amqp.exceptions
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -150,6 +153,7 @@ class Server:
 
 class Broker:
     def __init__(self, version: str) -> None:
+        self.version = version
         self.port = 5672 if version == "3.10" else 5673
         self.ctl = (["rabbitmqctl"] if version == "3.10"
                     else [str(ROOT / "scripts" / "rabbitmq"), "ctl", "single"])
@@ -164,7 +168,23 @@ class Broker:
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        self.rabbitmqctl("delete_vhost", self.vhost)
+        for _ in range(10):  # the broker may be restarting (a shared broker)
+            try:
+                self.rabbitmqctl("delete_vhost", self.vhost)
+                return
+            except subprocess.CalledProcessError:
+                time.sleep(3)
+
+    def restarts(self) -> int:
+        """How many times the broker started so far (its log says), to tell a run that a
+        restart of a shared broker by someone else cut across it."""
+        log = Path("/var/log/rabbitmq/rabbit@localhost.log")
+        if self.version != "3.10":
+            return 0
+        try:
+            return log.read_text(errors="replace").count("RabbitMQ is asked to start")
+        except OSError:
+            return -1
 
     def url(self) -> str:
         return f"rabbit://guest:guest@127.0.0.1:{self.port}/{self.vhost}?{FAST_RECONNECT}"
@@ -297,48 +317,66 @@ def _side(server: Server, load: Load) -> dict[str, Any]:
 # -- (c) fuzzed requests ---------------------------------------------------------------------
 
 
-def run_fuzz(broker: Broker, count: int, seed: int, sides: list[str],
+def run_fuzz(broker: Broker, count: int, seed: int, sides: list[str], batch: int,
              ) -> dict[str, dict[str, Any]]:
     results = {}
     for kind in sides:
-        exchange, topic = "fault", f"fuzz_{kind}_{uuid.uuid4().hex[:8]}"
-        server = Server(kind, broker.url(), exchange, topic)
-        wire = RawWire(broker.kombu_url())
-        try:
-            first = f"warm-{uuid.uuid4().hex}"
-            wire.publish(exchange, topic, wire.envelope(inner_call(first, wire.reply_q, 1)))
-            wire.wait_replies([first])
-            server.idle_rss = server.memory("VmRSS")
-            rnd, used = random.Random(seed), []
-            cases = []
-            for index in range(count):
-                case = mutate(rnd, wire.reply_q, index, used, bomb_rate=0.001,
-                              bomb_size=256 << 20)
+        for attempt in range(5):
+            started = broker.restarts()
+            try:
+                results[kind] = _fuzz_side(broker, kind, count, seed, batch)
+            except (OSError, amqp.exceptions.AMQPError) as exc:
+                print(f"  {kind}: the run broke ({exc!r})", flush=True)
+            if broker.restarts() == started and kind in results:
+                print(f"  {kind}: {results[kind]}", flush=True)
+                break
+            print(f"  {kind}: the broker restarted during attempt {attempt + 1} (someone "
+                  "else's doing): again", flush=True)
+            time.sleep(10)
+    return results
+
+
+def _fuzz_side(broker: Broker, kind: str, count: int, seed: int, batch: int,
+               ) -> dict[str, Any]:
+    """M fuzzed requests to one side's server, ``batch`` at a time."""
+    exchange, topic = "fault", f"fuzz_{kind}_{uuid.uuid4().hex[:8]}"
+    server = Server(kind, broker.url(), exchange, topic)
+    wire = RawWire(broker.kombu_url())
+    try:
+        first = f"warm-{uuid.uuid4().hex}"
+        wire.publish(exchange, topic, wire.envelope(inner_call(first, wire.reply_q, 1)))
+        wire.wait_replies([first])
+        server.idle_rss = server.memory("VmRSS")
+        rnd, used = random.Random(seed), []
+        cases = []
+        for start in range(0, count, batch):
+            sent = [mutate(rnd, wire.reply_q, index, used, bomb_rate=0.001,
+                           bomb_size=64 << 20)
+                    for index in range(start, min(count, start + batch))]
+            for case in sent:
                 wire.publish(exchange, topic, case.body, content_type=case.content_type,
                              headers=case.headers, **case.properties)
-                cases.append(case)
-                if index % 1000 == 999:
-                    wire.read_replies()
-            _wait_quiet(wire, [c.msg_id for c in cases if c.reply is True])
-            last = f"last-{uuid.uuid4().hex}"
-            wire.publish(exchange, topic, wire.envelope(inner_call(last, wire.reply_q, "last")))
-            alive = wire.wait_replies([last], 60)
-            _wait_quiet(wire, [], quiet=3)
-            figures = _fuzz_figures(cases, wire.replies)
-            runs, crashed, hung, peak = server.finish()
-            figures["crashes"] += int(crashed or not alive)
-            figures["hung"] += int(hung)
-            results[kind] = {**{name: figures.get(name, 0) for name in FIELDS},
-                             "unclear": figures["unclear"] + figures["wrong"],
-                             "no_reply_due": figures["no_reply_due"],
-                             "idle_rss": server.idle_rss, "peak_rss": peak,
-                             "lost_by_mutation": dict(figures["lost_by"]),
-                             "duplicated_by_mutation": dict(figures["duplicated_by"])}
-        finally:
-            wire.close()
-            if server.proc.poll() is None:
-                server.proc.kill()
-    return results
+            cases += sent
+            _wait_quiet(wire, [c.msg_id for c in sent if c.reply is True], quiet=2)
+        _wait_quiet(wire, [c.msg_id for c in cases if c.reply is True])
+        last = f"last-{uuid.uuid4().hex}"
+        wire.publish(exchange, topic, wire.envelope(inner_call(last, wire.reply_q, "last")))
+        alive = wire.wait_replies([last], 60)
+        _wait_quiet(wire, [], quiet=3)
+        figures = _fuzz_figures(cases, wire.replies)
+        _, crashed, hung, peak = server.finish()
+        figures["crashes"] += int(crashed or not alive)
+        figures["hung"] += int(hung)
+        return {**{name: figures.get(name, 0) for name in FIELDS},
+                "unclear": figures["unclear"] + figures["wrong"],
+                "no_reply_due": figures["no_reply_due"],
+                "idle_rss": server.idle_rss, "peak_rss": peak,
+                "lost_by_mutation": dict(figures["lost_by"]),
+                "duplicated_by_mutation": dict(figures["duplicated_by"])}
+    finally:
+        wire.close()
+        if server.proc.poll() is None:
+            server.proc.kill()
 
 
 def _wait_quiet(wire: RawWire, due: list[str], quiet: float = 15.0, limit: float = 600) -> None:
@@ -411,6 +449,8 @@ def main() -> None:
     parser.add_argument("--fuzz", type=int, default=20000, help="fuzzed requests (c)")
     parser.add_argument("--broker", choices=["3.10", "4.3"], default="3.10")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--batch", type=int, default=500,
+                        help="fuzzed requests published before their replies are awaited")
     parser.add_argument("--sides", nargs="+", choices=SIDES, default=list(SIDES),
                         help="the servers to run (both by default)")
     parser.add_argument("--json", action="store_true", help="also print the results as JSON")
@@ -430,11 +470,15 @@ def main() -> None:
         print(f"RabbitMQ {args.broker}, virtual host {broker.vhost}", flush=True)
         if args.closes:
             print(f"(a) {args.closes} connection closes under load", flush=True)
+            started = broker.restarts()
             results["closes"] = run_closes(broker, args.closes, args.interval, args.sides)
             _table(f"(a) {args.closes} connection closes under load", results["closes"])
+            if broker.restarts() != started:
+                print("The broker was restarted during (a) (by someone else): run it again.")
+                results["interrupted"] = True
         if args.fuzz:
             print(f"(c) {args.fuzz} fuzzed requests", flush=True)
-            results["fuzz"] = run_fuzz(broker, args.fuzz, args.seed, args.sides)
+            results["fuzz"] = run_fuzz(broker, args.fuzz, args.seed, args.sides, args.batch)
             _table(f"(c) {args.fuzz} fuzzed requests", results["fuzz"])
     if args.json:
         print(json.dumps(results))

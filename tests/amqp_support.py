@@ -271,7 +271,8 @@ class RawWire:
         self.conn = kombu.Connection(url, connect_timeout=5)
         self.channel = self.conn.channel()
         self.reply_q = unique("raw_reply")
-        self.channel.queue_declare(self.reply_q, auto_delete=False)
+        self.channel.queue_declare(self.reply_q, auto_delete=False,
+                                   arguments={"x-expires": 600_000})
         self.replies: dict[str, list[dict]] = {}
         self.unreadable: list[bytes] = []
 
@@ -313,5 +314,7 @@ class RawWire:
     def close(self) -> None:
         try:
             self.channel.queue_delete(self.reply_q)
+        except Exception:  # the connection is gone: so is the queue, with x-expires
+            pass
         finally:
             self.conn.release()

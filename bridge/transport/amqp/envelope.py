@@ -26,6 +26,8 @@ COMPRESSION = {"gzip": "application/x-gzip", "bz2": "application/x-bz2"}
 MAX_SECONDS = 315_360_000
 #: Bytes decompressed at a time.
 _INFLATE_STEP = 1 << 20
+#: What a refusal of a body too large once decompressed keeps of it: its first MiB.
+KEPT_TEXT = 1 << 20
 
 
 class BadMessage(ValueError):
@@ -37,7 +39,7 @@ class BadMessage(ValueError):
 
     reason = "invalid_argument"
 
-    def __init__(self, message: str, body: bytes | bytearray | None = None) -> None:
+    def __init__(self, message: str, body: bytes | None = None) -> None:
         super().__init__(message)
         self.body = body
 
@@ -47,7 +49,7 @@ class BodyTooLarge(BadMessage):
 
     reason = "resource_exhausted"
 
-    def __init__(self, limit: int, body: bytes | bytearray | None = None) -> None:
+    def __init__(self, limit: int, body: bytes | None = None) -> None:
         super().__init__(f"the message body is larger than max_body_size ({limit} bytes)",
                          body)
 
@@ -139,10 +141,11 @@ def compress(body: bytes, compression: str | None) -> tuple[bytes, dict[str, Any
     return body, {"compression": COMPRESSION[compression]}
 
 
-def inflate(body: bytes, compression: Any, limit: int) -> bytes | bytearray:
+def inflate(body: bytes, compression: Any, limit: int) -> bytes:
     """The body as sent, decompressed per its ``compression`` header, of at most ``limit``
-    bytes: :class:`BodyTooLarge` as soon as the output passes it, so a small body that
-    would inflate to gigabytes costs no more than ``limit``."""
+    bytes; else :class:`BodyTooLarge`, found by a first pass that keeps nothing but the
+    first :data:`KEPT_TEXT` bytes, so a small body that would inflate to gigabytes costs
+    no more memory than a step of :data:`_INFLATE_STEP` bytes."""
     if not compression:
         if len(body) > limit:
             raise BodyTooLarge(limit, body)
@@ -153,11 +156,17 @@ def inflate(body: bytes, compression: Any, limit: int) -> bytes | bytearray:
         new_stream = bz2.BZ2Decompressor  # bz2 streams may follow one another
     else:
         raise BadMessage(f"unsupported compression {short_repr(compression)}", body)
-    output = bytearray()
+    _inflate_into(_Output(limit, keep=False), new_stream, body)  # how large, first
+    output = _Output(limit, keep=True)
+    _inflate_into(output, new_stream, body)
+    return b"".join(output.chunks)
+
+
+def _inflate_into(output: _Output, new_stream: Any, body: bytes) -> None:
     data, first = body, True
     while data and (first or new_stream is not zlib.decompressobj):
         try:
-            data = _inflate_stream(new_stream(), data, output, limit, body)
+            data = _inflate_stream(new_stream(), data, output, body)
         except BadMessage:
             raise
         except (zlib.error, OSError, ValueError, EOFError) as exc:
@@ -167,19 +176,35 @@ def inflate(body: bytes, compression: Any, limit: int) -> bytes | bytearray:
         first = False
     if first:
         raise BadMessage("cannot decompress the body: it is empty", body)
-    return output
 
 
-def _inflate_stream(stream: Any, data: bytes, output: bytearray, limit: int,
-                    body: bytes) -> bytes:
+class _Output:
+    """Decompressed pieces (all of them, or the first :data:`KEPT_TEXT` bytes), never more
+    than ``limit`` bytes in all."""
+
+    def __init__(self, limit: int, keep: bool) -> None:
+        self.limit = limit
+        self.keep = keep
+        self.chunks: list[bytes] = []
+        self.size = 0
+
+    def add(self, chunk: bytes) -> None:
+        kept = self.size if self.keep else min(self.size, KEPT_TEXT)
+        self.size += len(chunk)
+        if self.keep or kept < KEPT_TEXT:
+            self.chunks.append(chunk if self.keep else chunk[:KEPT_TEXT - kept])
+        if self.size > self.limit:
+            head = b"".join(self.chunks) if not self.keep else b""
+            self.chunks = []
+            raise BodyTooLarge(self.limit, head[:KEPT_TEXT])
+
+
+def _inflate_stream(stream: Any, data: bytes, output: _Output, body: bytes) -> bytes:
     """Add one compressed stream's output to ``output``; return the data after it."""
     while True:
-        wanted = min(_INFLATE_STEP, limit + 1 - len(output))
+        wanted = min(_INFLATE_STEP, output.limit + 1 - output.size)
         chunk = stream.decompress(data, wanted)
-        output += chunk
-        if len(output) > limit:
-            del output[limit:]
-            raise BodyTooLarge(limit, output)
+        output.add(chunk)
         if stream.eof:
             return stream.unused_data
         data = getattr(stream, "unconsumed_tail", b"")  # zlib keeps input past ``wanted``
@@ -214,8 +239,7 @@ def decode_body(body: Any, properties: dict[str, Any], limit: int) -> dict[str, 
     return data
 
 
-def _json_object(text: bytes | bytearray | str, what: str,
-                 body: bytes | bytearray) -> dict[str, Any]:
+def _json_object(text: bytes | str, what: str, body: bytes) -> dict[str, Any]:
     try:
         data = json.loads(text)
     except RecursionError:

@@ -104,8 +104,15 @@ def _string(raw: str | None, partial: bool = False) -> str | None:
 
 def reply_address(body: bytes | str) -> tuple[str, str] | None:
     """``(_msg_id, _reply_q)`` of a request body (an oslo envelope or a bare inner
-    message), both non-empty strings; None when they cannot be read."""
-    text = body if isinstance(body, str) else body.decode("utf-8", "replace")
+    message), both non-empty strings; None when they cannot be read.
+
+    Only the first :data:`WINDOW` characters are walked; of a longer body, the last
+    :data:`WINDOW` are also searched for the two fields (where oslo.messaging's and
+    rpc-bridge's clients put them, before the context), so reading costs little
+    whatever the body's size.
+    """
+    head = body[:WINDOW]
+    text = head if isinstance(head, str) else head.decode("utf-8", "replace")
     found = members(text, {"oslo.message", "_msg_id", "_reply_q"})
     inner: Any = found.get("oslo.message")
     if inner is not None:
@@ -115,4 +122,27 @@ def reply_address(body: bytes | str) -> tuple[str, str] | None:
     msg_id, reply_q = _string(found.get("_msg_id")), _string(found.get("_reply_q"))
     if msg_id and reply_q:
         return msg_id, reply_q
+    if len(body) > WINDOW:
+        return _search_tail(body[-WINDOW:])
     return None
+
+
+def _search_tail(tail: bytes | str) -> tuple[str, str] | None:
+    """The last ``_msg_id`` and ``_reply_q`` string members in ``tail`` (plain, or escaped
+    inside an envelope's ``oslo.message``), values without escapes."""
+    text = tail if isinstance(tail, str) else tail.decode("utf-8", "replace")
+    address = []
+    for name in ("_msg_id", "_reply_q"):
+        matches = _TAIL_FIELD[name].findall(text)
+        if not matches:
+            return None
+        address.append(matches[-1][0] or matches[-1][1])
+    if all(address):
+        return address[0], address[1]
+    return None
+
+
+#: How much of a body :func:`reply_address` reads from its start (and from its end).
+WINDOW = 1 << 20
+_TAIL_FIELD = {name: re.compile(rf'"{name}"\s*:\s*"([^"\\]*)"|\\"{name}\\"\s*:\s*\\"([^"\\]*)\\"')
+               for name in ("_msg_id", "_reply_q")}

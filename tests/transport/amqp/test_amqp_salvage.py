@@ -51,3 +51,13 @@ def test_depth_size_and_a_cut_do_not_hide_the_address():
     assert reply_address('{"_msg_id": "m", "_reply_q": "q') is None  # the queue is cut
     assert reply_address('{"_msg_id": "", "_reply_q": "q"}') is None
     assert reply_address('{"args": {"_msg_id": "m", "_reply_q": "q"}}') is None  # not top
+
+
+def test_a_long_body_is_read_at_both_ends_only():
+    inner = {"method": "echo", "args": {"v": "x" * (3 << 20), "_msg_id": "nested"},
+             "_msg_id": "m", "_reply_q": "q", "_unique_id": "u", "_context_user": "a"}
+    assert reply_address(json.dumps({"oslo.version": "2.0",
+                                     "oslo.message": json.dumps(inner)})) == ("m", "q")
+    assert reply_address(json.dumps(inner).encode()) == ("m", "q")
+    first = {"_msg_id": "m", "_reply_q": "q", "args": {"v": "x" * (3 << 20)}}
+    assert reply_address(json.dumps(first)) == ("m", "q")
