@@ -299,8 +299,12 @@ def main() -> None:
               f"timeout {args.timeout:.0f} s", flush=True)
         figures = run(lib_name, args.stops, args.threads, args.timeout, args.seconds_between,
                       log=lambda text: print(text, flush=True))
-        cleanup(figures)
         results.append(figures)
+        print(report([figures]), flush=True)  # kept even if a later step fails
+        try:
+            cleanup(figures)
+        except (RuntimeError, brokers.BrokerUnavailable) as exc:
+            print(f"cleanup after {lib_name}: {exc}", flush=True)
     print()
     print(report(results))
 
