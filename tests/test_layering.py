@@ -25,11 +25,6 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "bridge"
 MAX_LINES = 500
 
-#: Modules still over MAX_LINES, as paths from the repository root. The driver splits
-#: (issue 10) remove them; the test fails on an entry that is no longer needed, so this
-#: list only shrinks.
-KNOWN_LONG: set[str] = set()
-
 UPPER_LAYERS = ("bridge/rpc/", "bridge/gateway/", "bridge/app/", "bridge/__init__.py")
 ABOVE_DRIVERS = ("bridge.rpc", "bridge.gateway", "bridge.app")
 #: Names of the standard library whose "private" members are their public API.
@@ -106,11 +101,8 @@ def test_driver_registry_is_what_the_rules_check():
 
 def test_no_module_over_500_lines():
     lengths = {rel: len((ROOT / rel).read_text().splitlines()) for rel, _, _ in sources()}
-    too_long = {rel: n for rel, n in lengths.items() if n > MAX_LINES and rel not in KNOWN_LONG}
+    too_long = {rel: n for rel, n in lengths.items() if n > MAX_LINES}
     assert not too_long, f"modules over {MAX_LINES} lines (split them): {too_long}"
-    resolved = sorted(rel for rel in KNOWN_LONG if lengths.get(rel, 0) <= MAX_LINES)
-    assert not resolved, f"no longer over {MAX_LINES} lines (or gone): remove {resolved} " \
-                         "from KNOWN_LONG in tests/test_layering.py"
 
 
 def test_upper_layers_import_no_driver():

@@ -15,8 +15,7 @@ amqp-4.3   ``rabbit://guest:guest@127.0.0.1:5673/``        RabbitMQ 4.3 (``broke
 =========  ==============================================  =====================================
 
 ``amqp-4.3`` runs the AMQP driver with its default options against RabbitMQ 4.3's
-upstream defaults, which refuse them today (541, issue 13): its failures are
-``xfail(strict=False)``.
+upstream defaults (transient non-exclusive queues refused, quorum queues by default).
 
 Where the wires differ on purpose
 ---------------------------------
@@ -86,8 +85,6 @@ DIFFERENCES: dict[str, dict[str, str]] = {
     "lone_surrogate": {"memory": "crosses", "amqp": "crosses", "grpc": "refused"},
 }
 
-_XFAIL_43 = pytest.mark.xfail(strict=False, reason="RabbitMQ 4.3 defaults (issue 13)")
-
 #: id -> (family, URL, the fixture that makes its service available, or None).
 WIRES: dict[str, tuple[str, str, str | None]] = {
     "memory": ("memory", "memory://contract-{uuid}", None),
@@ -96,7 +93,7 @@ WIRES: dict[str, tuple[str, str, str | None]] = {
     "amqp": ("amqp", brokers.BROKER310.url, "broker_available"),
     "amqp-4.3": ("amqp", brokers.BROKER43.url, "broker43_available"),
 }
-_MARKS = {"amqp": [pytest.mark.broker], "amqp-4.3": [pytest.mark.broker43, _XFAIL_43]}
+_MARKS = {"amqp": [pytest.mark.broker], "amqp-4.3": [pytest.mark.broker43]}
 
 
 def unique(prefix: str) -> str:

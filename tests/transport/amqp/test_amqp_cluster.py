@@ -1,4 +1,4 @@
-"""A real three-node RabbitMQ 4.3 cluster: node stops under calls (issue 13, item 6).
+"""A real three-node RabbitMQ 4.3 cluster: node stops under calls.
 
 The short version of ``bench/cluster_fault.py``: rpc-bridge, configured as kolla-ansible
 configures oslo.messaging (quorum queues, stream fanout, the queue manager) with a

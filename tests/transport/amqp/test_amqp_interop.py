@@ -1,4 +1,4 @@
-"""Real oslo.messaging peers against rpc-bridge over RabbitMQ (issue 4, item 5; issue 13).
+"""Real oslo.messaging peers against rpc-bridge over RabbitMQ.
 
 Each direction runs the same list: ``oslo->bridge`` is a real oslo.messaging
 RPCClient calling three rpc-bridge servers, ``bridge->oslo`` the rpc-bridge client

@@ -1,4 +1,4 @@
-"""``use_queue_manager``: stable reply and fanout queue names (issue 13, item 4).
+"""``use_queue_manager``: stable reply and fanout queue names.
 
 oslo.messaging's queue manager names a process's queues ``reply_<hostname>:<processname>:<n>``
 and ``<topic>_fanout_<hostname>:<processname>:<n>``; rpc-bridge names them the same way,

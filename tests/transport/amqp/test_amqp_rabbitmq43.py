@@ -1,4 +1,4 @@
-"""rpc-bridge on RabbitMQ 4.3 with upstream defaults (issue 13, items 2 and 5).
+"""rpc-bridge on RabbitMQ 4.3 with upstream defaults.
 
 RabbitMQ 4.3 refuses queues that are neither durable nor exclusive (541, deprecated
 feature ``transient_nonexcl_queues``). With no options at all the bridge still works

@@ -1,4 +1,4 @@
-"""Reconnection against the real broker (issue 4, item 4).
+"""Reconnection against the real broker.
 
 Each test runs in a vhost of its own, so closing its connections never touches
 anyone else's. The connection-close test runs on both brokers (on RabbitMQ 4.3 with

@@ -1,4 +1,4 @@
-"""``rabbit_stream_fanout``: fanout through one stream per topic (issue 13, item 3).
+"""``rabbit_stream_fanout``: fanout through one stream per topic.
 
 Interop with oslo.messaging servers and clients on the same stream is in
 test_amqp_interop.py (the 4.3 variants run with stream fanout); here: the declarations on
