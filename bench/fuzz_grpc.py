@@ -83,9 +83,11 @@ def serve(flavour: str) -> None:
     import logging
 
     import bridge
+    from bridge.app.memory import limit_malloc_arenas
     from endpoints import default_endpoints
 
     logging.basicConfig(level=logging.CRITICAL)
+    limit_malloc_arenas()  # as bridge serve does
 
     def died(args: Any) -> None:
         THREAD_DEATHS[0] += 1

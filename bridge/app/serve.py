@@ -40,6 +40,7 @@ from bridge.app.announce import Announcer, call_hint
 from bridge.app.gateways import Gateways
 from bridge.app.loading import EndpointLoadError, load_endpoints
 from bridge.app.logs import RequestIdObserver, configure_logging
+from bridge.app.memory import limit_malloc_arenas
 from bridge.app.settings import ServeSettings, SettingsError, resolve
 from bridge.exceptions import TaskTimeout
 from bridge.transport import driver_class
@@ -299,6 +300,7 @@ def run(settings: ServeSettings, out: TextIO | None = None,
     config file on SIGHUP; ``command`` is how the printed hint calls this program.
     """
     out = out or sys.stdout
+    limit_malloc_arenas()  # before the threads that would each get an arena start
     announcer = Announcer(out, settings.log_format)
     if settings.log_format == "json":
         # grpc's C core writes its own lines to stderr; in JSON mode it keeps quiet.

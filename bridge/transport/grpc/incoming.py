@@ -9,6 +9,7 @@ from typing import Any
 
 from bridge._proto.bridge.v1 import bridge_pb2 as pb
 from bridge.transport.base import IncomingMessage
+from bridge.transport.grpc.decoding import release_freed_memory
 from bridge.transport.grpc.status import Rejection, failure_from_exception
 from bridge.transport.grpc.values import fill_value
 
@@ -54,6 +55,7 @@ class GrpcIncoming(IncomingMessage):
             except Exception as exc:  # a result no Value can hold
                 failure = exc
             else:
+                release_freed_memory(len(outcome))  # what encoding a large reply took
                 if len(outcome) > self._max_send:
                     outcome = Rejection(
                         pb.Failure.REASON_RESOURCE_EXHAUSTED,

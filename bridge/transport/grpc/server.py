@@ -31,6 +31,7 @@ from bridge.timer import MONOTONIC, Clock, Timer
 from bridge.transport.grpc.addresses import Address, host_port
 from bridge.transport.grpc.admission import Admission
 from bridge.transport.grpc.credentials import Sender, refused_cast, sender_of
+from bridge.transport.grpc.decoding import DecodeBudget
 from bridge.transport.grpc.describe import describe_response
 from bridge.transport.grpc.health import health_statuses
 from bridge.transport.grpc.incoming import Answer, GrpcIncoming, call_reply
@@ -92,6 +93,7 @@ class GrpcServer(abc.ABC):
         self.clock = clock
         self.router = Router(default_exchange)
         self.admission = Admission(options.max_concurrent_calls)
+        self.decode_budget = DecodeBudget()
         #: Per-call timeouts of CallStream requests: one thread for all of them.
         self.timeouts = Timer("bridge-grpc-timeouts", clock)
         #: False while the process says it cannot serve (set through a listener).
@@ -362,23 +364,27 @@ class GrpcServer(abc.ABC):
     def decode_call(self, data: bytes, remaining: float | None, answer: Answer,
                     context: Any = None) -> tuple[pb.Target, GrpcIncoming]:
         """Decode a Call into its target and IncomingMessage; raise Rejection if malformed."""
-        try:
-            request = pb.CallRequest.FromString(data)
-        except Exception as exc:
-            raise Rejection(pb.Failure.REASON_INVALID_ARGUMENT,
-                            f"undecodable CallRequest: {decode_error_text(exc)}") from None
-        envelope = request.envelope
-        return envelope.target, self.decode(envelope, remaining, answer, call_reply,
-                                            self.sender(context))
+        with self.decode_budget.decoding(len(data)):
+            return self._decode_request(pb.CallRequest, data, remaining, answer, context)
 
     def start_cast(self, data: bytes, context: Any = None) -> None:
         """Decode and deliver a Cast; raise Rejection when it is refused."""
+        with self.decode_budget.decoding(len(data)):
+            target, incoming = self._decode_request(pb.CastRequest, data, None, None, context)
+        self.deliver(target, incoming)
+        refused_cast(incoming)  # refused by the server's admission step: not accepted
+
+    def _decode_request(self, kind: Any, data: bytes, remaining: float | None,
+                        answer: Answer | None, context: Any) -> tuple[pb.Target, GrpcIncoming]:
+        """A CallRequest's or CastRequest's target and IncomingMessage. The target is a
+        copy: a part of the parsed request would keep all of its memory alive."""
         try:
-            request = pb.CastRequest.FromString(data)
+            request = kind.FromString(data)
         except Exception as exc:
             raise Rejection(pb.Failure.REASON_INVALID_ARGUMENT,
-                            f"undecodable CastRequest: {decode_error_text(exc)}") from None
-        incoming = self.decode(request.envelope, None, None, call_reply,
+                            f"undecodable {kind.__name__}: {decode_error_text(exc)}") from None
+        incoming = self.decode(request.envelope, remaining, answer, call_reply,
                                self.sender(context))
-        self.deliver(request.envelope.target, incoming)
-        refused_cast(incoming)  # refused by the server's admission step: not accepted
+        target = pb.Target()
+        target.CopyFrom(request.envelope.target)
+        return target, incoming

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 from bridge._proto.bridge.v1 import bridge_pb2 as pb
+from bridge.transport.grpc.incoming import GrpcIncoming
 from bridge.transport.grpc.server import MAX_TIMEOUT, GrpcServer
 from bridge.transport.grpc.status import (
     TEXT_BUDGET,
@@ -71,28 +72,51 @@ class StreamCalls:
         """Start the call in ``data``; exactly one response is emitted for it, whatever
         goes wrong, and the call's ``max_concurrent_calls`` slot is given back with it."""
         self.started += 1
+        with self.server.decode_budget.decoding(len(data)):
+            decoded = self._decode(data)
+        if decoded is None:
+            return  # answered already
+        call, target, incoming = decoded
+        try:
+            self.server.deliver(target, incoming)
+        except Exception as exc:
+            self._fail(call, exc)
+
+    def _decode(self, data: bytes) -> tuple[_StreamCall, pb.Target, GrpcIncoming] | None:
+        """Parse a request, take its slot, arm its timeout and decode it; None once a
+        refusal answered it. The target is a copy: a part of the parsed request would keep
+        all of its memory alive."""
         server = self.server
         try:
             request = pb.StreamRequest.FromString(data)
         except Exception as exc:
             text = f"undecodable StreamRequest: {decode_error_text(exc)}"
             self._refuse(0, Rejection(pb.Failure.REASON_INVALID_ARGUMENT, text).failure)
-            return
+            return None
         call = _StreamCall(self, request.id)
         try:
             server.admission.enter()
         except Rejection as rejection:
             self._refuse(call.id, rejection.failure)
-            return
+            return None
         try:
-            self._deliver(call, request)
-        except Rejection as rejection:
-            LOG.warning("gRPC CallStream call %s refused: %s", call.id,
-                        truncate(str(rejection), TEXT_BUDGET))
-            call.finish(error_response(call.id, rejection.failure), refused=rejection.failure)
+            incoming = self._decode_call(call, request)
         except Exception as exc:
-            failure = server.unexpected(exc, f"CallStream call {call.id}")
-            call.finish(error_response(call.id, failure), refused=failure)
+            self._fail(call, exc)
+            return None
+        target = pb.Target()
+        target.CopyFrom(request.envelope.target)
+        return call, target, incoming
+
+    def _fail(self, call: _StreamCall, exc: Exception) -> None:
+        """Answer a call that holds a slot and failed before a listener took it."""
+        if isinstance(exc, Rejection):
+            LOG.warning("gRPC CallStream call %s refused: %s", call.id,
+                        truncate(str(exc), TEXT_BUDGET))
+            failure = exc.failure
+        else:
+            failure = self.server.unexpected(exc, f"CallStream call {call.id}")
+        call.finish(error_response(call.id, failure), refused=failure)
 
     def _refuse(self, call_id: int, failure: pb.Failure) -> None:
         """Answer a request refused before it holds a slot."""
@@ -101,8 +125,8 @@ class StreamCalls:
         count_refusal(failure)
         self.emit(error_response(call_id, failure))
 
-    def _deliver(self, call: _StreamCall, request: pb.StreamRequest) -> None:
-        """Arm the call's timeout, decode it and hand it to a listener (or raise)."""
+    def _decode_call(self, call: _StreamCall, request: pb.StreamRequest) -> GrpcIncoming:
+        """Arm the call's timeout and decode it (or raise)."""
         server = self.server
         timeout = call_timeout(request.timeout)
         now = server.clock.now()
@@ -110,9 +134,8 @@ class StreamCalls:
         if timeout is not None:
             remaining = timeout if remaining is None else min(remaining, timeout)
             call.timer = server.timeouts.schedule(now + remaining, call.expire)
-        incoming = server.decode(request.envelope, remaining, call.answer, call.make_reply,
-                                 self.sender)
-        server.deliver(request.envelope.target, incoming)
+        return server.decode(request.envelope, remaining, call.answer, call.make_reply,
+                             self.sender)
 
 
 def call_timeout(timeout: float) -> float | None:
