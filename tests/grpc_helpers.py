@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
+from collections.abc import Iterator
 
 import grpc
 from grpc_status import rpc_status
@@ -137,3 +139,22 @@ def wait_in_flight(srv) -> None:
 
     wait_for(lambda: srv.in_flight, 10, interval=0.01)
     assert srv.in_flight
+
+
+@contextlib.contextmanager
+def default_endpoints_served(url: str, topic: str, server: str,
+                             conf: dict | None = None) -> Iterator[str]:
+    """Serve the default endpoints on ``topic`` over ``url`` (a grpc:// URL, with ``conf``
+    the transport's); yield the listening HOST:PORT, then stop and clean up."""
+    from endpoints import default_endpoints
+
+    transport = bridge.get_transport(conf, url)
+    srv = bridge.get_rpc_server(transport, bridge.Target(topic=topic, server=server),
+                                default_endpoints())
+    srv.start()
+    try:
+        yield srv.addresses[0].split("://", 1)[1]
+    finally:
+        srv.stop()
+        srv.wait()
+        transport.cleanup()
