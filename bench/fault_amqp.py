@@ -15,8 +15,10 @@ own (so closing its connections touches no one else):
     time (the next batch once this one's replies came, or none came for 2 s).
 
 For each run and side it prints: requests sent; answered correctly; refused with a
-clear error (a failure reply naming its class and reason); lost (a caller left without
-an answer: a call timed out, a cast never ran, a request naming its reply queue never
+clear error (a failure reply naming its class and reason); dropped (a cast the server
+did not run because the broker delivered it again and its first delivery may have run:
+at most once, one log line each); lost (a caller left without an answer: a call timed
+out, a cast never ran and was not dropped so, a request naming its reply queue never
 answered); duplicated (run more than once, or answered more than once); hung (a call
 still waiting at the end, or a server whose stop()+wait() did not return); server
 crashes (the process died, or stopped answering); the server's peak RSS beside its
@@ -28,6 +30,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import logging
 import os
 import random
 import select
@@ -53,7 +56,19 @@ from amqp_support import FAST_RECONNECT, RawWire, oslo_conf  # noqa: E402
 SIDES = ("bridge", "oslo")
 CALL_THREADS = 4
 CALL_TIMEOUT = 10.0
-FIELDS = ("sent", "correct", "refused", "lost", "duplicated", "hung", "crashes")
+FIELDS = ("sent", "correct", "refused", "dropped", "lost", "duplicated", "hung", "crashes")
+
+
+class DroppedCasts(logging.Handler):
+    """Counts the server's "Refused a cast" lines: casts not run again (at most once)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.count = 0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.getMessage().startswith("Refused a cast of"):
+            self.count += 1
 
 
 # -- the servers (subprocesses) ---------------------------------------------------------------
@@ -87,6 +102,8 @@ def serve(kind: str, url: str, exchange: str, topic: str) -> None:
         import bridge as lib
 
         transport = lib.get_transport(None, url)
+    dropped = DroppedCasts()
+    logging.getLogger("bridge").addHandler(dropped)
     endpoint = Endpoint()
     server = lib.get_rpc_server(transport, lib.Target(exchange=exchange, topic=topic,
                                                       server="fault"), [endpoint],
@@ -100,7 +117,8 @@ def serve(kind: str, url: str, exchange: str, topic: str) -> None:
     waiter.join(60)
     with endpoint.lock:
         runs = dict(endpoint.runs)
-    print(json.dumps({"runs": runs, "wait_returned": not waiter.is_alive()}), flush=True)
+    print(json.dumps({"runs": runs, "wait_returned": not waiter.is_alive(),
+                      "dropped_casts": dropped.count}), flush=True)
     if not waiter.is_alive():
         transport.cleanup()
     os._exit(0)
@@ -132,8 +150,9 @@ class Server:
             pass
         return 0
 
-    def finish(self) -> tuple[dict[str, int], bool, bool, int]:
-        """Stop it: ``(runs, crashed, hung, peak RSS)``."""
+    def finish(self) -> tuple[dict[str, Any], bool, bool, int]:
+        """Stop it: ``(report, crashed, hung, peak RSS)``; the report has ``runs`` (token
+        -> times run) and ``dropped_casts``."""
         crashed = self.proc.poll() is not None
         peak = self.memory("VmHWM")
         if crashed:
@@ -145,7 +164,7 @@ class Server:
             self.proc.kill()
             return {}, False, True, peak
         report = json.loads(out.strip().splitlines()[-1]) if out.strip() else {}
-        return report.get("runs", {}), not report, not report.get("wait_returned", False), peak
+        return report, not report, not report.get("wait_returned", False), peak
 
 
 # -- the broker and its virtual host -------------------------------------------------------------
@@ -263,6 +282,7 @@ class Load:
             elif outcome == "sent":  # a cast: run once, or lost (or duplicated, above)
                 if ran <= 1:
                     figures["correct" if ran == 1 else "lost"] += 1
+                    figures["lost_casts"] += ran == 0
             elif outcome in ("correct", "refused", "lost"):
                 figures[outcome] += 1
             else:
@@ -304,8 +324,11 @@ def _side(server: Server, load: Load) -> dict[str, Any]:
         alive = load.client.call({}, "echo", value="alive") == "alive"
     except Exception:  # noqa: BLE001
         alive = False
-    runs, crashed, hung, peak = server.finish()
-    figures = load.figures(runs)
+    report, crashed, hung, peak = server.finish()
+    figures = load.figures(report.get("runs", {}))
+    # Casts that never ran, as many as the server dropped as redelivered: dropped.
+    figures["dropped"] = min(figures["lost_casts"], report.get("dropped_casts", 0))
+    figures["lost"] -= figures["dropped"]
     figures["crashes"] += int(crashed or not alive)
     figures["hung"] += int(hung)
     load.transport.cleanup()
@@ -462,8 +485,6 @@ def main() -> None:
     if args.serve:
         serve(args.serve, args.url, args.exchange, args.topic)
         return
-    import logging
-
     logging.basicConfig(level=logging.CRITICAL)
     results: dict[str, Any] = {}
     with Broker(args.broker) as broker:

@@ -94,8 +94,13 @@ def private_queue_flags(opts: AmqpOptions) -> dict[str, Any]:
     if opts.rabbit_transient_quorum_queue:
         return {"durable": True, "exclusive": False, "auto_delete": False,
                 "arguments": transient_queue_arguments(opts)}
-    # Exclusive: RabbitMQ 4.3 denies queues that are neither durable nor exclusive, and
-    # an exclusive queue needs no expiry (it goes with its connection).
+    if opts.rabbit_transient_queues_ttl > 0:
+        # Durable, classic, expiring: it outlives a closed connection with the replies in
+        # it (an exclusive queue would go, and take them along), and RabbitMQ 4.3 denies
+        # queues that are neither durable nor exclusive, oslo.messaging's form.
+        return {"durable": True, "exclusive": False, "auto_delete": False,
+                "arguments": {**transient_queue_arguments(opts), "x-queue-type": "classic"}}
+    # No expiry configured: exclusive, so that it goes with its connection at least.
     return {"durable": False, "exclusive": True, "auto_delete": False, "arguments": {}}
 
 

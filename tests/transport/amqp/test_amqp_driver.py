@@ -154,15 +154,17 @@ def test_server_declares_oslo_flags(names):
         assert queues[topic]["durable"] == "false" and queues[topic]["auto_delete"] == "false"
         assert queues[topic]["arguments"] == "[]"
         assert queues[f"{topic}.s1"]["arguments"] == "[]"
-        # The bridge's own queues are exclusive (RabbitMQ 4.3 refuses transient queues that
-        # are not), and need no expiry: they go with their connection.
+        # The bridge's own queues: durable classic queues that expire (RabbitMQ 4.3 refuses
+        # transient queues that are not exclusive; an exclusive one would go with its
+        # connection, and the replies in it).
         fanout = queues[listener.fanout_queue]
         assert listener.fanout_queue.startswith(f"{topic}_fanout_")
-        assert fanout["durable"] == "false" and fanout["auto_delete"] == "false"
-        assert fanout["exclusive"] == "true" and fanout["arguments"] == "[]"
         reply = queues[client.transport.driver.reply_queue]
         assert client.transport.driver.reply_queue.startswith("reply_")
-        assert reply["exclusive"] == "true" and reply["durable"] == "false"
+        for own in (fanout, reply):
+            assert own["durable"] == "true" and own["auto_delete"] == "false"
+            assert own["exclusive"] == "false" and own["type"] == "classic"
+            assert "x-expires" in own["arguments"] and "1800000" in own["arguments"]
         assert server.healthy
     finally:
         peer.close()

@@ -2,8 +2,8 @@
 
 RabbitMQ 4.3 refuses queues that are neither durable nor exclusive (541, deprecated
 feature ``transient_nonexcl_queues``). With no options at all the bridge still works
-bridge-to-bridge there: its own queues are exclusive, its topic queues fall back to
-durable; a cast never waits for a reply queue; a permanent refusal (a login, a
+bridge-to-bridge there: its own queues are durable and expire, its topic queues fall
+back to durable; a cast never waits for a reply queue; a permanent refusal (a login, a
 conflicting declaration) is reported at once, once, naming what to set. Quorum queue
 options are declared as oslo.messaging declares them, and a poison message is dropped
 (or dead-lettered) after the delivery limit instead of being redelivered for ever.
@@ -87,11 +87,12 @@ def test_default_options_bridge_to_bridge(names, caplog):
             assert queues[name]["durable"] == "true" and queues[name]["type"] == "classic"
         warned = [r for r in caplog.records if "declared durable" in r.getMessage()]
         assert len(warned) == 1 and "amqp_durable_queues=true" in warned[0].getMessage()
-        # The bridge's own queues: exclusive.
+        # The bridge's own queues: durable classic queues that expire.
         fanout = queues[server.listeners[0].fanout_queue]
         reply = queues[casting.driver.reply_queue]
-        assert fanout["exclusive"] == reply["exclusive"] == "true"
-        assert fanout["durable"] == reply["durable"] == "false"
+        assert fanout["exclusive"] == reply["exclusive"] == "false"
+        assert fanout["durable"] == reply["durable"] == "true"
+        assert fanout["type"] == reply["type"] == "classic"
         assert server.healthy
         # A second server of the topic finds the queues durable, and joins them.
         peer.server(exchange, topic, "s2", events)
