@@ -67,7 +67,8 @@ def exposed_wires(urls: Sequence[str]) -> dict[str, str]:
 
 def check_exposure(settings: ServeSettings, endpoints: Sequence[Any], guard: Guard) -> None:
     """Refuse (``ValueError``) to serve the control endpoint on a reachable wire without a
-    policy naming its callers; warn once about gRPC reachable without authentication."""
+    policy naming its callers; warn once about gRPC or HTTP reachable without
+    authentication."""
     wires = exposed_wires(settings.urls)
     control = any(getattr(getattr(endpoint, "target", None), "namespace", None)
                   == CONTROL_NAMESPACE for endpoint in endpoints)
@@ -89,7 +90,7 @@ def check_exposure(settings: ServeSettings, endpoints: Sequence[Any], guard: Gua
                             f"{method!r} there, and no rule letting everyone "
                             "(docs/security.md)")
     # The wires bridge serve listens on itself (AMQP callers pass the broker's login).
-    listening = exposed_wires([settings.grpc_url] if settings.grpc_url else [])
+    listening = exposed_wires([url for url in (settings.grpc_url, settings.http_url) if url])
     if listening and not (settings.tls_ca_file or guard.authenticates):
         LOG.warning("%s is reachable from other machines without authentication: anyone "
                     "who can connect may call every endpoint. Require client certificates "

@@ -49,15 +49,20 @@ def test_the_control_endpoint_is_not_served_by_default():
         assert _stop(proc) == 0
 
 
-def test_reachable_without_authentication_warns_once():
-    proc = ServeProcess(["--grpc-url", "grpc://0.0.0.0:0", "--amqp-url", "none"])
+@pytest.mark.parametrize("urls, named", [
+    (["--grpc-url", "grpc://0.0.0.0:0"], "grpc://0.0.0.0:"),
+    (["--grpc-url", "grpc://127.0.0.1:0", "--http-url", "http://0.0.0.0:0"], "http://0.0.0.0:"),
+], ids=["grpc", "http"])
+def test_reachable_without_authentication_warns_once(urls, named):
+    proc = ServeProcess([*urls, "--amqp-url", "none"])
     try:
         proc.wait_ready()
     finally:
         assert _stop(proc) == 0
     warnings = [line for line in proc.stderr_lines if "without authentication" in line]
     assert len(warnings) == 1, proc.stderr_lines
-    assert "grpc://0.0.0.0:" in warnings[0] and "docs/security.md" in warnings[0]
+    assert named in warnings[0] and "docs/security.md" in warnings[0]
+    assert "127.0.0.1" not in warnings[0]
 
 
 def test_control_on_a_reachable_address_needs_a_policy_naming_its_callers(tmp_path):
