@@ -26,6 +26,7 @@ from bridge.transport.http.options import HttpOptions
 from bridge.transport.http.request import Request
 from bridge.transport.http.router import Admission, Router
 from bridge.transport.http.status import Rejection
+from bridge.transport.http.tls import ReloadingContext
 
 LOG = logging.getLogger(__name__)
 # uvicorn says "Started server process" and the like at INFO: the bridge logs its own.
@@ -96,6 +97,20 @@ class _TlsProtocol(HttpToolsProtocol):
         self.scope["extensions"] = {"tls": self._tls}  # type: ignore[typeddict-unknown-key]
 
 
+class _Config(uvicorn.Config):
+    """uvicorn's configuration, serving TLS (when ``tls`` holds the arguments of
+    :class:`ReloadingContext`) with a context that follows its files."""
+
+    def __init__(self, app: Any, tls: dict[str, Any] | None, **kwargs: Any) -> None:
+        super().__init__(app, **kwargs)
+        self._tls = tls
+
+    def load(self) -> None:
+        super().load()
+        if self._tls is not None:
+            self.ssl = ReloadingContext(**self._tls)
+
+
 class _Uvicorn(uvicorn.Server):
     """uvicorn's server, telling another thread when it listens."""
 
@@ -152,20 +167,18 @@ class HttpServer:
         if self.scheme == "https":
             if not (opts.tls_cert_file and opts.tls_key_file):
                 raise ValueError("an https:// server needs tls_cert_file and tls_key_file")
-            tls = {"ssl_certfile": opts.tls_cert_file, "ssl_keyfile": opts.tls_key_file}
-            if opts.tls_ca_file:
-                tls["ssl_ca_certs"] = opts.tls_ca_file
-                tls["ssl_cert_reqs"] = (ssl.CERT_REQUIRED if opts.tls_client_auth
-                                        else ssl.CERT_OPTIONAL)
+            tls = {"cert_file": opts.tls_cert_file, "key_file": opts.tls_key_file,
+                   "ca_file": opts.tls_ca_file or None,
+                   "client_auth": bool(opts.tls_client_auth and opts.tls_ca_file)}
         protocol: Any = "httptools"
         if tls:
             protocol = type("TlsProtocol", (_TlsProtocol,),
-                            {"verified_peers": bool(opts.tls_client_auth and opts.tls_ca_file)})
-        return uvicorn.Config(
-            self.app, loop="none", http=protocol, ws="none",
+                            {"verified_peers": tls["client_auth"]})
+        return _Config(
+            self.app, tls or None, loop="none", http=protocol, ws="none",
             lifespan="off", log_config=None, access_log=False, server_header=False,
             timeout_keep_alive=opts.keepalive_timeout,
-            timeout_graceful_shutdown=max(1, int(opts.shutdown_grace)), **tls)
+            timeout_graceful_shutdown=max(1, int(opts.shutdown_grace)))
 
     def _run(self) -> None:
         asyncio.set_event_loop(self.loop)
