@@ -6,6 +6,7 @@ one they use the machine's RabbitMQ 3.10 on 127.0.0.1:5672.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import subprocess
@@ -13,6 +14,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
 import brokers
@@ -318,3 +320,34 @@ class RawWire:
             pass
         finally:
             self.conn.release()
+
+
+class Echo:
+    """An endpoint that returns what it is given."""
+
+    def echo(self, ctxt: Any, value: Any) -> Any:
+        return value
+
+
+@contextlib.contextmanager
+def echo_server(prefix: str, url: str = BROKER_URL) -> Iterator[tuple[str, str, Any, Any, RawWire]]:
+    """An rpc-bridge server of :class:`Echo` (server ``s1``) on a topic and exchange of its
+    own, and a :class:`RawWire`: ``(exchange, topic, server, transport, wire)``. On exit it
+    stops the server, asserts that ``stop()`` + ``wait()`` returned, and deletes its queues."""
+    exchange, topic = unique("bx"), unique(prefix)
+    transport = bridge.get_transport(None, url)
+    server = bridge.get_rpc_server(
+        transport, bridge.Target(exchange=exchange, topic=topic, server="s1"), [Echo()])
+    server.start()
+    wire = RawWire()
+    try:
+        yield exchange, topic, server, transport, wire
+    finally:
+        server.stop()
+        waiter = threading.Thread(target=server.wait, daemon=True)
+        waiter.start()
+        waiter.join(30)
+        transport.cleanup()
+        wire.close()
+        delete_queues([topic, f"{topic}.s1"], [exchange])
+    assert not waiter.is_alive(), "stop() + wait() did not return"

@@ -16,7 +16,9 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
+
+from bridge.exceptions import InvalidTransportURL
 
 LOG = logging.getLogger(__name__)
 
@@ -27,6 +29,26 @@ CHECK_INTERVAL = 1.0
 Contents = tuple[bytes | None, bytes | None, bytes | None]
 
 T = TypeVar("T")
+
+
+def check_tls_options(url: Any, options: Any, plain: str, secure: str) -> None:
+    """Refuse TLS options that do not go together, naming them (``InvalidTransportURL``).
+
+    ``options`` has ``tls_cert_file``, ``tls_key_file``, ``tls_ca_file`` and
+    ``tls_client_auth``; ``plain`` is the driver name of the wire without TLS, on which
+    they are refused, and ``secure`` how the docs name its TLS URLs (``a grpcs://``).
+    """
+    tls_set = [name for name in ("tls_cert_file", "tls_key_file", "tls_ca_file")
+               if getattr(options, name)] + (["tls_client_auth"] if options.tls_client_auth
+                                             else [])
+    if url.driver_name == plain and tls_set:
+        raise InvalidTransportURL(str(url), f"{', '.join(tls_set)} need {secure} URL, "
+                                  f"not {url}")
+    if bool(options.tls_cert_file) != bool(options.tls_key_file):
+        raise InvalidTransportURL(str(url), "tls_cert_file and tls_key_file go together")
+    if options.tls_client_auth and not options.tls_ca_file:
+        raise InvalidTransportURL(str(url), "tls_client_auth needs tls_ca_file (the CA that "
+                                  "signs client certificates)")
 
 
 def _read(path: str | None) -> bytes | None:

@@ -5,7 +5,7 @@ Server side: one gRPC server per set of bound addresses in the process
 :class:`~bridge.transport.grpc.aio_server.AioGrpcServer`: ``server_flavour``), shared
 by every listener on those addresses. Requests are routed by target (exchange, topic,
 server; a fanout cast reaches every local listener of the topic) through a
-:class:`~bridge.transport.grpc.routing.Router`; what no local listener serves goes
+:class:`~bridge.transport.shared_server.Router`; what no local listener serves goes
 to the handler given to :meth:`GrpcDriver.serve_unrouted`, else NOT_FOUND. Each
 request becomes a :class:`~bridge.transport.grpc.incoming.GrpcIncoming` handed to
 the listener's server; ``reply()`` hands the encoded answer back to the gRPC handler
@@ -15,10 +15,11 @@ Client side: one channel per transport (:class:`~bridge.transport.grpc.client.Gr
 reused by every call and cast.
 
 The modules: ``addresses`` (host/port pairs, channel targets), ``options``,
-``incoming``, ``routing``, ``admission`` (``max_concurrent_calls``), ``streams``
+``incoming``, ``decoding`` (the decode budget), ``streams``
 (CallStream calls), ``server`` (the shared server) with its flavours ``sync_server``
 and ``aio_server``, ``listener``, ``client``, ``status`` (failures <-> statuses) and
-``values`` (Python values <-> ``bridge.v1.Value``).
+``values`` (Python values <-> ``bridge.v1.Value``). Routing to listeners and
+``max_concurrent_calls`` are :mod:`bridge.transport.shared_server`'s, as on HTTP.
 """
 
 from __future__ import annotations

@@ -7,7 +7,6 @@ queues them and wakes the loop once per batch, where each RPC's handler awaits i
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import logging
 import threading
@@ -22,6 +21,7 @@ from bridge.transport.grpc.options import server_args
 from bridge.transport.grpc.server import MAX_LINGER, GrpcServer, remaining_time
 from bridge.transport.grpc.status import Rejection, status_of
 from bridge.transport.grpc.streams import StreamCalls
+from bridge.transport.shared_server import LoopAnswers
 
 LOG = logging.getLogger(__name__)
 
@@ -32,9 +32,7 @@ class AioGrpcServer(GrpcServer):
     flavour = "aio"
 
     def _start(self) -> None:
-        self._answers: collections.deque[tuple[Callable[[Any], None], Any]] = (
-            collections.deque())
-        self._wake_pending = False
+        self._answers = LoopAnswers("gRPC call")
         self._held = asyncio.Event()
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._run_loop, daemon=True,
@@ -129,26 +127,7 @@ class AioGrpcServer(GrpcServer):
 
     def hand_back(self, resolve: Callable[[Any], None], outcome: Any) -> None:
         """Run ``resolve(outcome)`` on the loop; callable from any thread."""
-        if self._on_loop():
-            resolve(outcome)
-            return
-        self._answers.append((resolve, outcome))
-        if not self._wake_pending:
-            self._wake_pending = True
-            try:
-                self.loop.call_soon_threadsafe(self._drain_answers)
-            except RuntimeError:  # the loop is closed: nobody waits any more
-                pass
-
-    def _drain_answers(self) -> None:
-        self._wake_pending = False
-        answers = self._answers
-        while answers:
-            resolve, outcome = answers.popleft()
-            try:
-                resolve(outcome)
-            except Exception:
-                LOG.exception("Could not hand an answer back to its gRPC call")
+        self._answers.hand_back(self.loop, self._on_loop(), resolve, outcome)
 
     # -- handlers (on the event loop) ---------------------------------------------------------
 

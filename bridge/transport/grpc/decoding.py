@@ -22,8 +22,12 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, nullcontext
+from typing import TypeVar
+
+from google.protobuf.message import Message
+
+M = TypeVar("M", bound=Message)
 
 #: Requests up to this many bytes on the wire decode without waiting.
 SMALL = 64 * 1024
@@ -62,21 +66,48 @@ class DecodeBudget:
         self._in_use = 0
         self._changed = threading.Condition()
 
-    @contextmanager
-    def decoding(self, size: int) -> Iterator[None]:
-        """Hold ``size`` bytes of the budget while the block decodes a request."""
-        if size <= SMALL:
-            yield
-            return
+    def decoding(self, size: int) -> AbstractContextManager[None]:
+        """Hold ``size`` bytes of the budget while the block decodes a request (a request
+        of :data:`SMALL` bytes or fewer holds nothing: the common case costs no lock)."""
+        return _NOTHING if size <= SMALL else _Held(self, size)
+
+    def _take(self, size: int) -> None:
         with self._changed:
             # A request larger than the budget waits until it can decode alone.
             self._changed.wait_for(lambda: self._in_use == 0 or
                                    self._in_use + size <= self.budget)
             self._in_use += size
-        try:
-            yield
-        finally:
-            with self._changed:
-                self._in_use -= size
-                self._changed.notify_all()
-            release_freed_memory(size)
+
+    def _give_back(self, size: int) -> None:
+        with self._changed:
+            self._in_use -= size
+            self._changed.notify_all()
+        release_freed_memory(size)
+
+
+_NOTHING = nullcontext()
+
+
+class _Held:
+    """``size`` bytes of a :class:`DecodeBudget`, held for a ``with`` block."""
+
+    __slots__ = ("_budget", "_size")
+
+    def __init__(self, budget: DecodeBudget, size: int) -> None:
+        self._budget, self._size = budget, size
+
+    def __enter__(self) -> None:
+        self._budget._take(self._size)
+
+    def __exit__(self, *exc: object) -> None:
+        self._budget._give_back(self._size)
+
+
+def detached(part: M, size: int) -> M:
+    """``part`` of a parsed request of ``size`` wire bytes, or a copy of it when the request
+    was large: a part keeps the whole parsed request's memory alive while it is held."""
+    if size <= SMALL:
+        return part
+    copy = type(part)()
+    copy.CopyFrom(part)
+    return copy

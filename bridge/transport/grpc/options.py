@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from bridge.exceptions import InvalidTransportURL
+from bridge.transport.tls_files import check_tls_options
 
 MIB = 1024 * 1024
 
@@ -64,17 +64,7 @@ class GrpcOptions:
 
 def check_options(url: Any, options: GrpcOptions) -> None:
     """Refuse options that do not go together, naming them."""
-    tls_set = [name for name in ("tls_cert_file", "tls_key_file", "tls_ca_file")
-               if getattr(options, name)] + (["tls_client_auth"] if options.tls_client_auth
-                                             else [])
-    if url.driver_name == "grpc" and tls_set:
-        raise InvalidTransportURL(str(url), f"{', '.join(tls_set)} need a grpcs:// URL, "
-                                  f"not {url}")
-    if bool(options.tls_cert_file) != bool(options.tls_key_file):
-        raise InvalidTransportURL(str(url), "tls_cert_file and tls_key_file go together")
-    if options.tls_client_auth and not options.tls_ca_file:
-        raise InvalidTransportURL(str(url), "tls_client_auth needs tls_ca_file (the CA that "
-                                  "signs client certificates)")
+    check_tls_options(url, options, "grpc", "a grpcs://")
 
 
 def server_args(options: GrpcOptions) -> list[tuple[str, Any]]:

@@ -4,7 +4,7 @@ One :class:`GrpcServer` listens on a set of addresses and serves ``bridge.v1.Bri
 the health service and (optionally) reflection. Each request is decoded into a
 :class:`~bridge.transport.grpc.incoming.GrpcIncoming` (:meth:`GrpcServer.decode`) and
 handed to a listener of its target (:meth:`GrpcServer.deliver`, through the
-:class:`~bridge.transport.grpc.routing.Router`). A request refused before any listener
+:class:`~bridge.transport.shared_server.Router`). A request refused before any listener
 took it (malformed, no such target, over a limit, server stopping) raises
 :class:`~bridge.transport.grpc.status.Rejection`, which the flavour's handler turns into
 the status.
@@ -29,15 +29,13 @@ from bridge._proto.bridge.v1 import bridge_pb2 as pb
 from bridge.target import Target
 from bridge.timer import MONOTONIC, Clock, Timer
 from bridge.transport.grpc.addresses import Address, host_port
-from bridge.transport.grpc.admission import Admission
 from bridge.transport.grpc.credentials import Sender, refused_cast, sender_of
-from bridge.transport.grpc.decoding import DecodeBudget
+from bridge.transport.grpc.decoding import DecodeBudget, detached
 from bridge.transport.grpc.describe import describe_response
 from bridge.transport.grpc.health import health_statuses
 from bridge.transport.grpc.incoming import Answer, GrpcIncoming, call_reply
 from bridge.transport.grpc.options import GrpcOptions
 from bridge.transport.grpc.reflection import enable_reflection
-from bridge.transport.grpc.routing import Router, target_text
 from bridge.transport.grpc.status import (
     Rejection,
     count_refusal,
@@ -46,6 +44,8 @@ from bridge.transport.grpc.status import (
 )
 from bridge.transport.grpc.tls_reload import server_credentials
 from bridge.transport.grpc.values import decode_error_text, from_map
+from bridge.transport.shared_server import Admission, Router
+from bridge.transport.shared_server import target_text as shared_target_text
 from bridge.values import InvalidValueError
 
 LOG = logging.getLogger(__name__)
@@ -58,6 +58,17 @@ MAX_TIMEOUT = 1e9
 #: and the longest such wait (see :meth:`GrpcServer.shutdown`).
 QUIET = 0.05
 MAX_LINGER = 2.0
+
+
+def target_text(target: pb.Target) -> str:
+    """``exchange='x' topic='t' server='s' fanout``: a target in an error message."""
+    return shared_target_text(target.exchange, target.topic, target.server, target.fanout)
+
+
+def _over_the_limit(limit: int) -> Rejection:
+    return Rejection(pb.Failure.REASON_RESOURCE_EXHAUSTED,
+                     f"over max_concurrent_calls ({limit}): retry later",
+                     "max_concurrent_calls", limit)
 
 _monotonic = time.monotonic
 
@@ -91,8 +102,8 @@ class GrpcServer(abc.ABC):
         self.addresses: list[Address] = list(addresses)
         self.options = options
         self.clock = clock
-        self.router = Router(default_exchange)
-        self.admission = Admission(options.max_concurrent_calls)
+        self.router: Router[Any] = Router(default_exchange)
+        self.admission = Admission(options.max_concurrent_calls, _over_the_limit)
         self.decode_budget = DecodeBudget()
         #: Per-call timeouts of CallStream requests: one thread for all of them.
         self.timeouts = Timer("bridge-grpc-timeouts", clock)
@@ -334,7 +345,8 @@ class GrpcServer(abc.ABC):
 
     def deliver(self, target: pb.Target, incoming: GrpcIncoming) -> None:
         """Hand ``incoming`` to one listener of ``target`` (every one for fanout)."""
-        listeners = self.router.candidates(target)
+        listeners = self.router.candidates(target.exchange, target.topic, target.server,
+                                           target.fanout)
         delivered = 0
         for listener in listeners:
             if listener.hand_over(incoming.copy_for_fanout() if delivered else incoming):
@@ -355,7 +367,8 @@ class GrpcServer(abc.ABC):
             if handler is not None:
                 handler(incoming)
                 return
-        if not self.running or self.router.stopped(target):
+        if not self.running or self.router.stopped(target.exchange, target.topic,
+                                                   target.server, target.fanout):
             raise Rejection(pb.Failure.REASON_UNAVAILABLE,
                             f"the servers of {target_text(target)} stopped")
         raise Rejection(pb.Failure.REASON_TARGET_NOT_FOUND,
@@ -376,8 +389,8 @@ class GrpcServer(abc.ABC):
 
     def _decode_request(self, kind: Any, data: bytes, remaining: float | None,
                         answer: Answer | None, context: Any) -> tuple[pb.Target, GrpcIncoming]:
-        """A CallRequest's or CastRequest's target and IncomingMessage. The target is a
-        copy: a part of the parsed request would keep all of its memory alive."""
+        """A CallRequest's or CastRequest's target and IncomingMessage (the target apart
+        from a large request, see :func:`~bridge.transport.grpc.decoding.detached`)."""
         try:
             request = kind.FromString(data)
         except Exception as exc:
@@ -385,6 +398,4 @@ class GrpcServer(abc.ABC):
                             f"undecodable {kind.__name__}: {decode_error_text(exc)}") from None
         incoming = self.decode(request.envelope, remaining, answer, call_reply,
                                self.sender(context))
-        target = pb.Target()
-        target.CopyFrom(request.envelope.target)
-        return target, incoming
+        return detached(request.envelope.target, len(data)), incoming

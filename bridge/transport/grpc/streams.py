@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 from bridge._proto.bridge.v1 import bridge_pb2 as pb
+from bridge.transport.grpc.decoding import detached
 from bridge.transport.grpc.incoming import GrpcIncoming
 from bridge.transport.grpc.server import MAX_TIMEOUT, GrpcServer
 from bridge.transport.grpc.status import (
@@ -84,8 +85,8 @@ class StreamCalls:
 
     def _decode(self, data: bytes) -> tuple[_StreamCall, pb.Target, GrpcIncoming] | None:
         """Parse a request, take its slot, arm its timeout and decode it; None once a
-        refusal answered it. The target is a copy: a part of the parsed request would keep
-        all of its memory alive."""
+        refusal answered it (the target apart from a large request: see
+        :func:`~bridge.transport.grpc.decoding.detached`)."""
         server = self.server
         try:
             request = pb.StreamRequest.FromString(data)
@@ -104,9 +105,7 @@ class StreamCalls:
         except Exception as exc:
             self._fail(call, exc)
             return None
-        target = pb.Target()
-        target.CopyFrom(request.envelope.target)
-        return call, target, incoming
+        return call, detached(request.envelope.target, len(data)), incoming
 
     def _fail(self, call: _StreamCall, exc: Exception) -> None:
         """Answer a call that holds a slot and failed before a listener took it."""

@@ -19,13 +19,12 @@ from typing import Any
 
 from bridge.exceptions import InvalidTarget, InvalidTransportURL, MessageDeliveryFailure
 from bridge.target import Target
-from bridge.transport.base import Capabilities, Driver, Listener
+from bridge.transport.base import Capabilities, Driver, Listener, UnroutedHandler
 from bridge.transport.http import values
 from bridge.transport.http.client import HttpClient
 from bridge.transport.http.listener import HttpListener
 from bridge.transport.http.options import HttpOptions, check_options
 from bridge.transport.http.request import TIMEOUT_HEADER
-from bridge.transport.http.router import Fallback
 from bridge.transport.http.server import HttpServer, host_port
 from bridge.transport.http.status import exception_for_status
 
@@ -59,7 +58,7 @@ class HttpDriver(Driver):
         self.host = (host.hostname if host is not None else None) or "127.0.0.1"
         self.port = DEFAULT_PORTS[self.scheme] if host is None or host.port is None else host.port
         self._bound_port: int | None = None  # the port port 0 was given
-        self._unrouted: Fallback | None = None
+        self._unrouted: UnroutedHandler | None = None
         self._client: HttpClient | None = None
         self._lock = threading.Lock()
 
@@ -103,7 +102,7 @@ class HttpDriver(Driver):
         server.shutdown()
         LOG.info("HTTP server on %s stopped", server.address)
 
-    def serve_unrouted(self, handler: Fallback | None) -> None:
+    def serve_unrouted(self, handler: UnroutedHandler | None) -> None:
         """Hand requests for targets no listener serves to ``handler`` (None: 404)."""
         self._unrouted = handler
         with _SERVERS_LOCK:

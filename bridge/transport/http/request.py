@@ -13,6 +13,7 @@ from typing import Any
 
 from bridge.transport.http import values
 from bridge.transport.http.status import Rejection
+from bridge.transport.shared_server import target_text
 from bridge.values import InvalidValueError
 
 #: The request timeout header: seconds (a decimal number > 0) the caller waits.
@@ -38,14 +39,8 @@ class Request:
     ctxt: dict[str, Any]
 
     def target_text(self) -> str:
-        parts = [f"topic={self.topic!r}"]
-        if self.exchange:
-            parts.insert(0, f"exchange={self.exchange!r}")
-        if self.server:
-            parts.append(f"server={self.server!r}")
-        if self.fanout:
-            parts.append("fanout")
-        return " ".join(parts)
+        """The target in an error message."""
+        return target_text(self.exchange, self.topic, self.server, self.fanout)
 
 
 def _invalid(message: str) -> Rejection:

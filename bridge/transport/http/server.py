@@ -6,7 +6,6 @@ limit on calls in flight, and the hand-back of answers from worker threads.
 from __future__ import annotations
 
 import asyncio
-import collections
 import logging
 import socket
 import ssl
@@ -22,11 +21,12 @@ from bridge.auth.identity import Credentials
 from bridge.stats import record_refusal
 from bridge.target import Target
 from bridge.transport.http.incoming import HttpIncoming
+from bridge.transport.http.listener import HttpListener
 from bridge.transport.http.options import HttpOptions
 from bridge.transport.http.request import Request
-from bridge.transport.http.router import Admission, Router
 from bridge.transport.http.status import Rejection
 from bridge.transport.http.tls import ReloadingContext
+from bridge.transport.shared_server import Admission, LoopAnswers, Router
 
 LOG = logging.getLogger(__name__)
 # uvicorn says "Started server process" and the like at INFO: the bridge logs its own.
@@ -123,6 +123,11 @@ class _Uvicorn(uvicorn.Server):
         self.listening.set()
 
 
+
+def _over_the_limit(limit: int) -> Rejection:
+    return Rejection("RESOURCE_EXHAUSTED", f"over max_concurrent_calls ({limit}): retry later",
+                     "max_concurrent_calls", limit)
+
 class HttpServer:
     """An HTTP server on ``host:port`` (port 0: a free one), with its router."""
 
@@ -133,14 +138,12 @@ class HttpServer:
         self.scheme = scheme
         self.host = host
         self.options = options
-        self.router = Router(default_exchange)
-        self.admission = Admission(options.max_concurrent_calls)
+        self.router: Router[HttpListener] = Router(default_exchange)
+        self.admission = Admission(options.max_concurrent_calls, _over_the_limit)
         #: False while the process says it cannot serve (set through a listener).
         self.process_serving = True
         self.running = False
-        self._answers: collections.deque[tuple[Callable[[Any], None], Any]] = (
-            collections.deque())
-        self._wake_pending = False
+        self._answers = LoopAnswers("HTTP call")
         self._socket = _listening_socket(host, port)
         self.port = int(self._socket.getsockname()[1])
         self.loop = asyncio.new_event_loop()
@@ -215,26 +218,8 @@ class HttpServer:
     def hand_back(self, resolve: Callable[[Any], None], outcome: Any) -> None:
         """Run ``resolve(outcome)`` on the loop; callable from any thread. Answers that
         arrive together are run in one wake-up of the loop."""
-        if threading.current_thread() is self._thread:
-            resolve(outcome)
-            return
-        self._answers.append((resolve, outcome))
-        if not self._wake_pending:
-            self._wake_pending = True
-            try:
-                self.loop.call_soon_threadsafe(self._drain_answers)
-            except RuntimeError:  # the loop is closed: nobody waits any more
-                pass
-
-    def _drain_answers(self) -> None:
-        self._wake_pending = False
-        answers = self._answers
-        while answers:
-            resolve, outcome = answers.popleft()
-            try:
-                resolve(outcome)
-            except Exception:
-                LOG.exception("Could not hand an answer back to its HTTP call")
+        self._answers.hand_back(self.loop, threading.current_thread() is self._thread,
+                                resolve, outcome)
 
     # -- requests ----------------------------------------------------------------------------
 

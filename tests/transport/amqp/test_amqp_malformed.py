@@ -4,12 +4,11 @@ gets exactly one reply, nothing stays in flight, and the server goes on serving.
 from __future__ import annotations
 
 import json
-import threading
 import uuid
 
 import pytest
 from amqp_fuzz import NO_VALUE, inner_call, mutate, same
-from amqp_support import BROKER_URL, RawWire, delete_queues, unique, wait_for
+from amqp_support import BROKER_URL, RawWire, echo_server, wait_for
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -18,32 +17,15 @@ import bridge
 pytestmark = [pytest.mark.broker]
 
 
-class Echo:
-    def echo(self, ctxt, value):
-        return value
-
-
 @pytest.fixture(scope="module")
 def served(request):
     request.getfixturevalue("broker_available")
-    exchange, topic = unique("bx"), unique("malformed")
-    transport = bridge.get_transport(None, f"{BROKER_URL}?max_body_size=65536")
-    server = bridge.get_rpc_server(
-        transport, bridge.Target(exchange=exchange, topic=topic, server="s1"), [Echo()])
-    server.start()
-    wire = RawWire()
-    yield exchange, topic, server, wire
-    client = bridge.get_rpc_client(transport, bridge.Target(exchange=exchange, topic=topic),
-                                   timeout=10)
-    assert client.call({}, "echo", value="still serving") == "still serving"
-    server.stop()
-    waiter = threading.Thread(target=server.wait, daemon=True)
-    waiter.start()
-    waiter.join(30)
-    transport.cleanup()
-    wire.close()
-    delete_queues([topic, f"{topic}.s1"], [exchange])
-    assert not waiter.is_alive(), "stop() + wait() did not return"
+    with echo_server("malformed", f"{BROKER_URL}?max_body_size=65536") as (
+            exchange, topic, server, transport, wire):
+        yield exchange, topic, server, wire
+        client = bridge.get_rpc_client(
+            transport, bridge.Target(exchange=exchange, topic=topic), timeout=10)
+        assert client.call({}, "echo", value="still serving") == "still serving"
 
 
 def _settle(wire: RawWire, server, exchange: str, topic: str) -> None:

@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import json
 import math
-import threading
 import uuid
 
 import pytest
-from amqp_support import BROKER_URL, RawWire, delete_queues, unique, wait_for
+from amqp_support import echo_server, wait_for
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -74,29 +73,11 @@ def test_a_client_refuses_a_time_it_cannot_send(kwargs):
         transport.cleanup()
 
 
-class Echo:
-    def echo(self, ctxt, value):
-        return value
-
-
 @pytest.fixture(scope="module")
 def served(request):
     request.getfixturevalue("broker_available")
-    exchange, topic = unique("bx"), unique("times")
-    transport = bridge.get_transport(None, BROKER_URL)
-    server = bridge.get_rpc_server(
-        transport, bridge.Target(exchange=exchange, topic=topic, server="s1"), [Echo()])
-    server.start()
-    wire = RawWire()
-    yield exchange, topic, server, wire
-    server.stop()
-    waiter = threading.Thread(target=server.wait, daemon=True)
-    waiter.start()
-    waiter.join(30)
-    transport.cleanup()
-    wire.close()
-    delete_queues([topic, f"{topic}.s1"], [exchange])
-    assert not waiter.is_alive(), "stop() + wait() did not return"
+    with echo_server("times") as (exchange, topic, server, _transport, wire):
+        yield exchange, topic, server, wire
 
 
 @pytest.mark.broker

@@ -7,7 +7,8 @@ import threading
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bridge.transport.grpc.decoding import SMALL, DecodeBudget
+from bridge._proto.bridge.v1 import bridge_pb2 as pb
+from bridge.transport.grpc.decoding import SMALL, DecodeBudget, detached
 
 BUDGET = 1_000_000
 
@@ -63,3 +64,14 @@ def test_a_failed_decode_gives_its_bytes_back():
     thread.start()
     assert entered.wait(5)
     thread.join(5)
+
+
+def test_a_large_requests_target_is_detached_from_it():
+    """A part of a parsed request keeps the whole request alive: a large one's is copied."""
+    request = pb.CallRequest(envelope=pb.Envelope(target=pb.Target(topic="t", server="s")))
+    small = detached(request.envelope.target, SMALL)
+    large = detached(request.envelope.target, SMALL + 1)
+    assert small is request.envelope.target
+    assert large == request.envelope.target and large is not request.envelope.target
+    request.envelope.target.topic = "changed"
+    assert large.topic == "t"
