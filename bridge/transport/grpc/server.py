@@ -34,6 +34,7 @@ from bridge.transport.grpc.decoding import DecodeBudget, detached
 from bridge.transport.grpc.describe import describe_response
 from bridge.transport.grpc.health import health_statuses
 from bridge.transport.grpc.incoming import Answer, GrpcIncoming, call_reply
+from bridge.transport.grpc.listener import GrpcListener
 from bridge.transport.grpc.options import GrpcOptions
 from bridge.transport.grpc.reflection import enable_reflection
 from bridge.transport.grpc.status import (
@@ -102,7 +103,7 @@ class GrpcServer(abc.ABC):
         self.addresses: list[Address] = list(addresses)
         self.options = options
         self.clock = clock
-        self.router: Router[Any] = Router(default_exchange)
+        self.router: Router[GrpcListener] = Router(default_exchange)
         self.admission = Admission(options.max_concurrent_calls, _over_the_limit)
         self.decode_budget = DecodeBudget()
         #: Per-call timeouts of CallStream requests: one thread for all of them.
